@@ -1,0 +1,5 @@
+import sys
+
+from fyntr.cli import main
+
+sys.exit(main())

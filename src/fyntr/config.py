@@ -1,0 +1,147 @@
+"""Settings: frozen, validated, no I/O."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Final
+
+from fyntr import limits
+from fyntr.errors import ConfigError
+from fyntr.policy.threat import ThreatAction
+
+LOG_LEVELS: Final = ("debug", "info", "warning", "error")
+
+_RATE_UNITS: Final[dict[str, float]] = {
+    "": 1,
+    "b": 1,
+    "kbit": 1e3 / 8,
+    "mbit": 1e6 / 8,
+    "gbit": 1e9 / 8,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
+_RATE_RE: Final = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)(?:/s)?")
+
+
+def parse_rate(text: str) -> int:
+    """RATE of SPEC §2 -> bytes per second (0 = unlimited). Raises ValueError."""
+    match = _RATE_RE.fullmatch(text.strip().lower())
+    if match is None or match.group(2) not in _RATE_UNITS:
+        raise ValueError(
+            f"'{text}' is not a rate (e.g. 8mbit, 2.5MB, 512kib/s, 1000000 or 0 for unlimited)"
+        )
+    value = float(match.group(1)) * _RATE_UNITS[match.group(2)]
+    rate = round(value)
+    if value > 0 and rate == 0:
+        raise ValueError(f"'{text}' is below 1 byte per second")
+    return rate
+
+
+def parse_seconds(text: str) -> float:
+    """A non-negative duration in seconds; decimals allowed. Raises ValueError."""
+    try:
+        value = float(text.strip())
+    except ValueError:
+        raise ValueError(f"'{text}' is not a number of seconds") from None
+    if not value >= 0 or value == float("inf"):
+        raise ValueError(f"'{text}' is not a non-negative, finite number of seconds")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Handshake and dial timers. Not on the command line: tests shorten them."""
+
+    request_line_s: float = limits.REQUEST_LINE_TIMEOUT_S
+    headers_s: float = limits.HEADERS_TIMEOUT_S
+    socks5_read_s: float = limits.SOCKS5_READ_TIMEOUT_S
+    dns_s: float = limits.DNS_TIMEOUT_S
+    dial_attempt_s: float = limits.DIAL_ATTEMPT_TIMEOUT_S
+    dial_backoff_s: float = limits.DIAL_BACKOFF_INITIAL_S
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    bind: str = limits.DEFAULT_BIND
+    port: int = limits.DEFAULT_PORT
+    socks5_bind: str | None = None
+    socks5_port: int | None = None
+    max_connections: int = limits.DEFAULT_MAX_CONNECTIONS  # 0 = unlimited
+    idle_timeout_s: float = limits.DEFAULT_IDLE_TIMEOUT_S  # 0 = off
+    allow_ports: tuple[int, ...] = ()
+    default_allow_port: bool = True
+    deny_cidrs: tuple[str, ...] = ()
+    allow_cidrs: tuple[str, ...] = ()
+    allow_domains: tuple[str, ...] = ()
+    threat_feed_files: tuple[str, ...] = ()
+    threat_action: ThreatAction = ThreatAction.WARN
+    log_level: str = "info"
+    upload_rate: int = 0  # bytes/s, 0 = unlimited
+    download_rate: int = 0
+    connect_rate: float = 0.0  # new upstream dials per second, 0 = unlimited
+    connect_burst: int | None = None  # None = the rate
+    max_connections_wait_s: float = 0.0
+    metrics_port: int | None = None
+    metrics_bind: str = limits.DEFAULT_METRICS_BIND
+    shutdown_grace_s: float = limits.DEFAULT_SHUTDOWN_GRACE_S
+    timeouts: Timeouts = field(default_factory=Timeouts)
+
+    def __post_init__(self) -> None:
+        for name in ("port", "socks5_port", "metrics_port"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value <= limits.PORT_MAX:
+                raise ValueError(f"{name} must be 0-{limits.PORT_MAX}, not {value}")
+        for p in self.allow_ports:
+            if not 1 <= p <= limits.PORT_MAX:
+                raise ValueError(f"allow port must be 1-{limits.PORT_MAX}, not {p}")
+        if self.max_connections < 0:
+            raise ValueError("max_connections must not be negative")
+        if self.log_level not in LOG_LEVELS:
+            raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
+        if self.connect_burst is not None and self.connect_burst < 1:
+            raise ValueError("connect_burst must be at least 1")
+
+    @property
+    def effective_max_connections(self) -> int:
+        """The cap after upstream's overflow clamp (§3.6); 0 stays unlimited."""
+        return min(self.max_connections, limits.MAX_CONNECTIONS_CAP)
+
+
+_BIND_HOST_CHARS: Final = frozenset(
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-"
+)
+
+
+def validate_bind_address(text: str) -> str:
+    """``--bind``: an IP literal or a plain host name without port (upstream §1.2)."""
+    import ipaddress  # noqa: PLC0415
+
+    value = text.strip()
+    if not value:
+        raise ConfigError("empty bind address")
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return value
+    host, colon, port = value.rpartition(":")
+    looks_like_socket = value.startswith("[") and "]:" in value
+    if looks_like_socket or (
+        colon and host and ":" not in host and port.isascii() and port.isdigit()
+    ):
+        raise ConfigError(
+            f"bind address '{value}' must not include a port; use --port / FYNTR_PORT"
+        )
+    if len(value) > limits.DOMAIN_MAX_LEN:
+        raise ConfigError(f"bind address is longer than {limits.DOMAIN_MAX_LEN} characters")
+    if not _BIND_HOST_CHARS.issuperset(value):
+        raise ConfigError(
+            f"bind address '{value}' may only contain ASCII letters, digits, '.' and '-'"
+        )
+    return value

@@ -1,0 +1,90 @@
+"""One exception tree. Each handshake error carries the reply it puts on the wire."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class Status(IntEnum):
+    """HTTP status codes fyntr sends (upstream §6.6). Nothing else is ever sent."""
+
+    OK = 200
+    BAD_REQUEST = 400
+    FORBIDDEN = 403
+    METHOD_NOT_ALLOWED = 405
+    REQUEST_TIMEOUT = 408
+    URI_TOO_LONG = 414
+    HEADERS_TOO_LARGE = 431
+    BAD_GATEWAY = 502
+    SERVICE_UNAVAILABLE = 503
+    VERSION_NOT_SUPPORTED = 505
+
+
+STATUS_LINES: dict[Status, bytes] = {
+    Status.OK: b"HTTP/1.1 200 Connection Established\r\n\r\n",
+    Status.BAD_REQUEST: b"HTTP/1.1 400 Bad Request\r\n\r\n",
+    Status.FORBIDDEN: b"HTTP/1.1 403 Forbidden\r\n\r\n",
+    Status.METHOD_NOT_ALLOWED: b"HTTP/1.1 405 Method Not Allowed\r\n\r\n",
+    Status.REQUEST_TIMEOUT: b"HTTP/1.1 408 Request Timeout\r\n\r\n",
+    Status.URI_TOO_LONG: b"HTTP/1.1 414 URI Too Long\r\n\r\n",
+    Status.HEADERS_TOO_LARGE: b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n",
+    Status.BAD_GATEWAY: b"HTTP/1.1 502 Bad Gateway\r\n\r\n",
+    Status.SERVICE_UNAVAILABLE: b"HTTP/1.1 503 Service Unavailable\r\n\r\n",
+    Status.VERSION_NOT_SUPPORTED: b"HTTP/1.1 505 HTTP Version Not Supported\r\n\r\n",
+}
+
+
+class Rep(IntEnum):
+    """SOCKS5 reply codes (RFC 1928 §6) that fyntr uses (upstream §7.2)."""
+
+    SUCCEEDED = 0x00
+    GENERAL_FAILURE = 0x01
+    NOT_ALLOWED = 0x02
+    NETWORK_UNREACHABLE = 0x03
+    HOST_UNREACHABLE = 0x04
+    CONNECTION_REFUSED = 0x05
+    COMMAND_NOT_SUPPORTED = 0x07
+    ADDRESS_TYPE_NOT_SUPPORTED = 0x08
+
+
+class FyntrError(Exception):
+    """Base of every error fyntr raises on purpose."""
+
+
+class ConfigError(FyntrError):
+    """A setting that cannot be used; fatal at start-up (exit 1)."""
+
+
+class TargetError(FyntrError):
+    """A host or target that does not parse. Never echoes the raw input."""
+
+
+class HandshakeError(FyntrError):
+    """A handshake that ends with a reply: an HTTP status and a SOCKS5 REP.
+
+    ``reason`` is a short machine-friendly word for logs and metrics labels; ``detail``
+    is the human text for the log line (never raw client input).
+    """
+
+    def __init__(self, status: Status, rep: Rep, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.rep = rep
+        self.reason = reason
+        self.detail = detail
+
+
+def bad_request(detail: str) -> HandshakeError:
+    return HandshakeError(Status.BAD_REQUEST, Rep.ADDRESS_TYPE_NOT_SUPPORTED, "bad_request", detail)
+
+
+def forbidden(reason: str, detail: str) -> HandshakeError:
+    return HandshakeError(Status.FORBIDDEN, Rep.NOT_ALLOWED, reason, detail)
+
+
+def bad_gateway(reason: str, detail: str, rep: Rep = Rep.HOST_UNREACHABLE) -> HandshakeError:
+    return HandshakeError(Status.BAD_GATEWAY, rep, reason, detail)
+
+
+def unavailable(reason: str, detail: str) -> HandshakeError:
+    return HandshakeError(Status.SERVICE_UNAVAILABLE, Rep.GENERAL_FAILURE, reason, detail)

@@ -1,0 +1,76 @@
+"""Every numeric cap of fyntr, with its unit and where the number comes from.
+
+"upstream" means the Rust original (shared/reference/upstream-behaviour.md, section given).
+"""
+
+from typing import Final
+
+KIB: Final = 1024
+MIB: Final = 1024 * KIB
+
+# --- Defaults of the command line (upstream §1.1, §1.3) ---------------------------------
+DEFAULT_BIND: Final = "127.0.0.1"
+DEFAULT_PORT: Final = 9999
+DEFAULT_MAX_CONNECTIONS: Final = 1000
+DEFAULT_IDLE_TIMEOUT_S: Final = 300
+DEFAULT_SHUTDOWN_GRACE_S: Final = 30.0
+DEFAULT_METRICS_BIND: Final = "127.0.0.1"
+DEFAULT_ALLOWED_PORT: Final = 443
+
+# --- HTTP CONNECT handshake (upstream §6.1) ----------------------------------------------
+REQUEST_LINE_MAX_BYTES: Final = 8192  # including the line terminator; 8193 -> 414
+HEADER_LINE_MAX_BYTES: Final = 8192  # including the terminator; more -> 431
+HEADERS_MAX_BYTES: Final = 32768  # all header lines plus the blank line; more -> 431
+HEADERS_MAX_LINES: Final = 100  # non-blank header lines; the 101st -> 431
+REQUEST_LINE_TIMEOUT_S: Final = 30.0  # -> 408
+HEADERS_TIMEOUT_S: Final = 30.0  # restarted after the request line -> 408
+
+# --- SOCKS5 handshake (upstream §7.1) -----------------------------------------------------
+SOCKS5_READ_TIMEOUT_S: Final = 30.0  # per field read; on expiry the socket is closed
+
+# --- Host names (upstream §1.2, §6.4) ----------------------------------------------------
+DOMAIN_MAX_LEN: Final = 253  # RFC 1035 presentation length without the trailing dot
+LABEL_MAX_LEN: Final = 63  # RFC 1035 §2.3.4
+
+# --- Resolution and dialing (upstream §4.5, §6.7; SPEC §4.8) -----------------------------
+DNS_TIMEOUT_S: Final = 5.0  # ours: upstream has none (SPEC §4.8) -> 502 / SOCKS5 0x04
+MAX_RESOLVED_ADDRS: Final = 32  # unique answers; bounds a dial to 3 x 32 x 3 s + 0.6 s
+DIAL_ATTEMPT_TIMEOUT_S: Final = 3.0
+DIAL_ROUNDS: Final = 3
+DIAL_BACKOFF_INITIAL_S: Final = 0.2  # 200 ms, then 400 ms between the 3 rounds
+DIAL_BACKOFF_MAX_S: Final = 3.0
+
+# --- Data plane (SPEC §5; upstream §8.1, §8.5) -------------------------------------------
+HIGH_WATERMARK_BYTES: Final = 256 * KIB  # held per flow and direction before the source pauses
+LOW_WATERMARK_BYTES: Final = HIGH_WATERMARK_BYTES // 4  # resume below a quarter, as uvloop does
+QUANTUM_DEFAULT_BYTES: Final = 8192  # before the first sample (upstream §8.5)
+QUANTUM_MIN_BYTES: Final = 1500  # about one Ethernet MTU: every turn carries a full packet
+QUANTUM_MAX_BYTES: Final = 16384  # stops one flow monopolising a round
+QUANTUM_EMA_ALPHA: Final = 0.2
+QUANTUM_BURST_FACTOR: Final = 10  # quantum = 10 x the average chunk
+QUANTUM_SMALL_CHUNK_BYTES: Final = 200  # "chatty" flows below this get the minimum quantum
+RATE_BURST_S: Final = 0.010  # token bucket depth: about 10 ms of the rate ...
+RATE_BURST_MIN_BYTES: Final = 16 * KIB  # ... but at least one full TLS record
+RATE_TIMER_MIN_S: Final = 0.001  # the shaper's timer never fires more often than this
+
+# --- Lifetime -----------------------------------------------------------------------------
+SWEEP_INTERVAL_MAX_S: Final = 1.0  # the one periodic sweep (idle tunnels, handshake deadlines)
+LINGER_S: Final = 2.0  # after an error reply, drain the client this long before closing
+ACCEPT_RETRY_DELAY_S: Final = 0.1  # after EMFILE/ENFILE/ENOBUFS, pause accepting this long
+ACCEPT_BATCH: Final = 64  # accepts per wake-up before yielding to the other listener
+LISTEN_BACKLOG: Final = 4096  # asyncio's 100 overflows under a 200-client burst (1 s SYN retry)
+SHUTDOWN_POLL_S: Final = 0.05  # how often a draining shutdown looks for the last tunnel
+STATS_INTERVAL_S: Final = 60.0  # SPEC §6: the INFO stats line while there is traffic
+
+# --- File descriptors (upstream §3.6) -----------------------------------------------------
+FDS_PER_CONNECTION: Final = 2  # client socket + upstream socket
+FD_HEADROOM: Final = 64  # listeners, DNS, logs
+MAX_CONNECTIONS_CAP: Final = (2**64 - 1 - FD_HEADROOM) // FDS_PER_CONNECTION
+
+# --- Port numbers -------------------------------------------------------------------------
+PORT_MAX: Final = 65535
+
+# --- Metrics endpoint (issue 8) -----------------------------------------------------------
+METRICS_REQUEST_MAX_BYTES: Final = 8192  # request line plus headers of a metrics request
+METRICS_REQUEST_TIMEOUT_S: Final = 10.0
+STATUS_TOP_FLOWS: Final = 10

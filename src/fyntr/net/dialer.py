@@ -1,0 +1,125 @@
+"""DNS and upstream connect attempts (upstream §4.5, §6.7; SPEC §4.8).
+
+Resolver, connector and sleep are injectable so that retries and timeouts are tested
+without waiting for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from fyntr.config import Timeouts
+from fyntr.errors import Rep, bad_gateway
+from fyntr.limits import DIAL_BACKOFF_MAX_S, DIAL_ROUNDS
+from fyntr.log import log
+from fyntr.net.relay import UpstreamPending
+from fyntr.policy.rules import collect_addresses
+from fyntr.wire.target import Host, IPAddress, format_ip_port
+
+Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
+Connector = Callable[[IPAddress, int], Awaitable[tuple[asyncio.Transport, UpstreamPending]]]
+Sleep = Callable[[float], Awaitable[None]]
+
+
+async def system_resolve(name: str, port: int) -> list[IPAddress]:
+    """``getaddrinfo`` with any family and stream sockets, as upstream §4.5."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
+    out: list[IPAddress] = []
+    for family, *_rest, sockaddr in infos:
+        if family in (socket.AF_INET, socket.AF_INET6):
+            out.append(ipaddress.ip_address(str(sockaddr[0]).partition("%")[0]))
+    return out
+
+
+async def tcp_connect(ip: IPAddress, port: int) -> tuple[asyncio.Transport, UpstreamPending]:
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_connection(UpstreamPending, str(ip), port)
+    return transport, protocol
+
+
+def rep_for_dial_error(exc: BaseException) -> Rep:
+    """SOCKS5 REP from the last dial error (upstream §7.2)."""
+    if isinstance(exc, ConnectionRefusedError):
+        return Rep.CONNECTION_REFUSED
+    if isinstance(exc, OSError) and exc.errno == errno.ENETUNREACH:
+        return Rep.NETWORK_UNREACHABLE
+    return Rep.HOST_UNREACHABLE
+
+
+@dataclass(frozen=True, slots=True)
+class Dialed:
+    transport: asyncio.Transport
+    protocol: UpstreamPending
+    address: IPAddress
+
+
+class Dialer:
+    def __init__(
+        self,
+        timeouts: Timeouts,
+        resolver: Resolver = system_resolve,
+        connector: Connector = tcp_connect,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self._timeouts = timeouts
+        self._resolver = resolver
+        self._connector = connector
+        self._sleep = sleep
+
+    async def resolve(self, host: Host, port: int) -> list[IPAddress]:
+        """Canonical, de-duplicated, sorted addresses; 502 / SOCKS5 0x04 on failure."""
+        if host.ip is not None:
+            return [host.ip]
+        try:
+            async with asyncio.timeout(self._timeouts.dns_s):
+                answers = await self._resolver(host.dns_name, port)
+        except TimeoutError:
+            raise bad_gateway(
+                "resolve_failed", f"DNS lookup timed out after {self._timeouts.dns_s:g}s"
+            ) from None
+        except OSError as exc:
+            raise bad_gateway("resolve_failed", f"DNS lookup failed: {exc}") from None
+        if not answers:
+            raise bad_gateway("resolve_failed", "DNS answer was empty")
+        return collect_addresses(answers)
+
+    async def dial(self, flow_id: int, addrs: Sequence[IPAddress], port: int) -> Dialed:
+        """Try every address in order, 3 rounds, 3 s each, 200/400 ms apart (upstream §6.7)."""
+        delay = self._timeouts.dial_backoff_s
+        last: BaseException = ConnectionError("no address to dial")
+        for round_no in range(1, DIAL_ROUNDS + 1):
+            for ip in addrs:
+                try:
+                    async with asyncio.timeout(self._timeouts.dial_attempt_s):
+                        transport, protocol = await self._connector(ip, port)
+                except TimeoutError:
+                    last = TimeoutError(
+                        f"connect to {format_ip_port(ip, port)} timed out after "
+                        f"{self._timeouts.dial_attempt_s:g}s"
+                    )
+                except OSError as exc:
+                    last = exc
+                else:
+                    return Dialed(transport, protocol, ip)
+            if round_no < DIAL_ROUNDS:
+                log.warning(
+                    "flow%d: connect round %d/%d failed for all %d addresses; backing off %dms",
+                    flow_id,
+                    round_no,
+                    DIAL_ROUNDS,
+                    len(addrs),
+                    round(delay * 1000),
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, DIAL_BACKOFF_MAX_S)
+        raise bad_gateway(
+            "dial_failed",
+            f"connect failed after {DIAL_ROUNDS} rounds (retries exhausted): {last}",
+            rep_for_dial_error(last),
+        )

@@ -1,0 +1,239 @@
+"""Handshake protocols: from accept to the success reply, then hand-off to the relay."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import TYPE_CHECKING, ClassVar, cast
+
+from fyntr.errors import STATUS_LINES, HandshakeError, Rep, Status
+from fyntr.limits import LINGER_S
+from fyntr.log import log
+from fyntr.net.relay import tune_transport
+from fyntr.wire.http_connect import ConnectParser, HeadComplete, Phase, TargetParsed
+from fyntr.wire.target import Target
+
+if TYPE_CHECKING:
+    from fyntr.net.dialer import Dialed
+    from fyntr.net.server import Server
+
+
+def format_peer(transport: asyncio.BaseTransport) -> str:
+    peer = transport.get_extra_info("peername")
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return "unknown"
+
+
+class Inbound(asyncio.Protocol):
+    """What HTTP CONNECT and SOCKS5 handshakes share: admission, deadline, the dial."""
+
+    PROTOCOL_NAME: ClassVar[str] = ""
+    TARGET_KEY: ClassVar[str] = "connect_target"
+
+    def __init__(self, server: Server, flow_id: int) -> None:
+        self.server = server
+        self.flow_id = flow_id
+        self.transport: asyncio.Transport
+        self.peer = "unknown"
+        self.reserved = False  # holds a pending admission slot
+        self.closed = False
+        self.lingering = False
+        self.deadline = math.inf  # loop time; the server's sweep enforces it
+        self.target: Target | None = None
+        self.leftover = b""
+        self.client_eof = False
+        self._task: asyncio.Task[None] | None = None
+
+    # --- asyncio callbacks -----------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.peer = format_peer(transport)
+        server = self.server
+        log.info("flow%d: new %s connection from %s", self.flow_id, self.PROTOCOL_NAME, self.peer)
+        if not server.admission.try_reserve():
+            server.metrics.rejected("max_connections")
+            log.warning(
+                "flow%d: %s connection from %s rejected before parsing: "
+                "max connections (%d) reached",
+                self.flow_id,
+                self.PROTOCOL_NAME,
+                self.peer,
+                server.admission.limit,
+            )
+            self.reject_at_capacity()
+            return
+        self.reserved = True
+        server.handshakes.add(self)
+        tune_transport(self.transport)
+        self.started()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self._task is not None:
+            self._task.cancel()
+        self._release()
+
+    # --- for subclasses --------------------------------------------------------------
+    def started(self) -> None:
+        raise NotImplementedError
+
+    def reject_at_capacity(self) -> None:
+        raise NotImplementedError
+
+    def reply_error(self, err: HandshakeError) -> None:
+        raise NotImplementedError
+
+    def reply_success(self, dialed: Dialed) -> None:
+        raise NotImplementedError
+
+    def expire(self) -> None:
+        """The handshake deadline passed."""
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------
+    def on_deadline(self) -> None:
+        if self.lingering:
+            self.transport.close()
+        else:
+            self.expire()
+
+    def _release(self) -> None:
+        if self.reserved:
+            self.reserved = False
+            self.server.admission.release_pending()
+        self.server.handshakes.discard(self)
+
+    def fail(self, err: HandshakeError) -> None:
+        """Log, reply, and linger: half-close and drain what the client still sends,
+        so that the reply is not destroyed by a RST (unread input at close)."""
+        self.server.metrics.rejected(err.reason)
+        level = log.error if err.status is Status.BAD_GATEWAY else log.warning
+        where = f"{self.target.authority} " if self.target is not None else ""
+        level(
+            "flow%d: %sfrom %s: %s (%d %s)",
+            self.flow_id,
+            where,
+            self.peer,
+            err.detail,
+            err.status.value,
+            STATUS_LINES[err.status][13:-4].decode(),
+        )
+        if self.closed:
+            return
+        self.reply_error(err)
+        self.linger()
+
+    def linger(self) -> None:
+        self.lingering = True
+        self.deadline = self.server.loop.time() + LINGER_S
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.resume_reading()
+
+    def establish(self, target: Target) -> None:
+        """The request is complete: resolve, check, dial in a task of its own."""
+        self.target = target
+        self.deadline = math.inf
+        self.transport.pause_reading()
+        self._task = self.server.loop.create_task(
+            self._establish(target), name=f"fyntr-flow{self.flow_id}-establish"
+        )
+
+    async def _establish(self, target: Target) -> None:
+        try:
+            dialed = await self.server.open_upstream(self, target)
+        except HandshakeError as err:
+            self.fail(err)
+            return
+        if self.closed:
+            dialed.transport.abort()
+            return
+        self._task = None
+        self.reserved = False
+        self.server.handshakes.discard(self)
+        self.server.start_tunnel(self, target, dialed)
+
+    def check_host(self, target: Target) -> bool:
+        """Log the target; warn on mixed scripts; threat-check the host before DNS."""
+        self.target = target
+        log.info("flow%d: %s%s", self.flow_id, self.LOG_VERB, target.authority)
+        try:
+            self.server.check_host(self, target)
+        except HandshakeError as err:
+            self.fail(err)
+            return False
+        return True
+
+    LOG_VERB: ClassVar[str] = "CONNECT "
+
+
+class HttpInbound(Inbound):
+    PROTOCOL_NAME = "HTTP CONNECT"
+
+    def started(self) -> None:
+        self.parser = ConnectParser()
+        self.deadline = self.server.loop.time() + self.server.settings.timeouts.request_line_s
+
+    def reject_at_capacity(self) -> None:
+        self.transport.write(STATUS_LINES[Status.SERVICE_UNAVAILABLE])
+        self.linger()
+
+    def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return
+        if self.target is not None and self._task is not None:
+            self.leftover += data  # bytes after the head, while dialing: forwarded later
+            return
+        try:
+            events = self.parser.feed(data)
+        except HandshakeError as err:
+            self.fail(err)
+            return
+        for event in events:
+            if isinstance(event, TargetParsed):
+                if not self.check_host(event.target):
+                    return
+                self.deadline = self.server.loop.time() + self.server.settings.timeouts.headers_s
+            elif isinstance(event, HeadComplete):
+                assert self.target is not None
+                self.leftover = event.leftover
+                self.establish(self.target)
+
+    def eof_received(self) -> bool:
+        if self.lingering:
+            self.transport.close()
+            return False
+        if self._task is not None:
+            self.client_eof = True  # CONNECT, data, FIN: honoured once the tunnel is up
+            return True
+        try:
+            self.parser.feed_eof()
+        except HandshakeError as err:
+            self.fail(err)
+        return True
+
+    def expire(self) -> None:
+        phase = self.parser.phase
+        if phase is Phase.DONE:
+            return
+        limit = (
+            self.server.settings.timeouts.request_line_s
+            if phase is Phase.REQUEST_LINE
+            else self.server.settings.timeouts.headers_s
+        )
+        self.fail(
+            HandshakeError(
+                Status.REQUEST_TIMEOUT,
+                Rep.GENERAL_FAILURE,
+                "timeout",
+                f"timed out reading the {phase.value} after {limit:g}s",
+            )
+        )
+
+    def reply_error(self, err: HandshakeError) -> None:
+        self.transport.write(STATUS_LINES[err.status])
+
+    def reply_success(self, dialed: Dialed) -> None:
+        self.transport.write(STATUS_LINES[Status.OK])

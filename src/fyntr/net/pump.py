@@ -1,0 +1,166 @@
+"""Binds the DRR scheduler to the event loop (SPEC §5).
+
+One ``Pump`` per direction (upload, download), shared by every tunnel. A ``Lane`` is one
+direction of one tunnel: the scheduler's ``Flow`` plus the two transports it joins.
+
+The fast path costs one comparison: while a lane has nothing queued, its destination is
+not paused and no rate is set, a chunk is written straight through in ``data_received``.
+Only when data must wait does it join the scheduler, and only while a rate holds data
+back is the pump's one timer armed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import cast
+
+from fyntr.limits import HIGH_WATERMARK_BYTES, LOW_WATERMARK_BYTES, RATE_BURST_MIN_BYTES, RATE_BURST_S
+from fyntr.sched.drr import Chunk, Flow, Scheduler, TokenBucket
+
+
+class Lane(Flow):
+    """Bytes from ``src`` (read side) to ``dst`` (write side) of one tunnel."""
+
+    __slots__ = (
+        "dst",
+        "dst_paused",
+        "eof_pending",
+        "eof_sent",
+        "nbytes",
+        "on_eof_sent",
+        "pump",
+        "src",
+        "src_paused",
+    )
+
+    def __init__(
+        self,
+        pump: Pump,
+        src: asyncio.Transport,
+        dst: asyncio.Transport,
+        on_eof_sent: Callable[[], None],
+    ) -> None:
+        super().__init__()
+        self.pump = pump
+        self.src = src
+        self.dst = dst
+        self.on_eof_sent = on_eof_sent
+        self.nbytes = 0  # bytes read from src
+        self.src_paused = False  # we paused reading src
+        self.dst_paused = False  # dst's write buffer is above its high watermark
+        self.eof_pending = False  # src sent EOF; pass it on once the queue is empty
+        self.eof_sent = False
+
+    def push(self, data: bytes) -> None:
+        """A chunk read from ``src``: the hot path."""
+        self.nbytes += len(data)
+        if self.queued or self.dst_paused or self.pump.shaped:
+            self.pump.hold(self, data)
+        else:
+            self.dst.write(data)
+
+    def finish(self) -> None:
+        """``src`` sent EOF: deliver what is queued, then pass the FIN on (SPEC §4.2)."""
+        if self.queued:
+            self.eof_pending = True
+        else:
+            self._send_eof()
+
+    def _send_eof(self) -> None:
+        self.eof_pending = False
+        if not self.eof_sent:
+            self.eof_sent = True
+            if not self.dst.is_closing():
+                self.dst.write_eof()
+            self.on_eof_sent()
+
+    def dst_paused_writing(self) -> None:
+        self.dst_paused = True
+        self.pump.scheduler.park(self)
+        self.pause_src()
+
+    def dst_resumed_writing(self) -> None:
+        self.dst_paused = False
+        if self.queued:
+            self.pump.scheduler.unpark(self)
+            self.pump.service()
+        else:
+            self.resume_src()
+
+    def pause_src(self) -> None:
+        if not self.src_paused:
+            self.src_paused = True
+            self.src.pause_reading()
+
+    def resume_src(self) -> None:
+        if self.src_paused and not self.src.is_closing():
+            self.src_paused = False
+            self.src.resume_reading()
+
+    def held(self) -> int:
+        """Everything the proxy holds for this lane: queue plus dst's write buffer."""
+        return self.queued + self.dst.get_write_buffer_size()
+
+    def discard(self) -> None:
+        self.pump.scheduler.drop(self)
+        self.eof_pending = False
+
+
+class Pump:
+    """One direction's scheduler, its optional token bucket and its one timer."""
+
+    __slots__ = ("_loop", "_timer", "scheduler", "shaped")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, rate: int = 0) -> None:
+        self._loop = loop
+        bucket = None
+        if rate > 0:
+            bucket = TokenBucket(rate, max(rate * RATE_BURST_S, RATE_BURST_MIN_BYTES), loop.time())
+        self.scheduler = Scheduler(bucket)
+        self.shaped = bucket is not None
+        self._timer: asyncio.TimerHandle | None = None
+
+    @property
+    def queued_bytes(self) -> int:
+        sched = self.scheduler
+        return sum(f.queued for f in sched.new) + sum(f.queued for f in sched.old)
+
+    def hold(self, lane: Lane, data: bytes) -> None:
+        """The slow path: the chunk waits in the lane's queue for its DRR turn."""
+        self.scheduler.enqueue(lane, data)
+        if not lane.src_paused and lane.held() > HIGH_WATERMARK_BYTES:
+            lane.pause_src()
+        if not lane.dst_paused:
+            self.service()
+
+    def service(self) -> None:
+        sched = self.scheduler
+        sched.service(self._loop.time(), self._write)
+        delay = sched.next_wake()
+        if delay is not None and self._timer is None:
+            self._timer = self._loop.call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self.service()
+
+    def _write(self, flow: Flow, chunk: Chunk) -> None:
+        lane = cast(Lane, flow)
+        lane.dst.write(chunk)
+        if not lane.queued and lane.eof_pending:
+            lane._send_eof()
+        # Resume below a quarter of the high mark; or once the queue is empty, since the
+        # destination's own watermarks (the same numbers) then take over: nothing else
+        # would tell us when a write buffer between the marks drains.
+        if (
+            lane.src_paused
+            and not lane.dst_paused
+            and (not lane.queued or lane.held() <= LOW_WATERMARK_BYTES)
+        ):
+            lane.resume_src()
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

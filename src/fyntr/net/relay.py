@@ -1,0 +1,193 @@
+"""Established tunnels: two transports, two lanes, one close (SPEC §4.2, §4.4, §4.5)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from enum import Enum
+from typing import cast
+
+from fyntr.limits import HIGH_WATERMARK_BYTES, LOW_WATERMARK_BYTES
+from fyntr.log import log
+from fyntr.net.pump import Lane, Pump
+
+
+def tune_transport(transport: asyncio.BaseTransport) -> None:
+    """TCP_NODELAY (TLS records must not wait for Nagle) and our write watermarks."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    cast(asyncio.WriteTransport, transport).set_write_buffer_limits(
+        high=HIGH_WATERMARK_BYTES, low=LOW_WATERMARK_BYTES
+    )
+
+
+class UpstreamPending(asyncio.Protocol):
+    """The upstream socket between the dial and the 200: holds what the server says first."""
+
+    __slots__ = ("early", "lost", "transport")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.early: list[bytes] = []
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        tune_transport(transport)
+        self.transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        self.early.append(data)
+
+    def eof_received(self) -> bool:
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
+
+class Side(Enum):
+    CLIENT = "client"
+    UPSTREAM = "upstream"
+
+
+class Endpoint(asyncio.Protocol):
+    """One socket of a tunnel. Reads feed ``out``; write-side flow control drives ``inp``."""
+
+    __slots__ = ("inp", "out", "side", "tunnel")
+
+    def __init__(self, tunnel: Tunnel, side: Side) -> None:
+        self.tunnel = tunnel
+        self.side = side
+        self.out: Lane
+        self.inp: Lane
+
+    def data_received(self, data: bytes) -> None:
+        self.out.push(data)
+
+    def eof_received(self) -> bool:
+        self.out.finish()
+        return True  # keep the other direction open: half-close (SPEC §4.2)
+
+    def pause_writing(self) -> None:
+        self.inp.dst_paused_writing()
+
+    def resume_writing(self) -> None:
+        self.inp.dst_resumed_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.tunnel.lost(self.side, exc)
+
+
+class Tunnel:
+    """A relayed CONNECT or SOCKS5 tunnel. Lives from the 200 to the last socket closing."""
+
+    __slots__ = (
+        "_on_closed",
+        "client",
+        "client_open",
+        "down",
+        "flow_id",
+        "idle_mark",
+        "idle_since",
+        "reason",
+        "started",
+        "target",
+        "up",
+        "upstream",
+        "upstream_open",
+    )
+
+    def __init__(
+        self,
+        flow_id: int,
+        target: str,
+        client: asyncio.Transport,
+        upstream: asyncio.Transport,
+        pumps: tuple[Pump, Pump],
+        now: float,
+        on_closed: Callable[[Tunnel], None],
+    ) -> None:
+        self.flow_id = flow_id
+        self.target = target
+        self.client = client
+        self.upstream = upstream
+        self.started = now
+        self.idle_since = now  # the sweep's view of the last activity
+        self.idle_mark = 0  # bytes both ways at that moment
+        self.reason: str | None = None
+        self.client_open = True
+        self.upstream_open = True
+        self._on_closed = on_closed
+        upload, download = pumps
+        self.up = Lane(upload, client, upstream, self._eof_sent)
+        self.down = Lane(download, upstream, client, self._eof_sent)
+
+    def start(self, client_early: bytes, upstream_early: list[bytes]) -> None:
+        """Hand both transports to the relay and replay bytes read during the handshake."""
+        client_end = Endpoint(self, Side.CLIENT)
+        client_end.out, client_end.inp = self.up, self.down
+        upstream_end = Endpoint(self, Side.UPSTREAM)
+        upstream_end.out, upstream_end.inp = self.down, self.up
+        self.client.set_protocol(client_end)
+        self.upstream.set_protocol(upstream_end)
+        tune_transport(self.client)
+        if client_early:
+            self.up.push(client_early)  # SPEC §4.1: never dropped
+        for chunk in upstream_early:
+            self.down.push(chunk)
+        if not self.up.src_paused:
+            self.client.resume_reading()
+        if not self.down.src_paused:
+            self.upstream.resume_reading()
+
+    @property
+    def activity(self) -> int:
+        return self.up.nbytes + self.down.nbytes
+
+    def _eof_sent(self) -> None:
+        if self.up.eof_sent and self.down.eof_sent:
+            self.close("closed")
+
+    def close(self, reason: str) -> None:
+        """Graceful: what is buffered is still written before the sockets close."""
+        if self.reason is None:
+            self.reason = reason
+        self.client.close()
+        self.upstream.close()
+
+    def abort(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self.up.discard()
+        self.down.discard()
+        self.client.abort()
+        self.upstream.abort()
+
+    def lost(self, side: Side, exc: Exception | None) -> None:
+        if side is Side.CLIENT:
+            self.client_open = False
+        else:
+            self.upstream_open = False
+        if exc is not None:
+            self.abort(f"{side.value}_error: {exc}")
+        elif self.client_open or self.upstream_open:
+            self.close(f"{side.value}_closed")
+        if not (self.client_open or self.upstream_open):
+            self.up.discard()
+            self.down.discard()
+            self._on_closed(self)
+
+
+def log_tunnel_closed(tunnel: Tunnel, now: float) -> None:
+    log.info(
+        "flow%d: closed target=%s up_bytes=%d down_bytes=%d duration=%.3fs reason=%s",
+        tunnel.flow_id,
+        tunnel.target,
+        tunnel.up.nbytes,
+        tunnel.down.nbytes,
+        now - tunnel.started,
+        tunnel.reason,
+    )

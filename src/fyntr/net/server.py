@@ -1,0 +1,487 @@
+"""Listeners, admission, the sweep, signals and shutdown: the proxy's lifetime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import math
+import resource
+import signal
+import socket
+from collections.abc import Callable
+from typing import TypeAlias
+
+from fyntr.config import Settings, validate_bind_address
+from fyntr.errors import ConfigError, HandshakeError, bad_gateway, forbidden
+from fyntr.limits import (
+    ACCEPT_BATCH,
+    ACCEPT_RETRY_DELAY_S,
+    FD_HEADROOM,
+    FDS_PER_CONNECTION,
+    LISTEN_BACKLOG,
+    SHUTDOWN_POLL_S,
+    STATS_INTERVAL_S,
+    SWEEP_INTERVAL_MAX_S,
+)
+from fyntr.log import format_bytes, log
+from fyntr.metrics import Stats
+from fyntr.net.dialer import Dialed, Dialer
+from fyntr.net.inbound import HttpInbound, Inbound
+from fyntr.net.pump import Pump
+from fyntr.net.relay import Tunnel, log_tunnel_closed
+from fyntr.policy.rules import Policy
+from fyntr.policy.threat import ThreatAction, ThreatIndex, is_mixed_script, load_feed_files
+from fyntr.sched.admission import Admission
+from fyntr.wire.target import Target, format_ip_port
+
+InboundFactory: TypeAlias = Callable[["Server", int], Inbound]
+
+
+def bind_candidates(text: str, port: int) -> list[tuple[int, str]]:
+    """(family, address) to try in order: an IP as is, a name resolved IPv4-first (§1.2)."""
+    value = validate_bind_address(text)
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        pass
+    else:
+        return [(socket.AF_INET if ip.version == 4 else socket.AF_INET6, str(ip))]
+    try:
+        infos = socket.getaddrinfo(value, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise ConfigError(f"cannot resolve bind address '{value}': {exc}") from None
+    seen: list[tuple[int, str]] = []
+    for family, *_rest, sockaddr in infos:
+        item = (int(family), str(sockaddr[0]))
+        if item not in seen and family in (socket.AF_INET, socket.AF_INET6):
+            seen.append(item)
+    if not seen:
+        raise ConfigError(f"bind address '{value}' resolved to no address")
+    return sorted(seen, key=lambda item: item[0] != socket.AF_INET)
+
+
+def open_listener(text: str, port: int) -> socket.socket:
+    """A non-blocking listening socket on the first candidate that binds."""
+    last: OSError | None = None
+    for family, address in bind_candidates(text, port):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                # Dual-stack like the original (asyncio would force V6ONLY).
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+            sock.bind((address, port))
+            sock.listen(LISTEN_BACKLOG)
+        except OSError as exc:
+            sock.close()
+            last = OSError(exc.errno, f"{address}:{port}: {exc.strerror}")
+            continue
+        sock.setblocking(False)
+        return sock
+    raise ConfigError(f"cannot listen on {text}:{port}: {last}")
+
+
+def format_sockname(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def fd_limit_warnings(max_connections: int, soft: int | None, hard: int | None) -> list[str]:
+    """Upstream §3.6 step 5, as text."""
+    if soft is None or hard is None:
+        return ["failed to get nofile limits; cannot check the FD budget"]
+    if max_connections == 0:
+        return [
+            f"max_connections is unlimited; the soft FD limit is {soft}: set a specific "
+            "--max-connections or raise the ulimit to avoid EMFILE"
+        ]
+    required = max_connections * FDS_PER_CONNECTION + FD_HEADROOM
+    if required > soft:
+        return [
+            f"required FDs ({required}) for --max-connections {max_connections} "
+            f"exceed soft FD limit (soft={soft}, hard={hard}); raise the ulimit or lower "
+            "--max-connections"
+        ]
+    return []
+
+
+def raise_fd_limit(max_connections: int) -> None:
+    """Raise the soft RLIMIT_NOFILE to what the cap needs; warn when it cannot."""
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (OSError, ValueError):
+        soft = hard = None
+    if soft is not None and hard is not None and max_connections > 0:
+        required = max_connections * FDS_PER_CONNECTION + FD_HEADROOM
+        if soft < required:
+            target = required if hard == resource.RLIM_INFINITY else min(required, hard)
+            try:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            except (OSError, ValueError) as exc:
+                log.warning("cannot raise soft FD limit to %d (hard %d): %s", target, hard, exc)
+            else:
+                log.info("Raised soft FD limit to %d", target)
+            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        log.info("FD limits: soft=%d, hard=%d", soft, hard)
+    for warning in fd_limit_warnings(max_connections, soft, hard):
+        log.warning("%s", warning)
+
+
+def is_loopback(sock: socket.socket) -> bool:
+    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+
+
+class Server:
+    """The proxy. ``start`` binds; ``serve`` runs until a signal or ``shutdown``."""
+
+    def __init__(self, settings: Settings, *, dialer: Dialer | None = None) -> None:
+        self.settings = settings
+        self.dialer = dialer or Dialer(settings.timeouts)
+        self.policy = Policy.build(
+            allow_ports=settings.allow_ports,
+            default_port=settings.default_allow_port,
+            deny_cidrs=settings.deny_cidrs,
+            allow_cidrs=settings.allow_cidrs,
+            allow_domains=settings.allow_domains,
+        )
+        self.threats = ThreatIndex()
+        self.admission = Admission(settings.effective_max_connections)
+        self.metrics = Stats()
+        self.handshakes: set[Inbound] = set()
+        self.tunnels: set[Tunnel] = set()
+        self.loop: asyncio.AbstractEventLoop
+        self.pumps: tuple[Pump, Pump]
+        self._listeners: list[tuple[socket.socket, InboundFactory]] = []
+        self._tasks: set[asyncio.Task[object]] = set()
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._next_flow_id = 1
+        self._stopping = False
+        self._stopped = asyncio.Event()
+        self._exit_code = 0
+        self._last_stats = (0.0, -1)
+
+    # --- start-up --------------------------------------------------------------------
+    def load_threats(self) -> ThreatIndex:
+        settings = self.settings
+        if settings.threat_action is ThreatAction.BLOCK and not settings.threat_feed_files:
+            raise ConfigError("--threat-action block needs at least one --threat-feed-file")
+        if not settings.threat_feed_files:
+            return ThreatIndex()
+        index = load_feed_files(settings.threat_feed_files)
+        for f in index.files:
+            log.info(
+                "loaded threat feed file=%s domains=%d ips=%d skipped=%d",
+                f.path,
+                f.domains,
+                f.ips,
+                f.skipped,
+            )
+            if f.skipped:
+                log.warning(
+                    "skipped unsupported threat feed rules file=%s skipped=%d", f.path, f.skipped
+                )
+        log.info(
+            "built threat feed index files=%d domains=%d ips=%d skipped=%d",
+            len(index.files),
+            len(index.domains),
+            len(index.ips),
+            index.skipped,
+        )
+        return index
+
+    async def start(self) -> None:
+        """Load feeds, raise the FD limit, bind. Raises ConfigError (exit 1)."""
+        settings = self.settings
+        self.loop = asyncio.get_running_loop()
+        self.threats = self.load_threats()
+        raise_fd_limit(self.admission.limit)
+        listeners = [(open_listener(settings.bind, settings.port), HttpInbound)]
+        if settings.socks5_port is not None:
+            from fyntr.net.socks5 import Socks5Inbound  # noqa: PLC0415  (only when enabled)
+
+            bind = settings.socks5_bind or settings.bind
+            try:
+                listeners.append((open_listener(bind, settings.socks5_port), Socks5Inbound))
+            except ConfigError:
+                listeners[0][0].close()
+                raise
+        self.pumps = (Pump(self.loop, settings.upload_rate), Pump(self.loop, settings.download_rate))
+        for sock, factory in listeners:
+            log.info("Starting Fyntr on %s", format_sockname(sock))
+            if not is_loopback(sock):
+                log.warning(
+                    "listening on non-loopback address %s: fyntr has no authentication, "
+                    "anyone who can reach it may use it; firewall it or bind to loopback",
+                    format_sockname(sock),
+                )
+            self._listeners.append((sock, factory))
+            self._spawn(self._accept_loop(sock, factory), f"fyntr-accept-{factory.__name__}")
+        self._schedule_sweep()
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [sock.getsockname()[:2] for sock, _ in self._listeners]
+
+    def _spawn(self, coro: object, name: str) -> None:
+        task: asyncio.Task[object] = self.loop.create_task(coro, name=name)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- accepting -------------------------------------------------------------------
+    async def _accept_loop(self, sock: socket.socket, factory: InboundFactory) -> None:
+        loop = self.loop
+        accepted = 0
+        while not self._stopping:
+            try:
+                conn, _addr = await loop.sock_accept(sock)
+            except OSError as exc:
+                if self._stopping:
+                    return
+                # EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: never fatal (SPEC §4.3).
+                log.warning("accept failed: %s; retrying in %gs", exc, ACCEPT_RETRY_DELAY_S)
+                await asyncio.sleep(ACCEPT_RETRY_DELAY_S)
+                continue
+            self._adopt(conn, factory)
+            accepted += 1
+            if accepted % ACCEPT_BATCH == 0:
+                await asyncio.sleep(0)  # let the other listener and the tunnels run
+
+    def _adopt(self, conn: socket.socket, factory: InboundFactory) -> None:
+        flow_id = self._next_flow_id
+        self._next_flow_id += 1
+        self.metrics.accepted += 1
+        conn.setblocking(False)
+
+        async def adopt() -> None:
+            try:
+                await self.loop.connect_accepted_socket(lambda: factory(self, flow_id), conn)
+            except OSError as exc:
+                log.warning("flow%d: cannot adopt accepted socket: %s", flow_id, exc)
+                conn.close()
+
+        self._spawn(adopt(), f"fyntr-flow{flow_id}-adopt")
+
+    # --- the handshake pipeline ------------------------------------------------------
+    def check_host(self, inbound: Inbound, target: Target) -> None:
+        """Mixed-script warning and host-level threat check, before headers and DNS."""
+        host = target.host
+        if host.domain is not None and is_mixed_script(host.raw):
+            log.warning(
+                "flow%d: mixed_script=true reason=mixed_script_host raw_host=%s ascii_host=%s "
+                "%s=%s client_addr=%s",
+                inbound.flow_id,
+                host.raw,
+                host.domain,
+                inbound.TARGET_KEY,
+                target.authority,
+                inbound.peer,
+            )
+        matched = self.threats.match_host(host)
+        if matched is None:
+            return
+        kind = "ip" if host.ip is not None else "domain"
+        extra = f"matched_ip={matched}" if host.ip is not None else (
+            f"ascii_host={host.domain} matched_domain={matched}"
+        )
+        self._threat_log(inbound, target, kind, extra)
+        if self.settings.threat_action is ThreatAction.BLOCK:
+            raise forbidden("threat_blocked", "blocked by threat feed")
+
+    def _threat_log(self, inbound: Inbound, target: Target, kind: str, extra: str) -> None:
+        self.metrics.threat_matches += 1
+        log.warning(
+            "flow%d: threat_match=true action=%s match_type=%s raw_host=%s %s %s=%s client_addr=%s",
+            inbound.flow_id,
+            self.settings.threat_action.value,
+            kind,
+            target.host.raw,
+            extra,
+            inbound.TARGET_KEY,
+            target.authority,
+            inbound.peer,
+        )
+
+    async def open_upstream(self, inbound: Inbound, target: Target) -> Dialed:
+        """Port, DNS, CIDR policy, resolved-IP threats, dial (upstream §6.5 order)."""
+        self.policy.check_port(target.port)
+        addrs = await self.dialer.resolve(target.host, target.port)
+        addrs = self.policy.authorize(target.host, addrs)
+        if target.host.ip is None:
+            hits = self.threats.match_ips(addrs)
+            block = self.settings.threat_action is ThreatAction.BLOCK
+            for ip in hits[:1] if block else hits:
+                self._threat_log(inbound, target, "ip", f"matched_ip={ip}")
+            if hits and block:
+                raise forbidden("threat_blocked", "blocked by threat feed (resolved address)")
+        try:
+            dialed = await self.dialer.dial(inbound.flow_id, addrs, target.port)
+        except HandshakeError:
+            self.metrics.dial_failures += 1
+            raise
+        if dialed.protocol.lost:
+            dialed.transport.close()
+            self.metrics.dial_failures += 1
+            raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
+        return dialed
+
+    def start_tunnel(self, inbound: Inbound, target: Target, dialed: Dialed) -> None:
+        self.admission.activate()
+        self.metrics.tunnels_opened += 1
+        log.info(
+            "flow%d: %sconnected to %s via %s",
+            inbound.flow_id,
+            inbound.LOG_VERB.removesuffix("CONNECT "),
+            target.authority,
+            format_ip_port(dialed.address, target.port),
+        )
+        inbound.reply_success(dialed)
+        tunnel = Tunnel(
+            inbound.flow_id,
+            target.authority,
+            inbound.transport,
+            dialed.transport,
+            self.pumps,
+            self.loop.time(),
+            self._tunnel_closed,
+        )
+        self.tunnels.add(tunnel)
+        tunnel.start(inbound.leftover, dialed.protocol.early)
+        if inbound.client_eof:
+            tunnel.up.finish()
+        if dialed.protocol.early and dialed.protocol.lost:
+            tunnel.down.finish()
+
+    def _tunnel_closed(self, tunnel: Tunnel) -> None:
+        self.tunnels.discard(tunnel)
+        self.admission.release_active()
+        self.metrics.closed_up_bytes += tunnel.up.nbytes
+        self.metrics.closed_down_bytes += tunnel.down.nbytes
+        log_tunnel_closed(tunnel, self.loop.time())
+
+    # --- the one periodic sweep ------------------------------------------------------
+    def _sweep_interval(self) -> float:
+        t = self.settings.timeouts
+        candidates = [SWEEP_INTERVAL_MAX_S, t.request_line_s / 4, t.headers_s / 4]
+        if self.settings.idle_timeout_s > 0:
+            candidates.append(self.settings.idle_timeout_s / 4)
+        return max(0.01, min(candidates))
+
+    def _schedule_sweep(self) -> None:
+        self._sweep_handle = self.loop.call_later(self._sweep_interval(), self._sweep)
+
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        for inbound in [h for h in self.handshakes if h.deadline <= now]:
+            inbound.on_deadline()
+        idle = self.settings.idle_timeout_s
+        for tunnel in list(self.tunnels):
+            activity = tunnel.activity
+            if activity != tunnel.idle_mark:
+                tunnel.idle_mark = activity
+                tunnel.idle_since = now
+            elif idle > 0 and now - tunnel.idle_since >= idle:
+                log.info(
+                    "flow%d: idle timeout after %.2fs; closing tunnel",
+                    tunnel.flow_id,
+                    now - tunnel.idle_since,
+                )
+                tunnel.abort("idle_timeout")
+        self._maybe_log_stats(now)
+        self._schedule_sweep()
+
+    def totals(self) -> tuple[int, int]:
+        up = self.metrics.closed_up_bytes + sum(t.up.nbytes for t in self.tunnels)
+        down = self.metrics.closed_down_bytes + sum(t.down.nbytes for t in self.tunnels)
+        return up, down
+
+    def _maybe_log_stats(self, now: float) -> None:
+        last_time, last_bytes = self._last_stats
+        if now - last_time < STATS_INTERVAL_S:
+            return
+        up, down = self.totals()
+        if up + down == last_bytes:
+            return
+        self._last_stats = (now, up + down)
+        log.info(
+            "stats: active_flows=%d pending_handshakes=%d up_bytes=%s down_bytes=%s "
+            "queued_up=%d queued_down=%d rejections=%d",
+            len(self.tunnels),
+            len(self.handshakes),
+            format_bytes(up),
+            format_bytes(down),
+            self.pumps[0].queued_bytes,
+            self.pumps[1].queued_bytes,
+            self.metrics.rejected_total,
+        )
+
+    # --- lifetime --------------------------------------------------------------------
+    def reload_threats(self) -> None:
+        try:
+            self.threats = self.load_threats()
+        except ConfigError as exc:
+            log.error("threat feed reload failed, keeping the previous index: %s", exc)
+
+    def install_signal_handlers(self) -> None:
+        loop = self.loop
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._on_stop_signal, sig)
+        loop.add_signal_handler(signal.SIGHUP, self.reload_threats)
+
+    def remove_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            self.loop.remove_signal_handler(sig)
+
+    def _on_stop_signal(self, sig: signal.Signals) -> None:
+        if self._stopping:
+            log.warning("second %s: exiting now", sig.name)
+            self._exit_code = 128 + sig.value
+            self._stopped.set()
+            return
+        log.info(
+            "%s: stopped accepting; draining %d tunnels for up to %gs",
+            sig.name,
+            len(self.tunnels),
+            self.settings.shutdown_grace_s,
+        )
+        self._spawn(self.shutdown(), "fyntr-shutdown")
+
+    def stop_accepting(self) -> None:
+        self._stopping = True
+        for task in list(self._tasks):
+            if task.get_name().startswith("fyntr-accept"):
+                task.cancel()
+        for sock, _ in self._listeners:
+            sock.close()
+
+    async def shutdown(self, grace: float | None = None) -> None:
+        """Stop accepting, let tunnels finish for up to ``grace`` seconds, then close."""
+        grace = self.settings.shutdown_grace_s if grace is None else grace
+        self.stop_accepting()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace if math.isfinite(grace) else None):
+                while self.tunnels or self.handshakes:
+                    await asyncio.sleep(SHUTDOWN_POLL_S)
+        self._stopped.set()
+
+    async def serve(self) -> int:
+        """Run until shut down; close whatever is left; return the exit status."""
+        try:
+            await self._stopped.wait()
+        finally:
+            self.close()
+        return self._exit_code
+
+    def close(self) -> None:
+        if not self._stopping:
+            self.stop_accepting()
+        if self._sweep_handle is not None:
+            self._sweep_handle.cancel()
+        for tunnel in list(self.tunnels):
+            tunnel.abort("shutdown")
+        for inbound in list(self.handshakes):
+            inbound.transport.abort()
+        for pump in self.pumps:
+            pump.close()
+        for task in list(self._tasks):
+            task.cancel()

@@ -1,0 +1,141 @@
+"""Destination policy: ports, CIDRs, allow-domains -> decision (upstream §4; SPEC §3). Pure."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from fyntr.errors import ConfigError, TargetError, bad_gateway, forbidden
+from fyntr.limits import DEFAULT_ALLOWED_PORT, MAX_RESOLVED_ADDRS
+from fyntr.wire.target import Host, IPAddress, canonical_ip, normalize_lenient
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# Always denied (upstream §4.2, plus ::1/128 and ::/128 which SPEC §3 keeps as IPv6).
+BUILTIN_DENY_CIDRS: Final = (
+    "127.0.0.0/8",
+    "10.0.0.0/8",
+    "172.16.0.0/12",
+    "192.168.0.0/16",
+    "169.254.0.0/16",  # link-local, including cloud metadata 169.254.169.254
+    "100.64.0.0/10",  # carrier-grade NAT
+    "0.0.0.0/8",
+    "224.0.0.0/4",  # multicast
+    "240.0.0.0/4",  # reserved, including 255.255.255.255
+    "::1/128",
+    "::/128",
+    "fc00::/7",  # unique local
+    "fe80::/10",  # link-local
+    "ff00::/8",  # multicast
+)
+
+
+def parse_cidr(text: str) -> Network:
+    """``ip/prefix`` with host bits masked off; errors as upstream §1.4."""
+    value = text.strip()
+    ip_text, sep, prefix_text = value.partition("/")
+    if not sep:
+        raise ConfigError(f"invalid CIDR '{text}': expected <ip>/<prefix>")
+    if not (prefix_text.isascii() and prefix_text.isdigit()) or int(prefix_text) > 255:
+        raise ConfigError(f"invalid CIDR '{text}': invalid prefix '{prefix_text}'")
+    try:
+        ip = ipaddress.ip_address(ip_text)
+    except ValueError:
+        raise ConfigError(f"invalid CIDR '{text}': invalid IP '{ip_text}'") from None
+    prefix = int(prefix_text)
+    if prefix > ip.max_prefixlen:
+        raise ConfigError(
+            f"invalid CIDR '{text}': prefix must be at most {ip.max_prefixlen} for IPv{ip.version}"
+        )
+    return ipaddress.ip_network((ip, prefix), strict=False)
+
+
+def collect_addresses(ips: Iterable[IPAddress], limit: int = MAX_RESOLVED_ADDRS) -> list[IPAddress]:
+    """Canonicalise, de-duplicate, cap and sort resolver answers: IPv4 first (upstream §4.5)."""
+    unique = {canonical_ip(ip) for ip in ips}
+    if len(unique) > limit:
+        raise bad_gateway("resolve_failed", f"host had more than {limit} unique addresses")
+    return sorted(unique, key=lambda ip: (ip.version, int(ip)))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    allowed_ports: frozenset[int]
+    deny: tuple[Network, ...]
+    allow: tuple[Network, ...]
+    allow_domains: tuple[str, ...]
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        allow_ports: Sequence[int] = (),
+        default_port: bool = True,
+        deny_cidrs: Sequence[str] = (),
+        allow_cidrs: Sequence[str] = (),
+        allow_domains: Sequence[str] = (),
+    ) -> Policy:
+        ports = {p for p in allow_ports if p != 0}
+        if default_port:
+            ports.add(DEFAULT_ALLOWED_PORT)
+        deny = tuple(parse_cidr(c) for c in (*BUILTIN_DENY_CIDRS, *deny_cidrs))
+        allow = tuple(parse_cidr(c) for c in allow_cidrs)
+        domains: list[str] = []
+        for entry in allow_domains:
+            try:
+                value = normalize_lenient(entry.strip().lstrip("."))
+            except TargetError:
+                continue  # upstream drops entries that do not normalise, silently
+            if isinstance(value, str):
+                domains.append(value)
+        return cls(frozenset(ports), deny, allow, tuple(domains))
+
+    def check_port(self, port: int) -> None:
+        """Runs before any DNS lookup (upstream §4.1)."""
+        if port in self.allowed_ports:
+            return
+        if not self.allowed_ports:
+            raise forbidden(
+                "port_denied",
+                "no CONNECT ports are enabled; configure --allow-port (or FYNTR_ALLOW_PORT) "
+                "or drop --no-default-allow-port to restore implicit 443",
+            )
+        allowed = ", ".join(str(p) for p in sorted(self.allowed_ports))
+        raise forbidden(
+            "port_denied", f"port {port} is not in allow list; allowed ports are: {allowed}"
+        )
+
+    def domain_allowed(self, host: Host) -> bool:
+        name = host.domain
+        if name is None:
+            return False
+        return any(name == d or name.endswith("." + d) for d in self.allow_domains)
+
+    def denied_by(self, ip: IPAddress) -> Network | None:
+        """The first deny CIDR that holds ``ip``, unless an allow CIDR holds it."""
+        if any(ip in net for net in self.allow if net.version == ip.version):
+            return None
+        for net in self.deny:
+            if net.version == ip.version and ip in net:
+                return net
+        return None
+
+    def authorize(self, host: Host, addrs: Sequence[IPAddress]) -> list[IPAddress]:
+        """Addresses that may be dialled, in dial order (upstream §4.4).
+
+        One denied address denies the whole request (DNS rebinding, mixed answers) unless
+        the host is on the allow-domain list, in which case it is only dropped.
+        """
+        domain_ok = self.domain_allowed(host)
+        out: list[IPAddress] = []
+        for ip in addrs:
+            net = self.denied_by(ip)
+            if net is None:
+                out.append(ip)
+            elif not domain_ok:
+                raise forbidden("cidr_denied", f"address {ip} is denied by {net}")
+        if not out:
+            raise forbidden("cidr_denied", "every address of the host hit a deny CIDR")
+        return out

@@ -1,0 +1,171 @@
+"""Deficit Round-Robin over byte-stream flows, with an optional token bucket. Pure.
+
+No event loop and no clock of its own: ``now`` is passed in and bytes go out through the
+``write`` callback given to ``Scheduler.service``. ``net/pump.py`` binds it to the loop.
+
+The discipline (SPEC §5):
+
+* each flow has a FIFO of ``bytes`` chunks; a flow with data waiting is *listed*;
+* flows that become active after being idle join the *new* list with a full quantum of
+  credit and are served before the *old* list of continuously backlogged flows (the
+  sparse-flow priority of fq_codel, RFC 8290 §4.2);
+* a listed flow sends up to its deficit per turn, splitting chunks as needed; when its
+  deficit is spent it gets another quantum and goes to the back of the old list;
+* a flow whose queue empties leaves the lists with its deficit reset (no credit banking,
+  unlike upstream §8.4);
+* a parked flow (its destination cannot take more) leaves the lists and keeps no credit
+  until it is unparked, when it rejoins the back of the old list;
+* with a rate, a token bucket bounds what every pass may send.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+from fyntr.limits import QUANTUM_DEFAULT_BYTES, QUANTUM_MAX_BYTES, RATE_TIMER_MIN_S
+from fyntr.sched.quantum import ema_update, recommended_quantum
+
+Chunk = bytes | memoryview
+
+class Flow:
+    """One direction of one tunnel, as the scheduler sees it."""
+
+    __slots__ = ("adaptive", "avg", "chunks", "deficit", "listed", "parked", "quantum", "queued")
+
+    def __init__(self, quantum: int | None = None) -> None:
+        self.chunks: deque[Chunk] = deque()
+        self.queued = 0  # bytes in ``chunks``
+        self.deficit = 0
+        self.avg: float | None = None  # EMA of enqueued chunk sizes
+        self.adaptive = quantum is None
+        self.quantum = QUANTUM_DEFAULT_BYTES if quantum is None else quantum
+        self.listed = False  # in the new or the old list
+        self.parked = False
+
+
+class TokenBucket:
+    """``rate`` bytes per second, at most ``burst`` bytes banked."""
+
+    __slots__ = ("burst", "rate", "stamp", "tokens")
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def refill(self, now: float) -> None:
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+            self.stamp = now
+
+    def delay_for(self, amount: float) -> float:
+        """Seconds until ``amount`` tokens (capped at the burst) will be there."""
+        missing = min(amount, self.burst) - self.tokens
+        return max(0.0, missing / self.rate)
+
+
+class Scheduler:
+    __slots__ = ("bucket", "new", "old")
+
+    def __init__(self, bucket: TokenBucket | None = None) -> None:
+        self.bucket = bucket
+        self.new: deque[Flow] = deque()
+        self.old: deque[Flow] = deque()
+
+    @property
+    def backlogged(self) -> bool:
+        return bool(self.new or self.old)
+
+    def enqueue(self, flow: Flow, chunk: Chunk) -> None:
+        size = len(chunk)
+        flow.chunks.append(chunk)
+        flow.queued += size
+        if flow.adaptive:
+            flow.avg = ema_update(flow.avg, size)
+            flow.quantum = recommended_quantum(flow.avg)
+        if not flow.listed and not flow.parked:
+            flow.listed = True
+            flow.deficit = flow.quantum
+            self.new.append(flow)
+
+    def park(self, flow: Flow) -> None:
+        """The destination stopped taking data: leave the lists at the next pass."""
+        flow.parked = True
+
+    def unpark(self, flow: Flow) -> None:
+        flow.parked = False
+        if flow.queued and not flow.listed:
+            flow.listed = True
+            flow.deficit = 0
+            self.old.append(flow)
+
+    def drop(self, flow: Flow) -> None:
+        """Forget a flow's data (its tunnel is gone); it leaves the lists lazily."""
+        flow.chunks.clear()
+        flow.queued = 0
+
+    def service(self, now: float, write: Callable[[Flow, Chunk], None]) -> int:
+        """Run DRR rounds while data waits and the bucket allows; return bytes sent.
+
+        ``write`` may park the flow it is given (its destination paused); nothing else.
+        """
+        bucket = self.bucket
+        if bucket is not None:
+            bucket.refill(now)
+        new, old = self.new, self.old
+        total = 0
+        while new or old:
+            current = new if new else old
+            flow = current[0]
+            if flow.parked or not flow.queued:
+                current.popleft()
+                flow.listed = False
+                flow.deficit = 0
+                continue
+            if flow.deficit <= 0:
+                flow.deficit += flow.quantum
+                current.popleft()
+                old.append(flow)
+                continue
+            budget = flow.deficit
+            if bucket is not None:
+                tokens = int(bucket.tokens)
+                if tokens <= 0:
+                    break
+                budget = min(budget, tokens)
+            sent = _send(flow, budget, write)
+            flow.deficit -= sent
+            total += sent
+            if bucket is not None:
+                bucket.tokens -= sent
+        return total
+
+    def next_wake(self) -> float | None:
+        """Delay until a pass can send again, when only the bucket holds data back."""
+        bucket = self.bucket
+        if bucket is None or not self.backlogged or bucket.tokens >= 1:
+            return None
+        return max(RATE_TIMER_MIN_S, bucket.delay_for(QUANTUM_MAX_BYTES))
+
+
+def _send(flow: Flow, budget: int, write: Callable[[Flow, Chunk], None]) -> int:
+    chunks = flow.chunks
+    sent = 0
+    while chunks and sent < budget and not flow.parked:
+        chunk = chunks[0]
+        room = budget - sent
+        if len(chunk) <= room:
+            chunks.popleft()
+        else:
+            view = chunk if isinstance(chunk, memoryview) else memoryview(chunk)
+            chunks[0] = view[room:]
+            chunk = view[:room]
+        size = len(chunk)
+        flow.queued -= size
+        sent += size
+        write(flow, chunk)
+    return sent

@@ -1,0 +1,167 @@
+"""Incremental, sans-I/O parser of an HTTP CONNECT request head (upstream §6.1-6.3).
+
+Bytes go in through ``feed``; what comes out is a list of events. The parser never
+rescans what it has already looked at, and every limit is checked as data arrives, so a
+client cannot make it hold more than a line's limit of bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+from fyntr.errors import HandshakeError, Rep, Status, TargetError, bad_request
+from fyntr.limits import (
+    HEADER_LINE_MAX_BYTES,
+    HEADERS_MAX_BYTES,
+    HEADERS_MAX_LINES,
+    REQUEST_LINE_MAX_BYTES,
+)
+from fyntr.wire.target import Target, parse_request_target
+
+
+class Phase(Enum):
+    REQUEST_LINE = "request line"
+    HEADERS = "CONNECT headers"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class TargetParsed:
+    """The request line was valid; the headers have not been read yet."""
+
+    target: Target
+
+
+@dataclass(frozen=True, slots=True)
+class HeadComplete:
+    """The blank line was read. ``leftover`` is what the client sent after it."""
+
+    leftover: bytes
+
+
+Event = TargetParsed | HeadComplete
+
+
+def _reject(status: Status, reason: str, detail: str) -> HandshakeError:
+    return HandshakeError(status, Rep.GENERAL_FAILURE, reason, detail)
+
+
+class ConnectParser:
+    """One CONNECT head. Raises ``HandshakeError`` with the status to send."""
+
+    __slots__ = ("_buf", "_header_bytes", "_header_lines", "_scan", "phase")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._scan = 0  # where to look for the next b"\n"
+        self._header_bytes = 0
+        self._header_lines = 0
+        self.phase = Phase.REQUEST_LINE
+
+    def feed(self, data: bytes) -> list[Event]:
+        """Take more bytes; return what they complete. Raises ``HandshakeError``."""
+        if self.phase is Phase.DONE:
+            raise RuntimeError("feed() after the head was complete")
+        self._buf += data
+        events: list[Event] = []
+        while self.phase is not Phase.DONE:
+            newline = self._buf.find(b"\n", self._scan)
+            if newline < 0:
+                self._scan = len(self._buf)
+                self._check_partial(len(self._buf))
+                break
+            line = bytes(self._buf[: newline + 1])
+            del self._buf[: newline + 1]
+            self._scan = 0
+            event = self._line(line)
+            if event is not None:
+                events.append(event)
+        if self.phase is Phase.DONE:
+            events.append(HeadComplete(bytes(self._buf)))
+            self._buf.clear()
+        return events
+
+    def feed_eof(self) -> list[Event]:
+        """The client closed its side. A partial request line counts as complete."""
+        if self.phase is Phase.REQUEST_LINE and self._buf:
+            line = bytes(self._buf)
+            self._buf.clear()
+            event = self._line(line)
+            if event is not None:
+                # The line parsed, but the headers can never end now.
+                raise bad_request("EOF before the end of the CONNECT headers")
+        if self.phase is Phase.REQUEST_LINE:
+            raise bad_request("empty request line")
+        raise bad_request("EOF before the end of the CONNECT headers")
+
+    def _check_partial(self, pending: int) -> None:
+        if self.phase is Phase.REQUEST_LINE:
+            if pending > REQUEST_LINE_MAX_BYTES:
+                raise _reject(
+                    Status.URI_TOO_LONG,
+                    "request_line_too_long",
+                    f"request line too long (max {REQUEST_LINE_MAX_BYTES} bytes)",
+                )
+        else:
+            self._check_header_size(pending)
+
+    def _check_header_size(self, length: int) -> None:
+        if length > HEADER_LINE_MAX_BYTES:
+            raise _reject(
+                Status.HEADERS_TOO_LARGE,
+                "header_line_too_long",
+                f"header line too long (max {HEADER_LINE_MAX_BYTES} bytes)",
+            )
+        if self._header_bytes + length > HEADERS_MAX_BYTES:
+            raise _reject(
+                Status.HEADERS_TOO_LARGE,
+                "headers_too_large",
+                f"headers too large (max {HEADERS_MAX_BYTES} bytes)",
+            )
+
+    def _line(self, line: bytes) -> Event | None:
+        if self.phase is Phase.REQUEST_LINE:
+            self._check_partial(len(line))
+            target = parse_request_line(line)
+            self.phase = Phase.HEADERS
+            return TargetParsed(target)
+        self._check_header_size(len(line))
+        self._header_bytes += len(line)
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise bad_request("invalid encoding in CONNECT headers") from None
+        if not text.strip():
+            self.phase = Phase.DONE
+            return None
+        self._header_lines += 1
+        if self._header_lines > HEADERS_MAX_LINES:
+            raise _reject(
+                Status.HEADERS_TOO_LARGE,
+                "too_many_headers",
+                f"too many headers (max {HEADERS_MAX_LINES})",
+            )
+        return None
+
+
+def parse_request_line(line: bytes) -> Target:
+    """Validate a request line in upstream's order: tokens, version, method, target."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("invalid encoding in request line") from None
+    parts = text.split()
+    if len(parts) != 3:
+        raise bad_request("invalid request line")
+    method, target_text, version = parts
+    if not version.startswith("HTTP/1."):
+        raise _reject(
+            Status.VERSION_NOT_SUPPORTED, "bad_version", "unsupported HTTP version"
+        )
+    if not (method.isascii() and method.upper() == "CONNECT"):
+        raise _reject(Status.METHOD_NOT_ALLOWED, "bad_method", "method is not CONNECT")
+    try:
+        return parse_request_target(target_text)
+    except TargetError as exc:
+        raise bad_request(f"invalid CONNECT target: {exc}") from None
