@@ -13,11 +13,9 @@ log = logging.getLogger(LOGGER_NAME)
 class _Formatter(logging.Formatter):
     """``[2026-07-05T12:00:00Z INFO  fyntr] message``: env_logger's shape, UTC, WARN."""
 
-    converter = time.gmtime
-
     def format(self, record: logging.LogRecord) -> str:
         level = "WARN" if record.levelno == logging.WARNING else record.levelname
-        stamp = self.formatTime(record, "%Y-%m-%dT%H:%M:%SZ")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(record.created))
         return f"[{stamp} {level:<5} {record.name}] {record.getMessage()}"
 
 

@@ -31,6 +31,7 @@ class Inbound(asyncio.Protocol):
 
     PROTOCOL_NAME: ClassVar[str] = ""
     TARGET_KEY: ClassVar[str] = "connect_target"
+    LOG_VERB: ClassVar[str] = "CONNECT "
 
     def __init__(self, server: Server, flow_id: int) -> None:
         self.server = server
@@ -82,7 +83,10 @@ class Inbound(asyncio.Protocol):
     def reject_at_capacity(self) -> None:
         raise NotImplementedError
 
-    def reply_error(self, err: HandshakeError) -> None:
+    def error_reply(self, err: HandshakeError) -> bytes:
+        raise NotImplementedError
+
+    def describe(self, err: HandshakeError) -> str:
         raise NotImplementedError
 
     def reply_success(self, dialed: Dialed) -> None:
@@ -106,23 +110,25 @@ class Inbound(asyncio.Protocol):
         self.server.handshakes.discard(self)
 
     def fail(self, err: HandshakeError) -> None:
+        self.refuse(
+            self.error_reply(err),
+            err.reason,
+            f"{err.detail} ({self.describe(err)})",
+            error=err.status is Status.BAD_GATEWAY,
+        )
+
+    def refuse(self, reply: bytes, reason: str, message: str, *, error: bool = False) -> None:
         """Log, reply, and linger: half-close and drain what the client still sends,
         so that the reply is not destroyed by a RST (unread input at close)."""
-        self.server.metrics.rejected(err.reason)
-        level = log.error if err.status is Status.BAD_GATEWAY else log.warning
+        self.server.metrics.rejected(reason)
         where = f"{self.target.authority} " if self.target is not None else ""
-        level(
-            "flow%d: %sfrom %s: %s (%d %s)",
-            self.flow_id,
-            where,
-            self.peer,
-            err.detail,
-            err.status.value,
-            STATUS_LINES[err.status][13:-4].decode(),
+        (log.error if error else log.warning)(
+            "flow%d: %s%sfrom %s: %s", self.flow_id, self.LOG_VERB, where, self.peer, message
         )
-        if self.closed:
+        if self.closed or self.lingering:
             return
-        self.reply_error(err)
+        if reply:
+            self.transport.write(reply)
         self.linger()
 
     def linger(self) -> None:
@@ -165,8 +171,6 @@ class Inbound(asyncio.Protocol):
             self.fail(err)
             return False
         return True
-
-    LOG_VERB: ClassVar[str] = "CONNECT "
 
 
 class HttpInbound(Inbound):
@@ -232,8 +236,11 @@ class HttpInbound(Inbound):
             )
         )
 
-    def reply_error(self, err: HandshakeError) -> None:
-        self.transport.write(STATUS_LINES[err.status])
+    def error_reply(self, err: HandshakeError) -> bytes:
+        return STATUS_LINES[err.status]
+
+    def describe(self, err: HandshakeError) -> str:
+        return STATUS_LINES[err.status][9:-4].decode()
 
     def reply_success(self, dialed: Dialed) -> None:
         self.transport.write(STATUS_LINES[Status.OK])

@@ -15,7 +15,12 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-from fyntr.limits import HIGH_WATERMARK_BYTES, LOW_WATERMARK_BYTES, RATE_BURST_MIN_BYTES, RATE_BURST_S
+from fyntr.limits import (
+    HIGH_WATERMARK_BYTES,
+    LOW_WATERMARK_BYTES,
+    RATE_BURST_MIN_BYTES,
+    RATE_BURST_S,
+)
 from fyntr.sched.drr import Chunk, Flow, Scheduler, TokenBucket
 
 

@@ -102,6 +102,7 @@ class Tunnel:
 
     def __init__(
         self,
+        *,
         flow_id: int,
         target: str,
         client: asyncio.Transport,

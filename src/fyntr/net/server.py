@@ -108,6 +108,8 @@ def fd_limit_warnings(max_connections: int, soft: int | None, hard: int | None) 
 
 def raise_fd_limit(max_connections: int) -> None:
     """Raise the soft RLIMIT_NOFILE to what the cap needs; warn when it cannot."""
+    soft: int | None
+    hard: int | None
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (OSError, ValueError):
@@ -196,7 +198,9 @@ class Server:
         self.loop = asyncio.get_running_loop()
         self.threats = self.load_threats()
         raise_fd_limit(self.admission.limit)
-        listeners = [(open_listener(settings.bind, settings.port), HttpInbound)]
+        listeners: list[tuple[socket.socket, InboundFactory]] = [
+            (open_listener(settings.bind, settings.port), HttpInbound)
+        ]
         if settings.socks5_port is not None:
             from fyntr.net.socks5 import Socks5Inbound  # noqa: PLC0415  (only when enabled)
 
@@ -206,7 +210,10 @@ class Server:
             except ConfigError:
                 listeners[0][0].close()
                 raise
-        self.pumps = (Pump(self.loop, settings.upload_rate), Pump(self.loop, settings.download_rate))
+        self.pumps = (
+            Pump(self.loop, settings.upload_rate),
+            Pump(self.loop, settings.download_rate),
+        )
         for sock, factory in listeners:
             log.info("Starting Fyntr on %s", format_sockname(sock))
             if not is_loopback(sock):
@@ -281,8 +288,10 @@ class Server:
         if matched is None:
             return
         kind = "ip" if host.ip is not None else "domain"
-        extra = f"matched_ip={matched}" if host.ip is not None else (
-            f"ascii_host={host.domain} matched_domain={matched}"
+        extra = (
+            f"matched_ip={matched}"
+            if host.ip is not None
+            else (f"ascii_host={host.domain} matched_domain={matched}")
         )
         self._threat_log(inbound, target, kind, extra)
         if self.settings.threat_action is ThreatAction.BLOCK:
@@ -337,13 +346,13 @@ class Server:
         )
         inbound.reply_success(dialed)
         tunnel = Tunnel(
-            inbound.flow_id,
-            target.authority,
-            inbound.transport,
-            dialed.transport,
-            self.pumps,
-            self.loop.time(),
-            self._tunnel_closed,
+            flow_id=inbound.flow_id,
+            target=target.authority,
+            client=inbound.transport,
+            upstream=dialed.transport,
+            pumps=self.pumps,
+            now=self.loop.time(),
+            on_closed=self._tunnel_closed,
         )
         self.tunnels.add(tunnel)
         tunnel.start(inbound.leftover, dialed.protocol.early)
@@ -460,7 +469,7 @@ class Server:
         self.stop_accepting()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace if math.isfinite(grace) else None):
-                while self.tunnels or self.handshakes:
+                while self.tunnels or self.handshakes:  # noqa: ASYNC110  (once, at exit)
                     await asyncio.sleep(SHUTDOWN_POLL_S)
         self._stopped.set()
 

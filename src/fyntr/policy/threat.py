@@ -137,7 +137,7 @@ def _script(char: str) -> str | None:
 
 
 def is_mixed_script(raw_host: str) -> bool:
-    """A label mixing Latin, Cyrillic and Greek letters (upstream §5.5), e.g. ``fаke``."""
+    """A label mixing Latin, Cyrillic and Greek letters (upstream §5.5), e.g. ``f\\u0430ke``."""
     if raw_host.isascii() or parse_ip(raw_host.strip("[]")) is not None:
         return False
     for label in raw_host.split("."):

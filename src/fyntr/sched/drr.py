@@ -22,10 +22,12 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+
 from fyntr.limits import QUANTUM_DEFAULT_BYTES, QUANTUM_MAX_BYTES, RATE_TIMER_MIN_S
 from fyntr.sched.quantum import ema_update, recommended_quantum
 
 Chunk = bytes | memoryview
+
 
 class Flow:
     """One direction of one tunnel, as the scheduler sees it."""

@@ -15,7 +15,7 @@ from fyntr.limits import (
 
 
 def round_half_away(value: float) -> int:
-    return int(math.floor(value + 0.5)) if value >= 0 else -int(math.floor(-value + 0.5))
+    return math.floor(value + 0.5) if value >= 0 else -math.floor(-value + 0.5)
 
 
 def ema_update(avg: float | None, sample: int) -> float:

@@ -59,13 +59,17 @@ class ConnectParser:
         self._header_lines = 0
         self.phase = Phase.REQUEST_LINE
 
+    @property
+    def done(self) -> bool:
+        return self.phase is Phase.DONE
+
     def feed(self, data: bytes) -> list[Event]:
         """Take more bytes; return what they complete. Raises ``HandshakeError``."""
-        if self.phase is Phase.DONE:
+        if self.done:
             raise RuntimeError("feed() after the head was complete")
         self._buf += data
         events: list[Event] = []
-        while self.phase is not Phase.DONE:
+        while not self.done:
             newline = self._buf.find(b"\n", self._scan)
             if newline < 0:
                 self._scan = len(self._buf)
@@ -77,7 +81,7 @@ class ConnectParser:
             event = self._line(line)
             if event is not None:
                 events.append(event)
-        if self.phase is Phase.DONE:
+        if self.done:
             events.append(HeadComplete(bytes(self._buf)))
             self._buf.clear()
         return events
@@ -156,9 +160,7 @@ def parse_request_line(line: bytes) -> Target:
         raise bad_request("invalid request line")
     method, target_text, version = parts
     if not version.startswith("HTTP/1."):
-        raise _reject(
-            Status.VERSION_NOT_SUPPORTED, "bad_version", "unsupported HTTP version"
-        )
+        raise _reject(Status.VERSION_NOT_SUPPORTED, "bad_version", "unsupported HTTP version")
     if not (method.isascii() and method.upper() == "CONNECT"):
         raise _reject(Status.METHOD_NOT_ALLOWED, "bad_method", "method is not CONNECT")
     try:

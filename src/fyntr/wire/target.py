@@ -28,9 +28,7 @@ from fyntr.limits import DOMAIN_MAX_LEN, LABEL_MAX_LEN, PORT_MAX
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # WHATWG URL "forbidden domain code points" (plus C0 controls, space and DEL).
-_FORBIDDEN: Final = frozenset(
-    [chr(c) for c in range(0x21)] + ["\x7f"] + list("%#/:<>?@[\\]^|")
-)
+_FORBIDDEN: Final = frozenset([chr(c) for c in range(0x21)] + ["\x7f"] + list("%#/:<>?@[\\]^|"))
 _LDH: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _IPV4_MAPPED_PREFIX: Final = 0xFFFF << 32
 

@@ -1,0 +1,201 @@
+"""SOCKS5 (RFC 1928) no-auth CONNECT handshake as a pure state machine (upstream §7).
+
+``feed`` takes bytes and returns the replies to send and, at the end, the request.
+Every field is acted on as soon as it is complete, so a bad field is answered before the
+rest of the request is read, as upstream does. Errors raise ``Socks5Error`` carrying the
+bytes to send before closing (empty: close silently).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from enum import Enum
+
+from fyntr.errors import Rep, TargetError
+from fyntr.wire.target import Host, canonical_ip, parse_domain_target
+
+VERSION = 0x05
+METHOD_NO_AUTH = 0x00
+METHOD_NONE_ACCEPTABLE = 0xFF
+CMD_CONNECT = 0x01
+ATYP_IPV4 = 0x01
+ATYP_DOMAIN = 0x03
+ATYP_IPV6 = 0x04
+
+NO_AUTH_REPLY = bytes([VERSION, METHOD_NO_AUTH])
+NO_METHOD_REPLY = bytes([VERSION, METHOD_NONE_ACCEPTABLE])
+
+
+def failure_reply(rep: Rep) -> bytes:
+    """Always 10 bytes: VER REP RSV ATYP=IPv4 0.0.0.0:0."""
+    return bytes([VERSION, rep, 0x00, ATYP_IPV4, 0, 0, 0, 0, 0, 0])
+
+
+def success_reply(bound: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> bytes:
+    """VER 00 RSV ATYP BND.ADDR BND.PORT: the local address of the upstream socket."""
+    atyp = ATYP_IPV4 if bound.version == 4 else ATYP_IPV6
+    return bytes([VERSION, Rep.SUCCEEDED, 0x00, atyp]) + bound.packed + port.to_bytes(2, "big")
+
+
+class Socks5Error(Exception):
+    def __init__(self, reply: bytes, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reply = reply
+        self.reason = reason
+        self.detail = detail
+
+
+def _fail(rep: Rep, reason: str, detail: str) -> Socks5Error:
+    return Socks5Error(failure_reply(rep), reason, detail)
+
+
+def _is_number(part: str) -> bool:
+    if part[:2] in ("0x", "0X"):
+        digits = part[2:]
+        return bool(digits) and all(c in "0123456789abcdefABCDEF" for c in digits)
+    return bool(part) and part.isascii() and part.isdigit()
+
+
+def is_numeric_looking(name: str) -> bool:
+    """Legacy IPv4 spellings that resolvers read as addresses (upstream §7.3)."""
+    text = name.removesuffix(".")
+    if not text:
+        return False
+    if _is_number(text):
+        return True
+    return "." in text and all(_is_number(part) for part in text.split("."))
+
+
+class Phase(Enum):
+    GREETING_HEADER = "greeting header"
+    GREETING_METHODS = "greeting methods"
+    REQUEST_HEADER = "request header"
+    IPV4_ADDRESS = "IPv4 address"
+    DOMAIN_LENGTH = "domain length"
+    DOMAIN = "domain"
+    IPV6_ADDRESS = "IPv6 address"
+    PORT = "port"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    host: Host
+    port: int
+    leftover: bytes  # what the client sent after the request: forwarded (SPEC §4.1)
+
+
+class Socks5Parser:
+    """Greeting, method selection, then one CONNECT request."""
+
+    __slots__ = ("_buf", "_host", "_need", "phase")
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self.phase = Phase.GREETING_HEADER
+        self._need = 2
+        self._host: Host | None = None
+
+    def feed(self, data: bytes) -> tuple[list[bytes], Request | None]:
+        """Replies to send now, and the request once complete. Raises Socks5Error."""
+        if self.phase is Phase.DONE:
+            raise RuntimeError("feed() after the request was complete")
+        self._buf += data
+        replies: list[bytes] = []
+        while len(self._buf) >= self._need:
+            field = bytes(self._buf[: self._need])
+            del self._buf[: self._need]
+            reply, request = self._field(field)
+            if reply:
+                replies.append(reply)
+            if request is not None:
+                return replies, request
+        return replies, None
+
+    def _expect(self, phase: Phase, need: int) -> None:
+        self.phase = phase
+        self._need = need
+
+    def _field(self, field: bytes) -> tuple[bytes, Request | None]:
+        phase = self.phase
+        if phase is Phase.GREETING_HEADER:
+            if field[0] != VERSION:
+                raise Socks5Error(b"", "bad_version", "not a SOCKS5 greeting")
+            if field[1] == 0:
+                raise Socks5Error(NO_METHOD_REPLY, "no_method", "greeting offers no method")
+            self._expect(Phase.GREETING_METHODS, field[1])
+        elif phase is Phase.GREETING_METHODS:
+            if METHOD_NO_AUTH not in field:
+                raise Socks5Error(
+                    NO_METHOD_REPLY, "no_method", "greeting does not offer no-authentication"
+                )
+            self._expect(Phase.REQUEST_HEADER, 4)
+            return NO_AUTH_REPLY, None
+        elif phase is Phase.REQUEST_HEADER:
+            self._request_header(field)
+        elif phase is Phase.IPV4_ADDRESS:
+            ip4 = ipaddress.IPv4Address(field)
+            self._host = Host(raw=str(ip4), ip=ip4, domain=None)
+            self._expect(Phase.PORT, 2)
+        elif phase is Phase.IPV6_ADDRESS:
+            ip6 = ipaddress.IPv6Address(field)
+            self._host = Host(raw=str(ip6), ip=canonical_ip(ip6), domain=None)
+            self._expect(Phase.PORT, 2)
+        elif phase is Phase.DOMAIN_LENGTH:
+            if field[0] == 0:
+                raise _fail(Rep.ADDRESS_TYPE_NOT_SUPPORTED, "bad_address", "empty domain name")
+            self._expect(Phase.DOMAIN, field[0])
+        elif phase is Phase.DOMAIN:
+            self._host = parse_socks_domain(field)
+            self._expect(Phase.PORT, 2)
+        elif phase is Phase.PORT:
+            assert self._host is not None
+            self.phase = Phase.DONE
+            leftover = bytes(self._buf)
+            self._buf.clear()
+            return b"", Request(self._host, int.from_bytes(field, "big"), leftover)
+        return b"", None
+
+    def _request_header(self, field: bytes) -> None:
+        ver, cmd, rsv, atyp = field
+        if ver != VERSION:
+            raise _fail(Rep.GENERAL_FAILURE, "bad_version", "request version is not 5")
+        if cmd != CMD_CONNECT:
+            raise _fail(
+                Rep.COMMAND_NOT_SUPPORTED, "bad_command", f"command {cmd:#04x} not supported"
+            )
+        if rsv != 0:
+            raise _fail(Rep.GENERAL_FAILURE, "bad_request", "reserved byte is not zero")
+        if atyp == ATYP_IPV4:
+            self._expect(Phase.IPV4_ADDRESS, 4)
+        elif atyp == ATYP_IPV6:
+            self._expect(Phase.IPV6_ADDRESS, 16)
+        elif atyp == ATYP_DOMAIN:
+            self._expect(Phase.DOMAIN_LENGTH, 1)
+        else:
+            raise _fail(Rep.ADDRESS_TYPE_NOT_SUPPORTED, "bad_address", f"address type {atyp:#04x}")
+
+
+def parse_socks_domain(raw: bytes) -> Host:
+    """DOMAINNAME: UTF-8, not numeric-looking (before or after IDNA), strict syntax."""
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise _fail(
+            Rep.ADDRESS_TYPE_NOT_SUPPORTED, "bad_address", "domain name is not UTF-8"
+        ) from None
+    numeric = _fail(
+        Rep.ADDRESS_TYPE_NOT_SUPPORTED, "bad_address", "numeric-looking domain names are refused"
+    )
+    if is_numeric_looking(name):
+        raise numeric
+    try:
+        host = parse_domain_target(name)
+    except TargetError as exc:
+        raise _fail(
+            Rep.ADDRESS_TYPE_NOT_SUPPORTED, "bad_address", f"invalid domain name: {exc}"
+        ) from None
+    if is_numeric_looking(host.dns_name):
+        raise numeric
+    return host
