@@ -133,7 +133,7 @@ class Inbound(asyncio.Protocol):
 
     def linger(self) -> None:
         self.lingering = True
-        self.deadline = self.server.loop.time() + LINGER_S
+        self.deadline = self.server.clock() + LINGER_S
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.transport.resume_reading()
@@ -178,7 +178,7 @@ class HttpInbound(Inbound):
 
     def started(self) -> None:
         self.parser = ConnectParser()
-        self.deadline = self.server.loop.time() + self.server.settings.timeouts.request_line_s
+        self.deadline = self.server.clock() + self.server.settings.timeouts.request_line_s
 
     def reject_at_capacity(self) -> None:
         self.transport.write(STATUS_LINES[Status.SERVICE_UNAVAILABLE])
@@ -199,7 +199,7 @@ class HttpInbound(Inbound):
             if isinstance(event, TargetParsed):
                 if not self.check_host(event.target):
                     return
-                self.deadline = self.server.loop.time() + self.server.settings.timeouts.headers_s
+                self.deadline = self.server.clock() + self.server.settings.timeouts.headers_s
             elif isinstance(event, HeadComplete):
                 assert self.target is not None
                 self.leftover = event.leftover

@@ -137,8 +137,16 @@ def is_loopback(sock: socket.socket) -> bool:
 class Server:
     """The proxy. ``start`` binds; ``serve`` runs until a signal or ``shutdown``."""
 
-    def __init__(self, settings: Settings, *, dialer: Dialer | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        dialer: Dialer | None = None,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        """``clock`` replaces the loop's for deadlines and the idle sweep (tests)."""
         self.settings = settings
+        self._clock = clock
         self.dialer = dialer or Dialer(settings.timeouts)
         self.policy = Policy.build(
             allow_ports=settings.allow_ports,
@@ -153,6 +161,7 @@ class Server:
         self.handshakes: set[Inbound] = set()
         self.tunnels: set[Tunnel] = set()
         self.loop: asyncio.AbstractEventLoop
+        self.clock: Callable[[], float]
         self.pumps: tuple[Pump, Pump]
         self._listeners: list[tuple[socket.socket, InboundFactory]] = []
         self._tasks: set[asyncio.Task[object]] = set()
@@ -196,6 +205,7 @@ class Server:
         """Load feeds, raise the FD limit, bind. Raises ConfigError (exit 1)."""
         settings = self.settings
         self.loop = asyncio.get_running_loop()
+        self.clock = self._clock or self.loop.time
         self.threats = self.load_threats()
         raise_fd_limit(self.admission.limit)
         listeners: list[tuple[socket.socket, InboundFactory]] = [
@@ -351,7 +361,7 @@ class Server:
             client=inbound.transport,
             upstream=dialed.transport,
             pumps=self.pumps,
-            now=self.loop.time(),
+            now=self.clock(),
             on_closed=self._tunnel_closed,
         )
         self.tunnels.add(tunnel)
@@ -366,7 +376,7 @@ class Server:
         self.admission.release_active()
         self.metrics.closed_up_bytes += tunnel.up.nbytes
         self.metrics.closed_down_bytes += tunnel.down.nbytes
-        log_tunnel_closed(tunnel, self.loop.time())
+        log_tunnel_closed(tunnel, self.clock())
 
     # --- the one periodic sweep ------------------------------------------------------
     def _sweep_interval(self) -> float:
@@ -380,7 +390,12 @@ class Server:
         self._sweep_handle = self.loop.call_later(self._sweep_interval(), self._sweep)
 
     def _sweep(self) -> None:
-        now = self.loop.time()
+        self.sweep()
+        self._schedule_sweep()
+
+    def sweep(self) -> None:
+        """Expire handshakes past their deadline, close idle tunnels, log stats."""
+        now = self.clock()
         for inbound in [h for h in self.handshakes if h.deadline <= now]:
             inbound.on_deadline()
         idle = self.settings.idle_timeout_s
@@ -397,7 +412,6 @@ class Server:
                 )
                 tunnel.abort("idle_timeout")
         self._maybe_log_stats(now)
-        self._schedule_sweep()
 
     def totals(self) -> tuple[int, int]:
         up = self.metrics.closed_up_bytes + sum(t.up.nbytes for t in self.tunnels)

@@ -25,7 +25,7 @@ class Socks5Inbound(Inbound):
 
     def _arm(self) -> None:
         """Each field read has its own timeout (upstream §7.1)."""
-        self.deadline = self.server.loop.time() + self.server.settings.timeouts.socks5_read_s
+        self.deadline = self.server.clock() + self.server.settings.timeouts.socks5_read_s
 
     def reject_at_capacity(self) -> None:
         self.transport.close()  # upstream closes without a byte

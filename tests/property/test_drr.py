@@ -1,0 +1,195 @@
+"""Properties of the pure DRR core (SPEC §5) and its quantum (upstream §8.5)."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fyntr.sched.drr import Chunk, Flow, Scheduler, TokenBucket
+from fyntr.sched.quantum import ema_update, recommended_quantum
+
+Writes = list[tuple[Flow, bytes]]
+
+
+def recorder(writes: Writes) -> object:
+    def write(flow: Flow, chunk: Chunk) -> None:
+        writes.append((flow, bytes(chunk)))
+
+    return write
+
+
+chunk_lists = st.lists(st.binary(min_size=1, max_size=3000), min_size=1, max_size=12)
+
+
+@given(st.lists(chunk_lists, min_size=1, max_size=6), st.integers(1000, 20000))
+def test_bytes_are_conserved_and_in_order(per_flow: list[list[bytes]], rate: int) -> None:
+    sched = Scheduler(TokenBucket(rate, max(rate, 1500), now=0.0))
+    flows = [Flow() for _ in per_flow]
+    for flow, chunks in zip(flows, per_flow, strict=True):
+        for c in chunks:
+            sched.enqueue(flow, c)
+    writes: Writes = []
+    now = 0.0
+    while sched.backlogged:
+        sched.service(now, recorder(writes))  # type: ignore[arg-type]
+        now += 0.5
+    got: dict[int, bytes] = defaultdict(bytes)
+    for flow, data in writes:
+        got[id(flow)] += data
+    for flow, chunks in zip(flows, per_flow, strict=True):
+        assert got[id(flow)] == b"".join(chunks)
+        assert flow.queued == 0 and not flow.listed and flow.deficit == 0
+
+
+@given(st.integers(2, 8), st.sampled_from([1500, 4096, 16384]), st.integers(500, 20000),
+       st.integers(1, 60))
+@settings(deadline=None, max_examples=50)
+def test_backlogged_flows_share_within_two_quanta(n: int, quantum: int, step: int,
+                                                   chunk: int) -> None:
+    """N continuously backlogged flows, equal fixed quanta: over any interval the bytes
+    served to any two differ by at most 2 x quantum."""
+    sched = Scheduler(TokenBucket(step, step, now=0.0))
+    flows = [Flow(quantum=quantum) for _ in range(n)]
+    payload = bytes(chunk * 100)
+    for f in flows:
+        for _ in range(20):
+            sched.enqueue(f, payload)
+    sent = {id(f): 0 for f in flows}
+    history: list[dict[int, int]] = [dict(sent)]
+
+    def write(flow: Flow, c: Chunk) -> None:
+        sent[id(flow)] += len(c)
+
+    now = 0.0
+    while all(f.queued > 2 * quantum for f in flows):  # all still backlogged
+        now += 1.0
+        sched.service(now, write)
+        history.append(dict(sent))
+    # Over [i, j] flows a and b get d(j) - d(i) apart, with d = sent_a - sent_b: the worst
+    # interval is the range of d over the history.
+    keys = list(sent)
+    for a in keys:
+        for b in keys:
+            d = [h[a] - h[b] for h in history]
+            assert max(d) - min(d) <= 2 * quantum
+
+
+@given(st.integers(2, 10), st.integers(1, 30))
+def test_no_flow_waits_more_than_one_round(n: int, rounds: int) -> None:
+    sched = Scheduler()
+    flows = [Flow(quantum=1000) for _ in range(n)]
+    for f in flows:
+        sched.enqueue(f, bytes(1000 * rounds * 3))
+    order: list[int] = []
+
+    def write(flow: Flow, c: Chunk) -> None:
+        order.append(flows.index(flow))
+        if len(order) % n == 0:
+            for g in flows:  # the destination pauses after every round...
+                sched.park(g)
+
+    for _ in range(rounds):
+        sched.service(0.0, write)
+        for g in flows:  # ...and resumes
+            sched.unpark(g)
+    for start in range(0, len(order) - n + 1, n):
+        assert sorted(order[start : start + n]) == list(range(n))
+
+
+def test_new_sparse_flow_is_served_before_backlogged_ones() -> None:
+    sched = Scheduler(TokenBucket(1, 200_000, now=0.0))
+    bulk = [Flow() for _ in range(5)]
+    for f in bulk:
+        for _ in range(50):
+            sched.enqueue(f, bytes(16384))
+    writes: Writes = []
+    sched.service(0.0, recorder(writes))  # bulk flows use their first turns: now "old"
+    assert not sched.new and len(sched.old) == 5
+    sched.bucket.tokens = 0  # type: ignore[union-attr]
+    sparse = Flow()
+    sched.enqueue(sparse, b"GET / small request")
+    writes.clear()
+    sched.bucket.tokens = 4000  # type: ignore[union-attr]
+    sched.service(0.0, recorder(writes))
+    assert writes[0] == (sparse, b"GET / small request")
+
+
+def test_deficit_resets_when_queue_empties() -> None:
+    sched = Scheduler()
+    flow = Flow(quantum=5000)
+    sched.enqueue(flow, b"x" * 10)
+    sched.service(0.0, lambda f, c: None)
+    assert flow.deficit == 0 and not flow.listed
+    sched.enqueue(flow, b"x" * 6000)
+    assert flow.deficit == 5000  # a full quantum, not banked credit
+
+
+def test_parked_flow_keeps_no_credit_and_rejoins_at_the_back() -> None:
+    sched = Scheduler()
+    a, b = Flow(quantum=100), Flow(quantum=100)
+    sched.enqueue(a, bytes(1000))
+    sched.enqueue(b, bytes(1000))
+    sched.park(a)
+    writes: Writes = []
+
+    def write(flow: Flow, c: Chunk) -> None:
+        writes.append((flow, bytes(c)))
+        if len(writes) == 3:
+            sched.park(flow)
+
+    sched.service(0.0, write)
+    assert {f for f, _ in writes} == {b}
+    assert a.deficit == 0 and not a.listed
+    sched.unpark(a)
+    sched.unpark(b)
+    writes.clear()
+    sched.service(0.0, lambda f, c: writes.append((f, bytes(c))))
+    assert sum(len(c) for f, c in writes if f is a) == 1000
+
+
+@given(st.floats(100, 1e7), st.floats(0.001, 0.05), st.lists(st.floats(0, 0.2), max_size=40))
+@settings(deadline=None)
+def test_token_bucket_never_exceeds_rate_times_time_plus_burst(
+    rate: float, burst_s: float, gaps: list[float]
+) -> None:
+    burst = max(rate * burst_s, 16384)
+    sched = Scheduler(TokenBucket(rate, burst, now=0.0))
+    flow = Flow()
+    sched.enqueue(flow, bytes(int(rate * 10 + burst) + 1))
+    total = 0
+    now = 0.0
+
+    def write(f: Flow, c: Chunk) -> None:
+        nonlocal total
+        total += len(c)
+
+    sched.service(now, write)
+    for gap in gaps:
+        now += gap
+        sched.service(now, write)
+        assert total <= rate * now + burst + 1e-6
+    wake = sched.next_wake()
+    assert wake is None or wake > 0
+
+
+def test_quantum_parity_with_upstream() -> None:
+    assert recommended_quantum(None) == 8192
+    assert recommended_quantum(None, default=4096) == 4096
+    for avg, q in [(100, 1500), (199, 1500), (250, 2500), (500, 5000), (2000, 16384),
+                   (16385, 16384)]:
+        assert recommended_quantum(avg) == q
+    avg = None
+    expected = [1000, 1200, 1060]
+    for sample, want in zip([1000, 2000, 500], expected, strict=True):
+        avg = ema_update(avg, sample)
+        assert round(avg) == want
+    for _ in range(50):
+        avg = ema_update(avg, 2000)
+    assert 1900 <= avg <= 2000
+    avg = ema_update(None, 100)
+    assert recommended_quantum(avg) == 1500
+    for _ in range(25):
+        avg = ema_update(avg, 2000)
+    assert recommended_quantum(avg) == 16384

@@ -1,0 +1,210 @@
+"""Real servers and clients on 127.0.0.1 for the integration tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import trustme
+
+from fyntr.config import Settings, Timeouts
+from fyntr.net.server import Server
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@dataclass
+class Origin:
+    """A TCP server the tests own; counts the connections it sees."""
+
+    port: int = 0
+    connections: int = 0
+    peers: list[tuple[str, int]] = field(default_factory=list)
+    server: asyncio.Server | None = None
+
+
+@contextlib.asynccontextmanager
+async def origin(handler: Handler, *, ssl_ctx: ssl.SSLContext | None = None) -> AsyncIterator[Origin]:
+    state = Origin()
+
+    async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state.connections += 1
+        state.peers.append(writer.get_extra_info("peername")[:2])
+        try:
+            await handler(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(wrapped, "127.0.0.1", 0, ssl=ssl_ctx)
+    state.server = server
+    state.port = server.sockets[0].getsockname()[1]
+    try:
+        yield state
+    finally:
+        server.close()
+
+
+async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while data := await reader.read(1 << 16):
+        writer.write(data)
+        await writer.drain()
+    if writer.can_write_eof():
+        writer.write_eof()
+
+
+async def hello_https(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    body = b"hello through fyntr\n"
+    writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    await writer.drain()
+
+
+@dataclass(frozen=True)
+class Tls:
+    server_ctx: ssl.SSLContext
+    ca_file: Path
+
+
+def make_tls(tmp_path: Path) -> Tls:
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(ctx)
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    return Tls(ctx, ca_file)
+
+
+FAST = Timeouts(dial_backoff_s=0.01)
+
+
+def loopback_settings(*ports: int, **kwargs: Any) -> Settings:
+    """Settings that reach the tests' own loopback servers: ephemeral port, allow-lists."""
+    base = Settings(
+        port=0,
+        allow_cidrs=("127.0.0.0/8",),
+        allow_ports=tuple(ports),
+        timeouts=FAST,
+    )
+    return replace(base, **kwargs)
+
+
+@contextlib.asynccontextmanager
+async def proxy(settings: Settings, **kwargs: Any) -> AsyncIterator[Server]:
+    server = Server(settings, **kwargs)
+    await server.start()
+    try:
+        yield server
+    finally:
+        server.close()
+        await asyncio.sleep(0)
+
+
+def http_port(server: Server) -> int:
+    return server.addresses[0][1]
+
+
+async def connect_via(
+    proxy_port: int, target: str, *, early: bytes = b""
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    """CONNECT through the proxy; returns the stream and the status line bytes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
+    writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode() + early)
+    head = await reader.readuntil(b"\r\n\r\n")
+    return reader, writer, head
+
+
+async def exchange(port: int, request: bytes, *, eof: bool = False) -> bytes:
+    """Send raw bytes to ``port``; everything read until the peer closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    if eof:
+        writer.write_eof()
+    try:
+        return await asyncio.wait_for(reader.read(), 10)
+    finally:
+        writer.close()
+
+
+class FakeClock:
+    """Virtual time for deadlines and the idle sweep: the test moves it."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.005)
+
+
+# --- the real command in a subprocess -----------------------------------------------------
+_STARTING = re.compile(r"Starting Fyntr on (\S+):(\d+)")
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[str]
+    ports: list[int]
+    lines: list[str]
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+
+def start_fyntr(*args: str, env: dict[str, str] | None = None, listeners: int = 1) -> Process:
+    """``python -m fyntr`` with ``args``; waits for its "Starting Fyntr on" lines."""
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FYNTR_")}
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "fyntr", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=full_env,
+    )
+    ports: list[int] = []
+    lines: list[str] = []
+    assert proc.stdout is not None
+    while len(ports) < listeners:
+        line = proc.stdout.readline()
+        if not line:
+            proc.wait(10)
+            raise AssertionError(f"fyntr exited {proc.returncode}: {''.join(lines)}")
+        lines.append(line)
+        if m := _STARTING.search(line):
+            ports.append(int(m.group(2)))
+    return Process(proc, ports, lines)
+
+
+def run_fyntr(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("FYNTR_")}
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "fyntr", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
