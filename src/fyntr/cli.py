@@ -233,9 +233,8 @@ async def serve(settings: Settings) -> int:
     from fyntr.net.server import Server  # noqa: PLC0415
 
     server = Server(settings)
-    await server.start()
-    server.install_signal_handlers()
     try:
+        await server.start(signals=True)
         return await server.serve()
     finally:
         server.remove_signal_handlers()

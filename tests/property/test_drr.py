@@ -43,11 +43,16 @@ def test_bytes_are_conserved_and_in_order(per_flow: list[list[bytes]], rate: int
         assert flow.queued == 0 and not flow.listed and flow.deficit == 0
 
 
-@given(st.integers(2, 8), st.sampled_from([1500, 4096, 16384]), st.integers(500, 20000),
-       st.integers(1, 60))
+@given(
+    st.integers(2, 8),
+    st.sampled_from([1500, 4096, 16384]),
+    st.integers(500, 20000),
+    st.integers(1, 60),
+)
 @settings(deadline=None, max_examples=50)
-def test_backlogged_flows_share_within_two_quanta(n: int, quantum: int, step: int,
-                                                   chunk: int) -> None:
+def test_backlogged_flows_share_within_two_quanta(
+    n: int, quantum: int, step: int, chunk: int
+) -> None:
     """N continuously backlogged flows, equal fixed quanta: over any interval the bytes
     served to any two differ by at most 2 x quantum."""
     sched = Scheduler(TokenBucket(step, step, now=0.0))
@@ -177,8 +182,14 @@ def test_token_bucket_never_exceeds_rate_times_time_plus_burst(
 def test_quantum_parity_with_upstream() -> None:
     assert recommended_quantum(None) == 8192
     assert recommended_quantum(None, default=4096) == 4096
-    for avg, q in [(100, 1500), (199, 1500), (250, 2500), (500, 5000), (2000, 16384),
-                   (16385, 16384)]:
+    for avg, q in [
+        (100, 1500),
+        (199, 1500),
+        (250, 2500),
+        (500, 5000),
+        (2000, 16384),
+        (16385, 16384),
+    ]:
         assert recommended_quantum(avg) == q
     avg = None
     expected = [1000, 1200, 1060]

@@ -10,7 +10,7 @@ import signal
 import ssl
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ class Origin:
 
 
 @contextlib.asynccontextmanager
-async def origin(handler: Handler, *, ssl_ctx: ssl.SSLContext | None = None) -> AsyncIterator[Origin]:
+async def origin(
+    handler: Handler, *, ssl_ctx: ssl.SSLContext | None = None
+) -> AsyncIterator[Origin]:
     state = Origin()
 
     async def wrapped(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -171,6 +173,30 @@ class Process:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
+    def finish(self, timeout: float = 10) -> int:
+        """Wait for the exit, collect the rest of the output, close the pipe."""
+        out, _ = self.proc.communicate(timeout=timeout)
+        self.lines.append(out)
+        return self.proc.returncode
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+
+@contextlib.contextmanager
+def fyntr_process(
+    *args: str, env: dict[str, str] | None = None, listeners: int = 1
+) -> Iterator[Process]:
+    proc = start_fyntr(*args, env=env, listeners=listeners)
+    try:
+        yield proc
+    finally:
+        if proc.proc.poll() is None:
+            proc.proc.kill()
+        if proc.proc.stdout is not None and not proc.proc.stdout.closed:
+            proc.finish()
+
 
 def start_fyntr(*args: str, env: dict[str, str] | None = None, listeners: int = 1) -> Process:
     """``python -m fyntr`` with ``args``; waits for its "Starting Fyntr on" lines."""
@@ -197,7 +223,9 @@ def start_fyntr(*args: str, env: dict[str, str] | None = None, listeners: int = 
     return Process(proc, ports, lines)
 
 
-def run_fyntr(*args: str, env: dict[str, str] | None = None, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+def run_fyntr(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FYNTR_")}
     full_env.update(env or {})
     return subprocess.run(

@@ -165,5 +165,6 @@ def test_status_lines_are_exact() -> None:
     assert STATUS_LINES[Status.HEADERS_TOO_LARGE] == (
         b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n"
     )
-    assert all(line.endswith(b"\r\n\r\n") and b"\r\n" not in line[:-4] for line in
-               STATUS_LINES.values())
+    assert all(
+        line.endswith(b"\r\n\r\n") and b"\r\n" not in line[:-4] for line in STATUS_LINES.values()
+    )

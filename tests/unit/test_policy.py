@@ -33,9 +33,22 @@ def denied(policy: Policy, host: str, *addrs: str) -> bool:
 @pytest.mark.parametrize(
     "address",
     [
-        "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-        "100.64.0.1", "0.0.0.0", "224.0.0.1", "240.0.0.1", "255.255.255.255",
-        "::1", "::", "fc00::1", "fd12::1", "fe80::1", "ff02::1",
+        "127.0.0.1",
+        "10.1.2.3",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "224.0.0.1",
+        "240.0.0.1",
+        "255.255.255.255",
+        "::1",
+        "::",
+        "fc00::1",
+        "fd12::1",
+        "fe80::1",
+        "ff02::1",
     ],
 )
 def test_builtin_deny_list(address: str) -> None:
@@ -44,8 +57,17 @@ def test_builtin_deny_list(address: str) -> None:
 
 @pytest.mark.parametrize(
     "address",
-    ["192.0.2.1", "198.18.0.1", "198.51.100.1", "203.0.113.10", "64:ff9b::1", "2001:db8::1",
-     "2002::1", "fec0::1", "8.8.8.8"],
+    [
+        "192.0.2.1",
+        "198.18.0.1",
+        "198.51.100.1",
+        "203.0.113.10",
+        "64:ff9b::1",
+        "2001:db8::1",
+        "2002::1",
+        "fec0::1",
+        "8.8.8.8",
+    ],
 )
 def test_reachable_by_default(address: str) -> None:
     assert not denied(Policy.build(), "example.com", address)
@@ -61,8 +83,9 @@ def test_one_denied_address_denies_the_whole_answer_unless_allow_domain() -> Non
     policy = Policy.build()
     assert denied(policy, "mixed.example", "203.0.113.10", "10.0.0.1")
     allowed = Policy.build(allow_domains=[".example"])
-    out = allowed.authorize(parse_request_host("mixed.example"), [ip("203.0.113.10"),
-                                                                  ip("10.0.0.1")])
+    out = allowed.authorize(
+        parse_request_host("mixed.example"), [ip("203.0.113.10"), ip("10.0.0.1")]
+    )
     assert out == [ip("203.0.113.10")]
     # allow-domain never opens a denied range by itself (upstream test).
     assert denied(Policy.build(allow_domains=["localhost"]), "localhost", "127.0.0.1", "::1")
@@ -91,8 +114,12 @@ def test_ports() -> None:
     none = Policy.build(default_port=False)
     with pytest.raises(HandshakeError) as info:
         none.check_port(443)
-    for words in ("no CONNECT ports are enabled", "--allow-port", "--no-default-allow-port",
-                  "restore implicit 443"):
+    for words in (
+        "no CONNECT ports are enabled",
+        "--allow-port",
+        "--no-default-allow-port",
+        "restore implicit 443",
+    ):
         assert words in info.value.detail
     only = Policy.build(allow_ports=[0, 443], default_port=False)
     only.check_port(443)
@@ -124,8 +151,15 @@ def test_cidr_host_bits_are_masked() -> None:
 
 
 def test_collect_addresses() -> None:
-    got = collect_addresses([ip("203.0.113.11"), ip("::ffff:203.0.113.10"), ip("203.0.113.10"),
-                             ip("2001:db8::1"), ip("10.0.0.1")])
+    got = collect_addresses(
+        [
+            ip("203.0.113.11"),
+            ip("::ffff:203.0.113.10"),
+            ip("203.0.113.10"),
+            ip("2001:db8::1"),
+            ip("10.0.0.1"),
+        ]
+    )
     assert got == [ip("10.0.0.1"), ip("203.0.113.10"), ip("203.0.113.11"), ip("2001:db8::1")]
     with pytest.raises(HandshakeError, match="more than 3 unique addresses") as info:
         collect_addresses([ip(f"203.0.113.{i}") for i in range(4)], limit=3)
@@ -137,11 +171,21 @@ def test_collect_addresses() -> None:
 @pytest.mark.parametrize(
     ("line", "entry"),
     [
-        ("", ""), ("   ", ""), ("! title", ""), ("# comment", ""),
-        ("@@||allowed.example^", None), ("||evil.com^$important", None),
-        ("||evil.com", None), ("||evil.com^|", None), ("||evil.com^foo", None),
-        ("/regex/", None), ("*.evil.com", None), ("10.0.0.0/8", None),
-        ("||evil.com^", "evil.com"), ("  evil.com  ", "evil.com"), ("||1.2.3.4^", "1.2.3.4"),
+        ("", ""),
+        ("   ", ""),
+        ("! title", ""),
+        ("# comment", ""),
+        ("@@||allowed.example^", None),
+        ("||evil.com^$important", None),
+        ("||evil.com", None),
+        ("||evil.com^|", None),
+        ("||evil.com^foo", None),
+        ("/regex/", None),
+        ("*.evil.com", None),
+        ("10.0.0.0/8", None),
+        ("||evil.com^", "evil.com"),
+        ("  evil.com  ", "evil.com"),
+        ("||1.2.3.4^", "1.2.3.4"),
         ("0.0.0.0 evil.com", "0.0.0.0 evil.com"),  # then fails to normalise -> skipped
     ],
 )
@@ -150,8 +194,10 @@ def test_feed_line_grammar(line: str, entry: str | None) -> None:
 
 
 def test_feed_parsing_counts_and_matching() -> None:
-    text = "! Title\n||evil.com^\n||Evil.COM.^\n||phish.example^\n||1.2.3.4^\n# c\r\n" \
-           "0.0.0.0 hosts.example\n.leading.example\n||bad host.com^\nhost:443\n[::ffff:5.6.7.8]\n"
+    text = (
+        "! Title\n||evil.com^\n||Evil.COM.^\n||phish.example^\n||1.2.3.4^\n# c\r\n"
+        "0.0.0.0 hosts.example\n.leading.example\n||bad host.com^\nhost:443\n[::ffff:5.6.7.8]\n"
+    )
     domains, ips, stats = parse_feed("f", text)
     assert domains == {"evil.com", "phish.example"}
     assert ips == {ip("1.2.3.4"), ip("5.6.7.8")}
@@ -164,7 +210,9 @@ def test_feed_parsing_counts_and_matching() -> None:
     # A domain-typed numeric name is only looked up as a domain.
     assert index.match_host(parse_domain_target("1.2.3.4")) is None
     assert index.match_ips([ip("9.9.9.9"), ip("1.2.3.4"), ip("5.6.7.8")]) == [
-        ip("1.2.3.4"), ip("5.6.7.8")]
+        ip("1.2.3.4"),
+        ip("5.6.7.8"),
+    ]
 
 
 def test_idna_feed_entries() -> None:

@@ -23,16 +23,28 @@ ip = ipaddress.ip_address
 @pytest.mark.parametrize(
     ("text", "raw", "ip_text", "domain", "dns", "port"),
     [
-        ("api.aws.amazon.com:443", "api.aws.amazon.com", None, "api.aws.amazon.com",
-         "api.aws.amazon.com", 443),
+        (
+            "api.aws.amazon.com:443",
+            "api.aws.amazon.com",
+            None,
+            "api.aws.amazon.com",
+            "api.aws.amazon.com",
+            443,
+        ),
         ("203.0.113.10:443", "203.0.113.10", "203.0.113.10", None, None, 443),
         ("203.0.113.10.:443", "203.0.113.10.", None, "203.0.113.10", "203.0.113.10.", 443),
         ("[2001:0db8:0:0:0:0:0:1]:443", "2001:0db8:0:0:0:0:0:1", "2001:db8::1", None, None, 443),
         ("[::ffff:127.0.0.1]:443", "::ffff:127.0.0.1", "127.0.0.1", None, None, 443),
         ("[::1]:443", "::1", "::1", None, None, 443),  # SPEC §3: stays IPv6
         ("BÜCHER.DE.:443", "BÜCHER.DE.", None, "xn--bcher-kva.de", "xn--bcher-kva.de.", 443),
-        ("XN--BCHER-KVA.DE:443", "XN--BCHER-KVA.DE", None, "xn--bcher-kva.de",
-         "xn--bcher-kva.de", 443),
+        (
+            "XN--BCHER-KVA.DE:443",
+            "XN--BCHER-KVA.DE",
+            None,
+            "xn--bcher-kva.de",
+            "xn--bcher-kva.de",
+            443,
+        ),
         ("ab--cd.com:443", "ab--cd.com", None, "ab--cd.com", "ab--cd.com", 443),
         ("127.1:443", "127.1", None, "127.1", "127.1", 443),  # numeric-looking: a domain
         ("2130706433:443", "2130706433", None, "2130706433", "2130706433", 443),
@@ -153,8 +165,9 @@ def test_lenient_normalisation_rejects(bad: str) -> None:
         normalize_lenient(bad)
 
 
-@pytest.mark.parametrize(("text", "port"), [("443", 443), ("+443", 443), ("0443", 443),
-                                            ("0", 0), ("65535", 65535)])
+@pytest.mark.parametrize(
+    ("text", "port"), [("443", 443), ("+443", 443), ("0443", 443), ("0", 0), ("65535", 65535)]
+)
 def test_ports(text: str, port: int) -> None:
     assert parse_port(text) == port
 

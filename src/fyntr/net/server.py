@@ -201,11 +201,16 @@ class Server:
         )
         return index
 
-    async def start(self) -> None:
-        """Load feeds, raise the FD limit, bind. Raises ConfigError (exit 1)."""
+    async def start(self, *, signals: bool = False) -> None:
+        """Load feeds, raise the FD limit, bind. Raises ConfigError (exit 1).
+
+        With ``signals``, SIGTERM/SIGINT/SIGHUP are handled from here on, before the
+        "Starting" line that tells a supervisor the proxy is up."""
         settings = self.settings
         self.loop = asyncio.get_running_loop()
         self.clock = self._clock or self.loop.time
+        if signals:
+            self.install_signal_handlers()
         self.threats = self.load_threats()
         raise_fd_limit(self.admission.limit)
         listeners: list[tuple[socket.socket, InboundFactory]] = [

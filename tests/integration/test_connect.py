@@ -1,0 +1,292 @@
+"""HTTP CONNECT end to end through real sockets on 127.0.0.1 (issue 3, SPEC §4)."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from fyntr.config import Timeouts
+from fyntr.errors import STATUS_LINES, Status
+from tests.support.net import (
+    FakeClock,
+    connect_via,
+    echo,
+    exchange,
+    hello_https,
+    http_port,
+    loopback_settings,
+    make_tls,
+    origin,
+    proxy,
+    until,
+)
+
+OK = STATUS_LINES[Status.OK]
+
+
+async def test_curl_fetches_https_through_fyntr(tmp_path: Path) -> None:
+    curl = shutil.which("curl")
+    assert curl is not None, "curl is installed by the test command"
+    tls = make_tls(tmp_path)
+    async with (
+        origin(hello_https, ssl_ctx=tls.server_ctx) as o,
+        proxy(loopback_settings(o.port)) as server,
+    ):
+        env = {**os.environ, "HTTPS_PROXY": f"http://127.0.0.1:{http_port(server)}"}
+        env.pop("NO_PROXY", None)
+        env.pop("no_proxy", None)
+        proc = await asyncio.create_subprocess_exec(
+            curl,
+            "-sS",
+            "--cacert",
+            str(tls.ca_file),
+            f"https://localhost:{o.port}/",
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        out, err = await proc.communicate()
+        assert proc.returncode == 0, err
+        assert out == b"hello through fyntr\n"
+        assert o.connections == 1
+        await until(lambda: not server.tunnels)
+        assert server.admission.active == 0 and server.admission.pending == 0
+
+
+async def test_64_mib_each_way_byte_exact() -> None:
+    size = 64 * 1024 * 1024
+    async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:
+        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        block = hashlib.sha256(b"seed").digest() * 2048  # 64 KiB, not all the same byte
+        sent = hashlib.sha256()
+
+        async def send() -> None:
+            for i in range(size // len(block)):
+                chunk = bytes([i & 0xFF]) + block[1:]
+                sent.update(chunk)
+                writer.write(chunk)
+                await writer.drain()
+            writer.write_eof()
+
+        received = hashlib.sha256()
+        count = 0
+
+        async def receive() -> None:
+            nonlocal count
+            while data := await reader.read(1 << 18):
+                received.update(data)
+                count += len(data)
+
+        await asyncio.gather(send(), receive())
+        assert count == size
+        assert received.digest() == sent.digest()
+        writer.close()
+        await until(lambda: not server.tunnels)
+
+
+async def test_half_close_delivers_queued_data_before_the_fin() -> None:
+    """The client sends 32 MiB and EOF while the origin is not reading yet: everything
+    queued in the proxy is delivered before the FIN, and the reply still comes back."""
+    gate = asyncio.Event()
+    got = bytearray()
+
+    async def slow_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await gate.wait()
+        while data := await reader.read(1 << 16):
+            got.extend(data)
+        writer.write(b"received %d" % len(got))
+        await writer.drain()
+        writer.write_eof()
+
+    payload = os.urandom(32 * 1024 * 1024)
+    async with origin(slow_sink) as o, proxy(loopback_settings(o.port)) as server:
+        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        writer.write(payload)
+        writer.write_eof()
+        await until(lambda: bool(server.tunnels) and next(iter(server.tunnels)).up.src_paused)
+        gate.set()
+        reply = await asyncio.wait_for(reader.read(), 10)
+        assert reply == b"received %d" % len(payload)
+        assert bytes(got) == payload
+        writer.close()
+        await until(lambda: not server.tunnels)
+
+
+async def test_early_data_after_the_connect_head_is_forwarded() -> None:
+    async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:
+        reader, writer, head = await connect_via(
+            http_port(server), f"127.0.0.1:{o.port}", early=b"\x16\x03\x01early-hello"
+        )
+        assert head == OK
+        assert await asyncio.wait_for(reader.readexactly(14), 5) == b"\x16\x03\x01early-hello"
+        writer.close()
+
+
+async def test_connect_data_and_fin_in_one_go() -> None:
+    async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:
+        request = f"CONNECT 127.0.0.1:{o.port} HTTP/1.1\r\n\r\nping".encode()
+        reply = await exchange(http_port(server), request, eof=True)
+        assert reply == OK + b"ping"
+
+
+async def test_upstream_speaks_first_and_closes() -> None:
+    async def banner(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"220 ready\r\n")
+        await writer.drain()
+
+    async with origin(banner) as o, proxy(loopback_settings(o.port)) as server:
+        reply = await exchange(
+            http_port(server), f"CONNECT 127.0.0.1:{o.port} HTTP/1.1\r\n\r\n".encode()
+        )
+        assert reply == OK + b"220 ready\r\n"
+        await until(lambda: not server.tunnels)
+
+
+async def test_503_at_the_cap_counts_pending_handshakes() -> None:
+    async with origin(echo) as o, proxy(loopback_settings(o.port, max_connections=1)) as server:
+        port = http_port(server)
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        await until(lambda: server.admission.pending == 1)
+        # The reply comes before anything is read: the client has not even sent a byte.
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == STATUS_LINES[Status.SERVICE_UNAVAILABLE]
+        writer.close()
+        # A CONNECT for a denied target at the cap still gets 503, not 403.
+        reply = await exchange(port, b"CONNECT 10.0.0.1:443 HTTP/1.1\r\n\r\n")
+        assert reply == STATUS_LINES[Status.SERVICE_UNAVAILABLE]
+        idle_writer.close()
+        await until(lambda: server.admission.pending == 0)
+        reply = await exchange(
+            port, f"CONNECT 127.0.0.1:{o.port} HTTP/1.1\r\n\r\nx".encode(), eof=True
+        )
+        assert reply == OK + b"x"
+        assert server.metrics.rejections["max_connections"] == 2
+
+
+async def test_idle_timeout_closes_a_silent_tunnel_in_virtual_time() -> None:
+    clock = FakeClock()
+    async with (
+        origin(echo) as o,
+        proxy(loopback_settings(o.port, idle_timeout_s=300), clock=clock) as server,
+    ):
+        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        writer.write(b"ping")
+        assert await reader.readexactly(4) == b"ping"
+        server.sweep()  # sees the activity
+        clock.advance(299)
+        server.sweep()
+        assert len(server.tunnels) == 1
+        writer.write(b"pong")  # activity in either direction refreshes it
+        assert await reader.readexactly(4) == b"pong"
+        clock.advance(2)
+        server.sweep()
+        clock.advance(299)
+        server.sweep()
+        assert len(server.tunnels) == 1
+        clock.advance(1)
+        server.sweep()
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        await until(lambda: not server.tunnels)
+        assert server.admission.active == 0
+        writer.close()
+
+
+async def test_request_line_and_header_timeouts_in_virtual_time() -> None:
+    clock = FakeClock()
+    async with proxy(loopback_settings(), clock=clock) as server:
+        port = http_port(server)
+        r1, w1 = await asyncio.open_connection("127.0.0.1", port)  # says nothing
+        r2, w2 = await asyncio.open_connection("127.0.0.1", port)
+        w2.write(b"CONNECT example.com:443 HTTP/1.1\r\nHost: x\r\n")  # no blank line
+        await until(lambda: len(server.handshakes) == 2)
+        await asyncio.sleep(0.05)
+        clock.advance(29.9)
+        server.sweep()
+        assert len(server.handshakes) == 2
+        clock.advance(0.2)
+        server.sweep()
+        timeout = STATUS_LINES[Status.REQUEST_TIMEOUT]
+        assert await asyncio.wait_for(r1.read(), 5) == timeout
+        assert await asyncio.wait_for(r2.read(), 5) == timeout
+        w1.close()
+        w2.close()
+        await until(lambda: server.admission.pending == 0)
+
+
+async def test_headers_get_their_own_30_seconds() -> None:
+    clock = FakeClock()
+    async with proxy(loopback_settings(), clock=clock) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", http_port(server))
+        await until(lambda: len(server.handshakes) == 1)
+        clock.advance(20)
+        writer.write(b"CONNECT example.com:443 HTTP/1.1\r\n")
+        await until(lambda: next(iter(server.handshakes)).target is not None)
+        clock.advance(20)  # 40 s since accept, 20 s into the headers
+        server.sweep()
+        assert len(server.handshakes) == 1
+        clock.advance(10.1)
+        server.sweep()
+        assert await asyncio.wait_for(reader.read(), 5) == STATUS_LINES[Status.REQUEST_TIMEOUT]
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    ("request_bytes", "status"),
+    [
+        (b"GET / HTTP/1.1\r\n\r\n", Status.METHOD_NOT_ALLOWED),
+        (b"CONNECT a.com:443 HTTP/2\r\n\r\n", Status.VERSION_NOT_SUPPORTED),
+        (b"CONNECT example.invalid..:443 HTTP/1.1\r\n\r\n", Status.BAD_REQUEST),
+        (b"CONNECT " + b"a" * 8200 + b":443 HTTP/1.1\r\n\r\n", Status.URI_TOO_LONG),
+        (b"CONNECT a.com:443 HTTP/1.1\r\n" + b"H: v\r\n" * 101 + b"\r\n", Status.HEADERS_TOO_LARGE),
+        (b"CONNECT 127.0.0.1:22 HTTP/1.1\r\n\r\n", Status.FORBIDDEN),
+        (b"CONNECT 10.0.0.1:443 HTTP/1.1\r\n\r\n", Status.FORBIDDEN),
+        (b"CONNECT name.invalid:443 HTTP/1.1\r\n\r\n", Status.BAD_GATEWAY),
+    ],
+)
+async def test_error_statuses_on_the_wire(request_bytes: bytes, status: Status) -> None:
+    async with proxy(loopback_settings(default_allow_port=True)) as server:
+        assert await exchange(http_port(server), request_bytes) == STATUS_LINES[status]
+
+
+async def test_eof_before_the_head_is_400() -> None:
+    async with proxy(loopback_settings()) as server:
+        reply = await exchange(http_port(server), b"CONNECT a.com:443 HTTP/1.1\r\n", eof=True)
+        assert reply == STATUS_LINES[Status.BAD_REQUEST]
+        assert await exchange(http_port(server), b"", eof=True) == STATUS_LINES[Status.BAD_REQUEST]
+
+
+async def test_502_when_every_dial_fails_after_three_rounds() -> None:
+    import socket
+
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()
+    async with proxy(loopback_settings(port)) as server:
+        reply = await exchange(
+            http_port(server), f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode()
+        )
+        assert reply == STATUS_LINES[Status.BAD_GATEWAY]
+        assert server.metrics.dial_failures == 1
+
+
+async def test_dns_timeout_is_502() -> None:
+    from fyntr.net.dialer import Dialer
+
+    async def never(name: str, port: int) -> list[object]:
+        await asyncio.sleep(3600)
+        return []
+
+    settings = loopback_settings(timeouts=Timeouts(dns_s=0.05))
+    dialer = Dialer(settings.timeouts, resolver=never)  # type: ignore[arg-type]
+    async with proxy(settings, dialer=dialer) as server:
+        reply = await exchange(http_port(server), b"CONNECT slow.example:443 HTTP/1.1\r\n\r\n")
+        assert reply == STATUS_LINES[Status.BAD_GATEWAY]

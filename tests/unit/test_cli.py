@@ -1,0 +1,218 @@
+"""Flags, FYNTR_* variables, defaults and error messages (SPEC §2, upstream §1.1-1.2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fyntr.cli import parse_args
+from fyntr.config import Settings, parse_rate, parse_seconds, validate_bind_address
+from fyntr.errors import ConfigError
+from fyntr.policy.threat import ThreatAction
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("FYNTR_"):
+            monkeypatch.delenv(key)
+
+
+def settings(*argv: str) -> Settings:
+    result = parse_args(list(argv))
+    assert isinstance(result, Settings), result
+    return result
+
+
+def test_defaults_match_upstream() -> None:
+    s = settings()
+    assert (s.bind, s.port, s.max_connections, s.idle_timeout_s) == ("127.0.0.1", 9999, 1000, 300)
+    assert s.socks5_port is None and s.socks5_bind is None
+    assert s.allow_ports == () and s.default_allow_port
+    assert s.threat_action is ThreatAction.WARN
+    assert (s.upload_rate, s.download_rate, s.connect_rate) == (0, 0, 0.0)
+    assert s.max_connections_wait_s == 0 and s.shutdown_grace_s == 30
+    assert s.metrics_port is None and s.metrics_bind == "127.0.0.1"
+    assert s.log_level == "info"
+
+
+def test_flag_beats_variable_beats_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FYNTR_PORT", "8080")
+    monkeypatch.setenv("FYNTR_MAX_CONNECTIONS", "512")
+    assert settings().port == 8080
+    assert settings("--port", "7070").port == 7070
+    assert settings().max_connections == 512
+
+
+def test_lists_take_repeats_and_commas(monkeypatch: pytest.MonkeyPatch) -> None:
+    s = settings(
+        "--allow-port",
+        "1,2",
+        "--allow-port",
+        "3",
+        "--deny-cidr",
+        "10.0.0.0/8",
+        "--allow-domain",
+        "a.com,b.com",
+    )
+    assert s.allow_ports == (1, 2, 3)
+    assert s.deny_cidrs == ("10.0.0.0/8",)
+    assert s.allow_domains == ("a.com", "b.com")
+    monkeypatch.setenv("FYNTR_ALLOW_PORT", "8443,9443")
+    monkeypatch.setenv("FYNTR_ALLOW_CIDR", "127.0.0.0/8,::1/128")
+    s = settings()
+    assert s.allow_ports == (8443, 9443)
+    assert s.allow_cidrs == ("127.0.0.0/8", "::1/128")
+    # The flag replaces the variable; they are not merged.
+    assert settings("--allow-port", "7").allow_ports == (7,)
+
+
+def test_boolean_flag_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert not settings("--no-default-allow-port").default_allow_port
+    monkeypatch.setenv("FYNTR_NO_DEFAULT_ALLOW_PORT", "true")
+    assert not settings().default_allow_port
+    monkeypatch.setenv("FYNTR_NO_DEFAULT_ALLOW_PORT", "false")
+    assert settings().default_allow_port
+
+
+def test_added_flags() -> None:
+    s = settings(
+        "--upload-rate",
+        "8mbit",
+        "--download-rate",
+        "1.5MiB/s",
+        "--connect-rate",
+        "50",
+        "--connect-burst",
+        "5",
+        "--max-connections-wait",
+        "2.5",
+        "--shutdown-grace",
+        "0.5",
+        "--log-level",
+        "DEBUG",
+        "--metrics-port",
+        "0",
+    )
+    assert s.upload_rate == 1_000_000
+    assert s.download_rate == round(1.5 * 1024 * 1024)
+    assert (s.connect_rate, s.connect_burst) == (50.0, 5)
+    assert (s.max_connections_wait_s, s.shutdown_grace_s) == (2.5, 0.5)
+    assert s.log_level == "debug" and s.metrics_port == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "value"),
+    [
+        (["--port", "abc"], "--port", "abc"),
+        (["--port", "65536"], "--port", "65536"),
+        (["--max-connections", "-1"], "--max-connections", "-1"),
+        (["--allow-port", "0"], "--allow-port", "0"),
+        (["--allow-port", "443,x"], "--allow-port", "x"),
+        (["--threat-action", "Block"], "--threat-action", "Block"),
+        (["--upload-rate", "fast"], "--upload-rate", "fast"),
+        (["--download-rate", "10 parsecs"], "--download-rate", "10 parsecs"),
+        (["--shutdown-grace", "-1"], "--shutdown-grace", "-1"),
+        (["--max-connections-wait", "soon"], "--max-connections-wait", "soon"),
+        (["--log-level", "loud"], "--log-level", "loud"),
+        (["--idle-timeout", "1.5"], "--idle-timeout", "1.5"),
+        (["--bogus"], "--bogus", "--bogus"),
+    ],
+)
+def test_bad_values_are_one_line_naming_flag_and_value(
+    argv: list[str], flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert parse_args(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert flag in err and value in err
+    assert err.startswith("fyntr: error: ")
+
+
+def test_bad_variable_names_the_flag(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("FYNTR_UPLOAD_RATE", "lots")
+    assert parse_args([]) == 2
+    err = capsys.readouterr().err
+    assert "--upload-rate" in err and "FYNTR_UPLOAD_RATE" in err and "lots" in err
+
+
+def test_version_and_help(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_args(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == "fyntr 0.5.0"
+    assert parse_args(["--help"]) == 0
+    out = capsys.readouterr().out
+    for flag in (
+        "--bind",
+        "--socks5-port",
+        "--allow-cidr",
+        "--threat-action",
+        "--upload-rate",
+        "--connect-burst",
+        "--max-connections-wait",
+        "--metrics-port",
+        "--shutdown-grace",
+        "FYNTR_PORT",
+    ):
+        assert flag in out
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("0", 0),
+        ("1000", 1000),
+        ("8mbit", 1_000_000),
+        ("8Mbit/s", 1_000_000),
+        ("1kbit", 125),
+        ("2.5MB", 2_500_000),
+        ("1kb", 1000),
+        ("1KiB", 1024),
+        ("1mib", 1048576),
+        ("1gib", 1 << 30),
+        ("1gbit", 125_000_000),
+        ("0.5mb/s", 500_000),
+        ("12b", 12),
+    ],
+)
+def test_rates(text: str, rate: int) -> None:
+    assert parse_rate(text) == rate
+
+
+@pytest.mark.parametrize("text", ["", "fast", "-1", "1e3", "mbit", "1 mbits", "0.001b", "1/s/s"])
+def test_bad_rates(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_rate(text)
+
+
+def test_seconds() -> None:
+    assert parse_seconds("2.5") == 2.5
+    for bad in ("-1", "nan", "inf", "x"):
+        with pytest.raises(ValueError):
+            parse_seconds(bad)
+
+
+@pytest.mark.parametrize("ok", ["127.0.0.1", "::1", "localhost", " 0.0.0.0 ", "my-host.lan"])
+def test_bind_addresses(ok: str) -> None:
+    assert validate_bind_address(ok) == ok.strip()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("", "empty"),
+        ("   ", "empty"),
+        ("127.0.0.1:9999", "port"),
+        ("[::1]:9999", "port"),
+        ("localhost:9999", "port"),
+        ("example.invalid:65536", "port"),
+        ("a" * 254, "253"),
+        ("local_host", "letters"),
+        ("[::1]", "letters"),
+    ],
+)
+def test_bad_bind_addresses(bad: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_bind_address(bad)
