@@ -152,7 +152,7 @@ async def test_upstream_speaks_first_and_closes() -> None:
 async def test_503_at_the_cap_counts_pending_handshakes() -> None:
     async with origin(echo) as o, proxy(loopback_settings(o.port, max_connections=1)) as server:
         port = http_port(server)
-        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        _idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
         await until(lambda: server.admission.pending == 1)
         # The reply comes before anything is read: the client has not even sent a byte.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)

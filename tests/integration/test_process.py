@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import resource
 import signal
 import socket
@@ -11,8 +12,7 @@ import sys
 import time
 
 from fyntr.errors import STATUS_LINES, Status
-from tests.support.net import Process
-from tests.support.net import connect_via, echo, fyntr_process, origin, run_fyntr
+from tests.support.net import Process, connect_via, echo, fyntr_process, origin, run_fyntr
 
 OK = STATUS_LINES[Status.OK]
 
@@ -69,7 +69,7 @@ async def test_grace_expiry_closes_tunnels() -> None:
 async def test_second_signal_exits_at_once() -> None:
     async with origin(echo) as o:
         with fyntr_process(*loopback_args(o.port), "--shutdown-grace", "600") as proc:
-            reader, writer, head = await connect_via(proc.ports[0], f"127.0.0.1:{o.port}")
+            _reader, writer, head = await connect_via(proc.ports[0], f"127.0.0.1:{o.port}")
             assert head == OK
             proc.stop(signal.SIGTERM)
             await asyncio.sleep(0.2)
@@ -144,10 +144,8 @@ async def test_accept_errors_are_retried_not_fatal() -> None:
         for _ in range(80):
             s = socket.socket()
             s.setblocking(False)
-            try:
+            with contextlib.suppress(BlockingIOError):
                 s.connect(("127.0.0.1", port))
-            except BlockingIOError:
-                pass
             clients.append(s)
         await asyncio.sleep(1.0)
         for s in clients:

@@ -232,11 +232,11 @@ def test_index_needs_an_entry(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no supported entries"):
         load_feed_files([str(comments), str(unsupported)])
     assert load_feed_files([str(comments), str(good)]).domains == {"evil.com"}
-    with pytest.raises(ConfigError, match="missing.txt"):
+    with pytest.raises(ConfigError, match=r"missing\.txt"):
         load_feed_files([str(tmp_path / "missing.txt")])
     binary = tmp_path / "b.txt"
     binary.write_bytes(b"\xff\xfe\x00")
-    with pytest.raises(ConfigError, match="b.txt"):
+    with pytest.raises(ConfigError, match=r"b\.txt"):
         load_feed_files([str(binary)])
 
 

@@ -1,0 +1,246 @@
+"""Load generators, each run in a process of its own by ``run.py``.
+
+Usage: ``python benchmarks/load.py WORKLOAD '{json params}'``; prints one JSON object.
+``proxy`` is the proxy's port, or null for a direct connection to ``origin``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+Result = dict[str, Any]
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
+    return ordered[k]
+
+
+def jain(values: list[float]) -> float:
+    """Jain's fairness index: 1 when all equal, 1/n when one takes everything."""
+    if not values:
+        return float("nan")
+    return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
+
+
+def read_head(sock: socket.socket) -> bytes:
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = sock.recv(4096)
+        if not data:
+            raise ConnectionError("proxy closed during CONNECT")
+        head += data
+    return head
+
+
+def open_stream(proxy: int | None, origin: int, command: bytes) -> socket.socket:
+    """A blocking stream to the origin, through the proxy when given, command sent."""
+    sock = socket.create_connection(("127.0.0.1", proxy or origin), timeout=60)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    if proxy:
+        sock.sendall(
+            b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (origin, origin)
+        )
+        head = read_head(sock)
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            raise ConnectionError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+    sock.sendall(command)
+    return sock
+
+
+def _download(sock: socket.socket, size: int) -> int:
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view)
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _upload(sock: socket.socket, size: int) -> int:
+    block = memoryview(bytes(1 << 20))
+    sent = 0
+    while sent < size:
+        sent += sock.send(block[: min(len(block), size - sent)])
+    if sock.recv(16) != b"OK\n":
+        raise ConnectionError("no OK from the sink")
+    return sent
+
+
+def throughput(p: Result) -> Result:
+    """``streams`` tunnels at once, each moving ``size`` bytes ``direction``."""
+    direction, size, streams = p["direction"], int(p["size"]), int(p["streams"])
+    command = (b"SOURCE %d\n" if direction == "download" else b"SINK %d\n") % size
+    socks = [open_stream(p["proxy"], p["origin"], command) for _ in range(streams)]
+    moved = [0] * streams
+    barrier = threading.Barrier(streams + 1)
+
+    def work(i: int) -> None:
+        barrier.wait()
+        fn = _download if direction == "download" else _upload
+        moved[i] = fn(socks[i], size)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(streams)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - start
+    for s in socks:
+        s.close()
+    if sum(moved) != size * streams:
+        raise ConnectionError(f"moved {sum(moved)} of {size * streams} bytes")
+    return {"mb_s": sum(moved) / elapsed / 1e6}
+
+
+def latency(p: Result) -> Result:
+    """Round trips of 64 bytes on one established tunnel."""
+    sock = open_stream(p["proxy"], p["origin"], b"ECHO\n")
+    payload = b"x" * 64
+    samples: list[float] = []
+    for i in range(int(p["count"]) + 100):
+        t = time.perf_counter()
+        sock.sendall(payload)
+        got = 0
+        while got < len(payload):
+            got += len(sock.recv(4096))
+        if i >= 100:  # warm-up excluded
+            samples.append((time.perf_counter() - t) * 1e6)
+    sock.close()
+    return {"rtt_p50_us": percentile(samples, 50), "rtt_p99_us": percentile(samples, 99)}
+
+
+async def _setup_once(proxy: int | None, origin: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy or origin)
+    try:
+        if proxy:
+            writer.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % origin)
+            head = await reader.readuntil(b"\r\n\r\n")
+            if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                raise ConnectionError("CONNECT refused")
+    finally:
+        writer.close()
+
+
+async def _setups(p: Result) -> Result:
+    deadline = time.perf_counter() + float(p["seconds"])
+    samples: list[float] = []
+    failures = 0
+
+    async def client() -> None:
+        nonlocal failures
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            try:
+                await _setup_once(p["proxy"], p["origin"])
+            except (OSError, asyncio.IncompleteReadError):
+                failures += 1
+                continue
+            samples.append((time.perf_counter() - t) * 1e3)
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(int(p["concurrency"]))))
+    elapsed = time.perf_counter() - start
+    return {
+        "setups_s": len(samples) / elapsed,
+        "setup_p50_ms": percentile(samples, 50),
+        "setup_p99_ms": percentile(samples, 99),
+        "setup_failures": failures,
+    }
+
+
+async def _burst(p: Result) -> Result:
+    """``clients`` connections at once, each uploading ``size`` bytes to the sink."""
+    size, clients = int(p["size"]), int(p["clients"])
+    block = bytes(64 * 1024)
+    go = asyncio.Event()
+    done: list[tuple[float, float]] = []
+    failures = 0
+
+    async def client() -> None:
+        nonlocal failures
+        await go.wait()
+        start = time.perf_counter()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", p["proxy"] or p["origin"])
+            if p["proxy"]:
+                writer.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % p["origin"])
+                head = await reader.readuntil(b"\r\n\r\n")
+                if b" 200 " not in head.split(b"\r\n", 1)[0]:
+                    raise ConnectionError("CONNECT refused")
+            writer.write(b"SINK %d\n" % size)
+            for _ in range(size // len(block)):
+                writer.write(block)
+                await writer.drain()
+            if await reader.readexactly(3) != b"OK\n":
+                raise ConnectionError("no OK")
+            writer.close()
+        except (OSError, asyncio.IncompleteReadError):
+            failures += 1
+            return
+        done.append((start, time.perf_counter()))
+
+    tasks = [asyncio.create_task(client()) for _ in range(clients)]
+    await asyncio.sleep(0.05)
+    t0 = time.perf_counter()
+    go.set()
+    await asyncio.gather(*tasks)
+    ends = [end - t0 for _, end in done]
+    rates = [size / (end - start) for start, end in done]
+    return {
+        "burst_failures": failures,
+        "burst_makespan_s": max(ends) if ends else float("nan"),
+        "burst_p50_s": percentile(ends, 50),
+        "burst_p99_s": percentile(ends, 99),
+        "burst_jain": jain(rates),
+    }
+
+
+def idle(p: Result) -> Result:
+    """Open ``count`` tunnels, say so, hold them until stdin closes."""
+    socks = [open_stream(p["proxy"], p["origin"], b"ECHO\n") for _ in range(int(p["count"]))]
+    print(json.dumps({"open": len(socks)}), flush=True)
+    sys.stdin.read()
+    for s in socks:
+        s.close()
+    return {"open": len(socks)}
+
+
+def _run_async(fn: Callable[[Result], Any]) -> Callable[[Result], Result]:
+    def runner(p: Result) -> Result:
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(fn(p))  # type: ignore[no-any-return]
+        return uvloop.run(fn(p))  # type: ignore[no-any-return]
+
+    return runner
+
+
+WORKLOADS: dict[str, Callable[[Result], Result]] = {
+    "throughput": throughput,
+    "latency": latency,
+    "setups": _run_async(_setups),
+    "burst": _run_async(_burst),
+    "idle": idle,
+}
+
+if __name__ == "__main__":
+    params = json.loads(sys.argv[2])
+    result = WORKLOADS[sys.argv[1]](params)
+    print(json.dumps(result), flush=True)

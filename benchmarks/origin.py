@@ -1,0 +1,95 @@
+"""The benchmark's origin: one uvloop process serving source, sink and echo on 127.0.0.1.
+
+A client sends one command line, then:
+
+* ``SOURCE <n>\\n``: the origin sends n bytes and closes;
+* ``SINK <n>\\n``: the client sends n bytes, the origin answers ``OK\\n``;
+* ``ECHO\\n``: everything is echoed back.
+
+Usage: ``python benchmarks/origin.py`` prints the port it listens on, then serves until
+stdin closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+
+CHUNK = memoryview(bytes(1 << 20))
+
+
+class OriginProtocol(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport
+        self.head = b""
+        self.mode = ""
+        self.remaining = 0
+        self.paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.transport.set_write_buffer_limits(high=4 << 20)
+
+    def data_received(self, data: bytes) -> None:
+        if self.mode == "SINK":
+            self._sink(len(data))
+        elif self.mode == "ECHO":
+            self.transport.write(data)
+        elif not self.mode:
+            self.head += data
+            line, sep, rest = self.head.partition(b"\n")
+            if not sep:
+                return
+            command, _, arg = line.decode().partition(" ")
+            self.mode = command
+            self.remaining = int(arg or 0)
+            if command == "SOURCE":
+                self._source()
+            elif command == "SINK":
+                self._sink(len(rest))
+            elif command == "ECHO" and rest:
+                self.transport.write(rest)
+
+    def _sink(self, n: int) -> None:
+        self.remaining -= n
+        if self.remaining <= 0 and self.mode == "SINK":
+            self.mode = "DONE"
+            self.transport.write(b"OK\n")
+
+    def _source(self) -> None:
+        while self.remaining > 0 and not self.paused:
+            chunk = CHUNK[: min(self.remaining, len(CHUNK))]
+            self.remaining -= len(chunk)
+            self.transport.write(chunk)
+        if self.remaining <= 0:
+            self.transport.close()
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.mode == "SOURCE":
+            self._source()
+
+
+async def main() -> None:
+    loop = asyncio.get_running_loop()
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(4096)
+    server = await loop.create_server(OriginProtocol, sock=sock, backlog=4096)
+    print(sock.getsockname()[1], flush=True)
+    await loop.run_in_executor(None, sys.stdin.read)
+    server.close()
+
+
+if __name__ == "__main__":
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

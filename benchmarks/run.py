@@ -1,0 +1,417 @@
+"""fyntr side by side with a direct connection and the proxies a user would pick instead.
+
+    python benchmarks/run.py [--quick] [--only direct,fyntr,...] [--workloads ...]
+                             [--rounds N] [--json PATH]
+
+Contenders: direct (no proxy), fyntr (this checkout), tinyproxy (Debian: apt-get install
+tinyproxy), pproxy (PyPI: pip install pproxy uvloop). A peer that is not installed is
+skipped with a note; nothing is installed here. Every contender talks to the same
+origin on 127.0.0.1 in the same run; rounds are interleaved (A, B, C, then again) and
+medians reported, because the machine is shared and noisy: compare ratios, not figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+LOAD = [sys.executable, str(HERE / "load.py")]
+MIB = 1024 * 1024
+
+# pproxy 2.7 calls uvloop.install() then asyncio.get_event_loop(), which current uvloop
+# refuses; give it the uvloop loop it asks for.
+PPROXY_SHIM = """
+import asyncio, sys
+try:
+    import uvloop
+except ImportError:
+    uvloop = None
+else:
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    uvloop.install = lambda: None
+from pproxy.server import main
+sys.argv[0] = "pproxy"
+main()
+"""
+
+WORKLOADS = ("download", "upload", "parallel", "setups", "latency", "rss", "burst")
+
+# Figures: (workload, key, label, higher_is_better)
+FIGURES: list[tuple[str, str, str, bool]] = [
+    ("download", "mb_s", "download 1 tunnel MB/s", True),
+    ("upload", "mb_s", "upload 1 tunnel MB/s", True),
+    ("parallel", "mb_s", "16 tunnels aggregate MB/s", True),
+    ("setups", "setups_s", "tunnel set-ups /s (32 clients)", True),
+    ("setups", "setup_p50_ms", "set-up p50 ms", False),
+    ("setups", "setup_p99_ms", "set-up p99 ms", False),
+    ("latency", "rtt_p50_us", "round trip p50 us", False),
+    ("latency", "rtt_p99_us", "round trip p99 us", False),
+    ("rss", "rss_idle_mib", "RSS idle MiB", False),
+    ("rss", "rss_1000_mib", "RSS with 1000 idle tunnels MiB (smoke: 20)", False),
+    ("burst", "burst_failures", "burst failures", False),
+    ("burst", "listen_overflows", "burst listen-queue overflows", False),
+    ("burst", "burst_makespan_s", "burst makespan s", False),
+    ("burst", "burst_p50_s", "burst per-flow completion p50 s", False),
+    ("burst", "burst_p99_s", "burst per-flow completion p99 s", False),
+    ("burst", "burst_jain", "burst Jain fairness", True),
+]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    single: int
+    parallel: int
+    setup_seconds: float
+    pings: int
+    idle_tunnels: int
+    burst_clients: int
+    burst_size: int
+
+
+FULL = Sizes(512 * MIB, 64 * MIB, 5.0, 5000, 1000, 200, 512 * 1024)
+QUICK = Sizes(256 * MIB, 16 * MIB, 2.0, 2000, 1000, 200, 512 * 1024)
+SMOKE = Sizes(4 * MIB, 1 * MIB, 0.3, 50, 20, 10, 64 * 1024)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"exited with {proc.returncode} before listening")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            time.sleep(0.05)
+        else:
+            return
+    raise RuntimeError(f"port {port} never opened")
+
+
+def rss_mib(pid: int) -> float:
+    """RSS of a process and all its descendants (tinyproxy may fork)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        todo.extend(children.get(p, []))
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{p}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def listen_overflows() -> int:
+    lines = Path("/proc/net/netstat").read_text().splitlines()
+    for head, values in zip(lines[::2], lines[1::2], strict=True):
+        if head.startswith("TcpExt:"):
+            return int(
+                dict(zip(head.split()[1:], values.split()[1:], strict=True))["ListenOverflows"]
+            )
+    return 0
+
+
+@dataclass
+class Contender:
+    name: str
+    origin: int
+    workdir: Path
+    proc: subprocess.Popen[bytes] | None = None
+    port: int | None = None
+    version: str = ""
+    missing: str = ""
+
+    def command(self, port: int) -> list[str]:
+        if self.name == "fyntr":
+            return [
+                sys.executable,
+                "-m",
+                "fyntr",
+                "--port",
+                str(port),
+                "--allow-cidr",
+                "127.0.0.0/8",
+                "--allow-port",
+                str(self.origin),
+                "--max-connections",
+                "0",
+                "--log-level",
+                "error",
+            ]
+        if self.name == "pproxy":
+            return [sys.executable, "-c", PPROXY_SHIM, "-l", f"http://127.0.0.1:{port}"]
+        conf = self.workdir / "tinyproxy.conf"
+        conf.write_text(
+            f"Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 4096\n"
+            f'Allow 127.0.0.1\nLogLevel Critical\nLogFile "{self.workdir / "tp.log"}"\n'
+            f"ConnectPort {self.origin}\nDisableViaHeader Yes\n"
+        )
+        return ["tinyproxy", "-d", "-c", str(conf)]
+
+    def check(self) -> None:
+        if self.name == "tinyproxy" and shutil.which("tinyproxy") is None:
+            self.missing = "tinyproxy not installed (apt-get install tinyproxy)"
+        elif self.name == "pproxy" and importlib.util.find_spec("pproxy") is None:
+            self.missing = "pproxy not installed (pip install pproxy uvloop)"
+        elif self.name == "tinyproxy":
+            out = subprocess.run(["tinyproxy", "-v"], capture_output=True, text=True, check=False)
+            self.version = out.stdout.strip() or out.stderr.strip()
+        elif self.name == "pproxy":
+            from importlib.metadata import version
+
+            self.version = "pproxy " + version("pproxy")
+        elif self.name == "fyntr":
+            sys.path.insert(0, str(REPO / "src"))
+            from fyntr import __version__
+
+            self.version = "fyntr " + __version__
+
+    def start(self) -> None:
+        if self.name == "direct":
+            return
+        self.port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        self.proc = subprocess.Popen(
+            self.command(self.port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_port(self.port, self.proc)
+        time.sleep(0.3)  # let it settle before the idle RSS reading
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+
+def load(workload: str, params: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
+    out = subprocess.run(
+        [*LOAD, workload, json.dumps(params)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "failed")
+    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def measure(c: Contender, workload: str, sizes: Sizes) -> dict[str, Any]:
+    base = {"proxy": c.port, "origin": c.origin}
+    if workload in ("download", "upload"):
+        return load(
+            "throughput", {**base, "direction": workload, "size": sizes.single, "streams": 1}
+        )
+    if workload == "parallel":
+        return load(
+            "throughput", {**base, "direction": "download", "size": sizes.parallel, "streams": 16}
+        )
+    if workload == "setups":
+        return load("setups", {**base, "seconds": sizes.setup_seconds, "concurrency": 32})
+    if workload == "latency":
+        return load("latency", {**base, "count": sizes.pings})
+    if workload == "burst":
+        before = listen_overflows()
+        result = load("burst", {**base, "clients": sizes.burst_clients, "size": sizes.burst_size})
+        return {**result, "listen_overflows": listen_overflows() - before}
+    if workload == "rss":
+        if c.proc is None:
+            return {}
+        idle_rss = rss_mib(c.proc.pid)
+        holder = subprocess.Popen(
+            [*LOAD, "idle", json.dumps({**base, "count": sizes.idle_tunnels})],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert holder.stdout is not None and holder.stdin is not None
+        ready = holder.stdout.readline()
+        time.sleep(0.5)
+        loaded = rss_mib(c.proc.pid)
+        holder.stdin.close()
+        holder.wait(60)
+        if not ready:
+            raise RuntimeError("could not open the idle tunnels")
+        return {"rss_idle_mib": idle_rss, "rss_1000_mib": loaded}
+    raise ValueError(workload)
+
+
+@dataclass
+class Results:
+    values: dict[tuple[str, str], dict[str, list[float]]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, workload: str, contender: str, figures: dict[str, Any]) -> None:
+        for key, value in figures.items():
+            self.values.setdefault((workload, key), {}).setdefault(contender, []).append(
+                float(value)
+            )
+
+    def median(self, workload: str, key: str, contender: str) -> float | None:
+        series = self.values.get((workload, key), {}).get(contender)
+        return statistics.median(series) if series else None
+
+
+def fmt(value: float | None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if abs(value) < 10 else f"{value:.1f}"
+
+
+def table(results: Results, names: list[str]) -> str:
+    peers = [n for n in names if n not in ("direct", "fyntr")]
+    head = ["figure", *names, "fyntr/direct", "fyntr/best peer"]
+    rows = [head]
+    for workload, key, label, higher in FIGURES:
+        vals = {n: results.median(workload, key, n) for n in names}
+        if all(v is None for v in vals.values()):
+            continue
+        mine, direct = vals.get("fyntr"), vals.get("direct")
+        peer_vals = [v for n in peers if (v := vals.get(n)) is not None]
+        best = (max if higher else min)(peer_vals) if peer_vals else None
+        rows.append(
+            [
+                label,
+                *(fmt(vals[n]) for n in names),
+                fmt(mine / direct) if mine is not None and direct else "-",
+                fmt(mine / best) if mine is not None and best else "-",
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = [
+        "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)
+
+
+def machine(contenders: list[Contender]) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "cores": os.cpu_count(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+    }
+    try:
+        from importlib.metadata import version
+
+        facts["uvloop"] = version("uvloop")
+    except Exception:
+        facts["uvloop"] = "not installed"
+    for c in contenders:
+        if c.version:
+            facts[c.name] = c.version
+    return facts
+
+
+@contextlib.contextmanager
+def origin_server() -> Iterator[int]:
+    proc = subprocess.Popen(
+        [sys.executable, str(HERE / "origin.py")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        yield int(proc.stdout.readline())
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="smaller sizes, 1 round (< 2 min)")
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs")
+    ap.add_argument("--only", default="direct,fyntr,tinyproxy,pproxy")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS))
+    ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args(argv)
+    sizes = SMOKE if args.smoke else QUICK if args.quick else FULL
+    rounds = args.rounds or (1 if args.quick or args.smoke else 3)
+    workloads = [w for w in args.workloads.split(",") if w]
+    for w in workloads:
+        if w not in WORKLOADS:
+            ap.error(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
+    results = Results()
+    with origin_server() as origin_port, tempfile.TemporaryDirectory() as tmp:
+        contenders = [Contender(n, origin_port, Path(tmp)) for n in args.only.split(",") if n]
+        for c in contenders:
+            c.check()
+            if c.missing:
+                print(f"skipping {c.name}: {c.missing}", file=sys.stderr)
+        active = [c for c in contenders if not c.missing]
+        for round_no in range(1, rounds + 1):
+            for c in active:
+                print(f"round {round_no}/{rounds}: {c.name}", file=sys.stderr, flush=True)
+                try:
+                    c.start()
+                    for w in workloads:
+                        try:
+                            results.add(w, c.name, measure(c, w, sizes))
+                        except Exception as exc:
+                            results.errors.append(f"{c.name} {w}: {exc}")
+                finally:
+                    c.stop()
+        names = [c.name for c in active]
+        facts = machine(contenders)
+    print(table(results, names))
+    print("\nmachine: " + ", ".join(f"{k}={v}" for k, v in facts.items()))
+    for err in results.errors:
+        print(f"error: {err}", file=sys.stderr)
+    if args.json:
+        data = {
+            "machine": facts,
+            "rounds": rounds,
+            "medians": {
+                f"{w}.{k}": {n: results.median(w, k, n) for n in names} for (w, k) in results.values
+            },
+            "samples": {f"{w}.{k}": v for (w, k), v in results.values.items()},
+            "errors": results.errors,
+        }
+        args.json.write_text(json.dumps(data, indent=2))
+    return 1 if results.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
