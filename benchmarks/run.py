@@ -191,6 +191,11 @@ class Contender:
 
             self.version = "pproxy " + version("pproxy")
         elif self.name == "fyntr":
+            # As installed by pip: byte-compiled (PYTHONDONTWRITEBYTECODE may be set here,
+            # and compiling at every start costs about 1 MB of RSS).
+            import compileall
+
+            compileall.compile_dir(str(REPO / "src"), quiet=1)
             sys.path.insert(0, str(REPO / "src"))
             from fyntr import __version__
 

@@ -24,6 +24,7 @@ HEADERS_MAX_BYTES: Final = 32768  # all header lines plus the blank line; more -
 HEADERS_MAX_LINES: Final = 100  # non-blank header lines; the 101st -> 431
 REQUEST_LINE_TIMEOUT_S: Final = 30.0  # -> 408
 HEADERS_TIMEOUT_S: Final = 30.0  # restarted after the request line -> 408
+HANDSHAKE_BUDGET_S: Final = 30.0  # accept to dial: bounds a --connect-rate wait -> 503 / 0x01
 
 # --- SOCKS5 handshake (upstream §7.1) -----------------------------------------------------
 SOCKS5_READ_TIMEOUT_S: Final = 30.0  # per field read; on expiry the socket is closed
@@ -55,6 +56,7 @@ RATE_TIMER_MIN_S: Final = 0.001  # the shaper's timer never fires more often tha
 
 # --- Lifetime -----------------------------------------------------------------------------
 SWEEP_INTERVAL_MAX_S: Final = 1.0  # the one periodic sweep (idle tunnels, handshake deadlines)
+MAX_CAP_WAITERS: Final = 4096  # connections held at the cap by --max-connections-wait, at most
 LINGER_S: Final = 2.0  # after an error reply, drain the client this long before closing
 ACCEPT_RETRY_DELAY_S: Final = 0.1  # after EMFILE/ENFILE/ENOBUFS, pause accepting this long
 ACCEPT_BATCH: Final = 64  # accepts per wake-up before yielding to the other listener

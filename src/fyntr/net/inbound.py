@@ -33,12 +33,13 @@ class Inbound(asyncio.Protocol):
     TARGET_KEY: ClassVar[str] = "connect_target"
     LOG_VERB: ClassVar[str] = "CONNECT "
 
-    def __init__(self, server: Server, flow_id: int) -> None:
+    def __init__(self, server: Server, flow_id: int, admitted: bool) -> None:
         self.server = server
         self.flow_id = flow_id
         self.transport: asyncio.Transport
         self.peer = "unknown"
-        self.reserved = False  # holds a pending admission slot
+        self.reserved = admitted  # holds a pending admission slot
+        self.accepted_at = server.loop.time()
         self.closed = False
         self.lingering = False
         self.deadline = math.inf  # loop time; the server's sweep enforces it
@@ -53,7 +54,7 @@ class Inbound(asyncio.Protocol):
         self.peer = format_peer(transport)
         server = self.server
         log.info("flow%d: new %s connection from %s", self.flow_id, self.PROTOCOL_NAME, self.peer)
-        if not server.admission.try_reserve():
+        if not self.reserved:
             server.metrics.rejected("max_connections")
             log.warning(
                 "flow%d: %s connection from %s rejected before parsing: "
@@ -65,7 +66,6 @@ class Inbound(asyncio.Protocol):
             )
             self.reject_at_capacity()
             return
-        self.reserved = True
         server.handshakes.add(self)
         tune_transport(self.transport)
         self.started()
@@ -107,6 +107,7 @@ class Inbound(asyncio.Protocol):
         if self.reserved:
             self.reserved = False
             self.server.admission.release_pending()
+            self.server.slot_freed()
         self.server.handshakes.discard(self)
 
     def fail(self, err: HandshakeError) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Callable
 from enum import Enum
 from typing import cast
@@ -14,10 +13,8 @@ from fyntr.net.pump import Lane, Pump
 
 
 def tune_transport(transport: asyncio.BaseTransport) -> None:
-    """TCP_NODELAY (TLS records must not wait for Nagle) and our write watermarks."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    """Our write watermarks. TCP_NODELAY (TLS records must not wait for Nagle) is set on
+    every TCP transport by uvloop and asyncio alike; a test checks both sockets."""
     cast(asyncio.WriteTransport, transport).set_write_buffer_limits(
         high=HIGH_WATERMARK_BYTES, low=LOW_WATERMARK_BYTES
     )
@@ -134,7 +131,6 @@ class Tunnel:
         upstream_end.out, upstream_end.inp = self.down, self.up
         self.client.set_protocol(client_end)
         self.upstream.set_protocol(upstream_end)
-        tune_transport(self.client)
         if client_early:
             self.up.push(client_early)  # SPEC §4.1: never dropped
         for chunk in upstream_early:

@@ -13,13 +13,15 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from fyntr.config import Settings, validate_bind_address
-from fyntr.errors import ConfigError, HandshakeError, bad_gateway, forbidden
+from fyntr.errors import ConfigError, HandshakeError, bad_gateway, forbidden, unavailable
 from fyntr.limits import (
     ACCEPT_BATCH,
     ACCEPT_RETRY_DELAY_S,
     FD_HEADROOM,
     FDS_PER_CONNECTION,
+    HANDSHAKE_BUDGET_S,
     LISTEN_BACKLOG,
+    MAX_CAP_WAITERS,
     SHUTDOWN_POLL_S,
     STATS_INTERVAL_S,
     SWEEP_INTERVAL_MAX_S,
@@ -32,10 +34,12 @@ from fyntr.net.pump import Pump
 from fyntr.net.relay import Tunnel, log_tunnel_closed
 from fyntr.policy.rules import Policy
 from fyntr.policy.threat import ThreatAction, ThreatIndex, is_mixed_script, load_feed_files
-from fyntr.sched.admission import Admission
+from fyntr.sched.admission import Admission, FifoBucket
+from fyntr.sched.drr import TokenBucket
 from fyntr.wire.target import Target, format_ip_port
 
-InboundFactory: TypeAlias = Callable[["Server", int], Inbound]
+InboundFactory: TypeAlias = Callable[["Server", int, bool], Inbound]
+Waiting: TypeAlias = tuple[socket.socket, InboundFactory, int]
 
 
 def bind_candidates(text: str, port: int) -> list[tuple[int, str]]:
@@ -156,7 +160,13 @@ class Server:
             allow_domains=settings.allow_domains,
         )
         self.threats = ThreatIndex()
-        self.admission = Admission(settings.effective_max_connections)
+        limit = settings.effective_max_connections
+        self.admission: Admission[Waiting] = Admission(
+            limit,
+            max_waiting=min(limit, MAX_CAP_WAITERS) if settings.max_connections_wait_s > 0 else 0,
+        )
+        self.pacer: FifoBucket[asyncio.Future[None]] | None = None
+        self._pacer_timer: asyncio.TimerHandle | None = None
         self.metrics = Stats()
         self.handshakes: set[Inbound] = set()
         self.tunnels: set[Tunnel] = set()
@@ -225,6 +235,11 @@ class Server:
             except ConfigError:
                 listeners[0][0].close()
                 raise
+        if settings.connect_rate > 0:
+            burst = float(settings.connect_burst or settings.connect_rate)
+            self.pacer = FifoBucket(
+                TokenBucket(settings.connect_rate, max(1.0, burst), self.loop.time())
+            )
         self.pumps = (
             Pump(self.loop, settings.upload_rate),
             Pump(self.loop, settings.download_rate),
@@ -270,19 +285,49 @@ class Server:
                 await asyncio.sleep(0)  # let the other listener and the tunnels run
 
     def _adopt(self, conn: socket.socket, factory: InboundFactory) -> None:
+        """Admission happens here, before a byte is read (upstream §2.1)."""
         flow_id = self._next_flow_id
         self._next_flow_id += 1
         self.metrics.accepted += 1
         conn.setblocking(False)
+        admission = self.admission
+        if admission.try_reserve():
+            self._start(conn, factory, flow_id, admitted=True)
+            return
+        wait = self.settings.max_connections_wait_s
+        if wait > 0 and admission.wait((conn, factory, flow_id), self.clock() + wait):
+            log.info(
+                "flow%d: at the cap (%d): waiting up to %gs for a slot (%d waiting)",
+                flow_id,
+                admission.limit,
+                wait,
+                len(admission.waiting),
+            )
+            return
+        self._start(conn, factory, flow_id, admitted=False)
 
+    def _start(
+        self, conn: socket.socket, factory: InboundFactory, flow_id: int, *, admitted: bool
+    ) -> None:
         async def adopt() -> None:
             try:
-                await self.loop.connect_accepted_socket(lambda: factory(self, flow_id), conn)
+                await self.loop.connect_accepted_socket(
+                    lambda: factory(self, flow_id, admitted), conn
+                )
             except OSError as exc:
                 log.warning("flow%d: cannot adopt accepted socket: %s", flow_id, exc)
                 conn.close()
+                if admitted:
+                    self.admission.release_pending()
+                    self.slot_freed()
 
         self._spawn(adopt(), f"fyntr-flow{flow_id}-adopt")
+
+    def slot_freed(self) -> None:
+        """A slot came free: the longest-waiting connection at the cap gets it."""
+        if self.admission.waiting:
+            for conn, factory, flow_id in self.admission.admit_waiting():
+                self._start(conn, factory, flow_id, admitted=True)
 
     # --- the handshake pipeline ------------------------------------------------------
     def check_host(self, inbound: Inbound, target: Target) -> None:
@@ -338,6 +383,8 @@ class Server:
                 self._threat_log(inbound, target, "ip", f"matched_ip={ip}")
             if hits and block:
                 raise forbidden("threat_blocked", "blocked by threat feed (resolved address)")
+        if self.pacer is not None:
+            await self._paced(inbound)
         try:
             dialed = await self.dialer.dial(inbound.flow_id, addrs, target.port)
         except HandshakeError:
@@ -348,6 +395,40 @@ class Server:
             self.metrics.dial_failures += 1
             raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
         return dialed
+
+    async def _paced(self, inbound: Inbound) -> None:
+        """Wait for a --connect-rate token in FIFO order, within the handshake budget."""
+        assert self.pacer is not None
+        loop = self.loop
+        ticket: asyncio.Future[None] = loop.create_future()
+        if self.pacer.offer(ticket, loop.time()):
+            return
+        self._arm_pacer()
+        try:
+            async with asyncio.timeout_at(inbound.accepted_at + HANDSHAKE_BUDGET_S):
+                await ticket
+        except TimeoutError:
+            self.pacer.cancel(ticket)
+            raise unavailable(
+                "connect_rate", f"no --connect-rate token within {HANDSHAKE_BUDGET_S:g}s"
+            ) from None
+        finally:
+            # A client gone while waiting (the task is cancelled) frees its place at once.
+            if not ticket.done():
+                ticket.cancel()
+                self.pacer.cancel(ticket)
+
+    def _arm_pacer(self) -> None:
+        assert self.pacer is not None
+        if self._pacer_timer is None and (delay := self.pacer.next_wake()) is not None:
+            self._pacer_timer = self.loop.call_later(delay, self._pacer_tick)
+
+    def _pacer_tick(self) -> None:
+        assert self.pacer is not None
+        self._pacer_timer = None
+        for ticket in self.pacer.release(self.loop.time()):
+            ticket.set_result(None)
+        self._arm_pacer()
 
     def start_tunnel(self, inbound: Inbound, target: Target, dialed: Dialed) -> None:
         self.admission.activate()
@@ -379,6 +460,7 @@ class Server:
     def _tunnel_closed(self, tunnel: Tunnel) -> None:
         self.tunnels.discard(tunnel)
         self.admission.release_active()
+        self.slot_freed()
         self.metrics.closed_up_bytes += tunnel.up.nbytes
         self.metrics.closed_down_bytes += tunnel.down.nbytes
         log_tunnel_closed(tunnel, self.clock())
@@ -403,6 +485,8 @@ class Server:
         now = self.clock()
         for inbound in [h for h in self.handshakes if h.deadline <= now]:
             inbound.on_deadline()
+        for conn, factory, flow_id in self.admission.expire(now):
+            self._start(conn, factory, flow_id, admitted=False)
         idle = self.settings.idle_timeout_s
         for tunnel in list(self.tunnels):
             activity = tunnel.activity
@@ -509,6 +593,9 @@ class Server:
             tunnel.abort("shutdown")
         for inbound in list(self.handshakes):
             inbound.transport.abort()
+        for _deadline, (conn, _factory, _flow_id) in self.admission.waiting:
+            conn.close()
+        self.admission.waiting.clear()
         for pump in self.pumps:
             pump.close()
         for task in list(self._tasks):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 
 from fyntr.errors import ConfigError, TargetError
 from fyntr.wire.target import Host, IPAddress, normalize_lenient, parse_ip
@@ -117,7 +115,8 @@ def load_feed_files(paths: Sequence[str]) -> ThreatIndex:
     feeds: list[tuple[str, str]] = []
     for path in paths:
         try:
-            feeds.append((path, Path(path).read_text(encoding="utf-8")))
+            with open(path, encoding="utf-8") as f:
+                feeds.append((path, f.read()))
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"cannot read threat feed file {path}: {exc}") from None
     return build_index(feeds)
@@ -129,6 +128,8 @@ _SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
 def _script(char: str) -> str | None:
     # The Unicode Script property is not in the standard library; the character name
     # starts with the script for every letter of these three scripts.
+    import unicodedata  # noqa: PLC0415  (only for non-ASCII hosts)
+
     name = unicodedata.name(char, "")
     for script in _SCRIPTS:
         if name.startswith(script + " "):
