@@ -63,6 +63,7 @@ class Timeouts:
     dns_s: float = limits.DNS_TIMEOUT_S
     dial_attempt_s: float = limits.DIAL_ATTEMPT_TIMEOUT_S
     dial_backoff_s: float = limits.DIAL_BACKOFF_INITIAL_S
+    handshake_budget_s: float = limits.HANDSHAKE_BUDGET_S
 
 
 @dataclass(frozen=True, slots=True)

@@ -75,4 +75,5 @@ PORT_MAX: Final = 65535
 # --- Metrics endpoint (issue 8) -----------------------------------------------------------
 METRICS_REQUEST_MAX_BYTES: Final = 8192  # request line plus headers of a metrics request
 METRICS_REQUEST_TIMEOUT_S: Final = 10.0
+METRICS_MAX_CLIENTS: Final = 16  # concurrent metrics connections; more get 503
 STATUS_TOP_FLOWS: Final = 10

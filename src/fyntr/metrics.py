@@ -1,16 +1,45 @@
-"""Counters the proxy keeps about itself (SPEC §6). Rendering lives with the endpoint."""
+"""What the proxy counts about itself (SPEC §6), and its /metrics and /status renderings.
+
+Counters are plain integers bumped on connection events, never per chunk. The Prometheus
+text comes from ``prometheus-client``, imported only when the metrics port is enabled.
+"""
 
 from __future__ import annotations
 
+import bisect
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+# Handshake-to-200 latency buckets, seconds: loopback set-ups take about a millisecond,
+# a paced or slow-DNS one up to the 30 s budget.
+HANDSHAKE_BUCKETS_S = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+)
+
 
 class Stats:
-    """Plain integers bumped on connection events; never touched per chunk."""
-
     __slots__ = (
         "accepted",
         "closed_down_bytes",
         "closed_up_bytes",
         "dial_failures",
+        "handshake_buckets",
+        "handshake_count",
+        "handshake_sum",
         "rejections",
         "threat_matches",
         "tunnels_opened",
@@ -24,6 +53,9 @@ class Stats:
         self.rejections: dict[str, int] = {}
         self.closed_up_bytes = 0  # bytes of tunnels that have closed; live ones are added
         self.closed_down_bytes = 0
+        self.handshake_buckets = [0] * len(HANDSHAKE_BUCKETS_S)  # not cumulative
+        self.handshake_count = 0
+        self.handshake_sum = 0.0
 
     def rejected(self, reason: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
@@ -31,3 +63,146 @@ class Stats:
     @property
     def rejected_total(self) -> int:
         return sum(self.rejections.values())
+
+    def observe_handshake(self, seconds: float) -> None:
+        i = bisect.bisect_left(HANDSHAKE_BUCKETS_S, seconds)
+        if i < len(self.handshake_buckets):
+            self.handshake_buckets[i] += 1
+        self.handshake_count += 1
+        self.handshake_sum += seconds
+
+
+@dataclass(frozen=True)
+class FlowInfo:
+    flow: int
+    target: str
+    age_s: float
+    up_bytes: int
+    down_bytes: int
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything /metrics and /status show, taken at one moment."""
+
+    version: str
+    uptime_s: float
+    config: dict[str, Any]
+    active_flows: int
+    pending_handshakes: int
+    connect_waiters: int
+    cap_waiters: int
+    queued_up_bytes: int
+    queued_down_bytes: int
+    up_bytes: int
+    down_bytes: int
+    accepted: int
+    tunnels_opened: int
+    dial_failures: int
+    threat_matches: int
+    rejections: dict[str, int]
+    handshake_buckets: list[int]
+    handshake_count: int
+    handshake_sum: float
+    top_flows: list[FlowInfo] = field(default_factory=list)
+
+
+def render_status(snap: Snapshot) -> bytes:
+    data = asdict(snap)
+    data["handshake_seconds"] = {
+        "count": data.pop("handshake_count"),
+        "sum": data.pop("handshake_sum"),
+        "buckets": dict(
+            zip([str(b) for b in HANDSHAKE_BUCKETS_S], data.pop("handshake_buckets"), strict=True)
+        ),
+    }
+    data["queued_bytes"] = {
+        "up": data.pop("queued_up_bytes"),
+        "down": data.pop("queued_down_bytes"),
+    }
+    data["bytes"] = {"up": data.pop("up_bytes"), "down": data.pop("down_bytes")}
+    data["counters"] = {
+        "accepted": data.pop("accepted"),
+        "tunnels_opened": data.pop("tunnels_opened"),
+        "dial_failures": data.pop("dial_failures"),
+        "threat_matches": data.pop("threat_matches"),
+        "rejected": data.pop("rejections"),
+    }
+    return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def render_prometheus(snap: Snapshot) -> bytes:
+    from prometheus_client.core import (  # noqa: PLC0415  (only with --metrics-port)
+        CollectorRegistry,
+        CounterMetricFamily,
+        GaugeMetricFamily,
+        HistogramMetricFamily,
+    )
+    from prometheus_client.exposition import generate_latest  # noqa: PLC0415
+
+    def counter(name: str, doc: str, value: float) -> CounterMetricFamily:
+        return CounterMetricFamily(name, doc, value=value)
+
+    def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
+        return GaugeMetricFamily(name, doc, value=value)
+
+    rejected = CounterMetricFamily(
+        "fyntr_connections_rejected", "Connections refused, by reason.", labels=["reason"]
+    )
+    for reason, count in sorted(snap.rejections.items()):
+        rejected.add_metric([reason], count)
+    moved = CounterMetricFamily(
+        "fyntr_relayed_bytes", "Bytes relayed, by direction.", labels=["direction"]
+    )
+    moved.add_metric(["up"], snap.up_bytes)
+    moved.add_metric(["down"], snap.down_bytes)
+    queued = GaugeMetricFamily(
+        "fyntr_queued_bytes",
+        "Bytes waiting in the scheduler, by direction.",
+        labels=["direction"],
+    )
+    queued.add_metric(["up"], snap.queued_up_bytes)
+    queued.add_metric(["down"], snap.queued_down_bytes)
+    cumulative, running = [], 0
+    for bound, count in zip(HANDSHAKE_BUCKETS_S, snap.handshake_buckets, strict=True):
+        running += count
+        cumulative.append((repr(bound), running))
+    cumulative.append(("+Inf", snap.handshake_count))
+    families = [
+        counter("fyntr_connections_accepted", "Connections accepted.", snap.accepted),
+        rejected,
+        counter("fyntr_tunnels_opened", "Tunnels established.", snap.tunnels_opened),
+        moved,
+        counter(
+            "fyntr_dial_failures", "Upstream dials that failed every attempt.", snap.dial_failures
+        ),
+        counter("fyntr_threat_matches", "Threat feed matches.", snap.threat_matches),
+        gauge("fyntr_active_flows", "Established tunnels.", snap.active_flows),
+        gauge("fyntr_pending_handshakes", "Handshakes in progress.", snap.pending_handshakes),
+        gauge(
+            "fyntr_connect_waiters",
+            "Dials waiting for a --connect-rate token.",
+            snap.connect_waiters,
+        ),
+        gauge(
+            "fyntr_cap_waiters",
+            "Connections held at the cap by --max-connections-wait.",
+            snap.cap_waiters,
+        ),
+        queued,
+        HistogramMetricFamily(
+            "fyntr_handshake_seconds",
+            "Accept to tunnel established.",
+            buckets=cumulative,
+            sum_value=snap.handshake_sum,
+        ),
+        gauge("fyntr_uptime_seconds", "Seconds since start.", snap.uptime_s),
+    ]
+
+    class _Collector:
+        def collect(self) -> list[Any]:
+            return families
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector())
+    return generate_latest(registry)

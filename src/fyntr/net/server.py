@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import enum
 import ipaddress
 import math
 import resource
@@ -12,6 +14,7 @@ import socket
 from collections.abc import Callable
 from typing import TypeAlias
 
+from fyntr._version import __version__
 from fyntr.config import Settings, validate_bind_address
 from fyntr.errors import ConfigError, HandshakeError, bad_gateway, forbidden, unavailable
 from fyntr.limits import (
@@ -19,15 +22,15 @@ from fyntr.limits import (
     ACCEPT_RETRY_DELAY_S,
     FD_HEADROOM,
     FDS_PER_CONNECTION,
-    HANDSHAKE_BUDGET_S,
     LISTEN_BACKLOG,
     MAX_CAP_WAITERS,
     SHUTDOWN_POLL_S,
     STATS_INTERVAL_S,
+    STATUS_TOP_FLOWS,
     SWEEP_INTERVAL_MAX_S,
 )
 from fyntr.log import format_bytes, log
-from fyntr.metrics import Stats
+from fyntr.metrics import FlowInfo, Snapshot, Stats
 from fyntr.net.dialer import Dialed, Dialer
 from fyntr.net.inbound import HttpInbound, Inbound
 from fyntr.net.pump import Pump
@@ -134,6 +137,14 @@ def raise_fd_limit(max_connections: int) -> None:
         log.warning("%s", warning)
 
 
+def settings_dict(settings: Settings) -> dict[str, object]:
+    """The effective configuration, JSON-ready."""
+    out: dict[str, object] = {}
+    for key, value in dataclasses.asdict(settings).items():
+        out[key] = value.value if isinstance(value, enum.Enum) else value
+    return out
+
+
 def is_loopback(sock: socket.socket) -> bool:
     return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
 
@@ -181,6 +192,9 @@ class Server:
         self._stopped = asyncio.Event()
         self._exit_code = 0
         self._last_stats = (0.0, -1)
+        self.started_at = 0.0
+        self.metrics_clients = 0
+        self._metrics_listener: asyncio.Server | None = None
 
     # --- start-up --------------------------------------------------------------------
     def load_threats(self) -> ThreatIndex:
@@ -219,6 +233,8 @@ class Server:
         settings = self.settings
         self.loop = asyncio.get_running_loop()
         self.clock = self._clock or self.loop.time
+        self.started_at = self.loop.time()
+        self._last_stats = (self.clock(), 0)  # the first stats line comes after a minute
         if signals:
             self.install_signal_handlers()
         self.threats = self.load_threats()
@@ -254,7 +270,68 @@ class Server:
                 )
             self._listeners.append((sock, factory))
             self._spawn(self._accept_loop(sock, factory), f"fyntr-accept-{factory.__name__}")
+        if settings.metrics_port is not None:
+            await self._start_metrics()
         self._schedule_sweep()
+
+    async def _start_metrics(self) -> None:
+        from fyntr.net.metrics_http import start_metrics  # noqa: PLC0415
+
+        settings = self.settings
+        bind = validate_bind_address(settings.metrics_bind)
+        assert settings.metrics_port is not None
+        try:
+            self._metrics_listener = await start_metrics(self, bind, settings.metrics_port)
+        except OSError as exc:
+            self.close()
+            raise ConfigError(
+                f"cannot serve metrics on {bind}:{settings.metrics_port}: {exc}"
+            ) from None
+        for sock in self._metrics_listener.sockets:
+            if not is_loopback(sock):
+                log.warning(
+                    "metrics on non-loopback address %s: anyone who can reach it sees the "
+                    "targets of your tunnels",
+                    format_sockname(sock),
+                )
+
+    @property
+    def metrics_address(self) -> tuple[str, int] | None:
+        if self._metrics_listener is None:
+            return None
+        host, port = self._metrics_listener.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    def snapshot(self) -> Snapshot:
+        now = self.loop.time()
+        up, down = self.totals()
+        stats = self.metrics
+        top = sorted(self.tunnels, key=lambda t: t.activity, reverse=True)[:STATUS_TOP_FLOWS]
+        return Snapshot(
+            version=__version__,
+            uptime_s=now - self.started_at,
+            config=settings_dict(self.settings),
+            active_flows=len(self.tunnels),
+            pending_handshakes=len(self.handshakes),
+            connect_waiters=len(self.pacer.waiters) if self.pacer is not None else 0,
+            cap_waiters=len(self.admission.waiting),
+            queued_up_bytes=self.pumps[0].queued_bytes,
+            queued_down_bytes=self.pumps[1].queued_bytes,
+            up_bytes=up,
+            down_bytes=down,
+            accepted=stats.accepted,
+            tunnels_opened=stats.tunnels_opened,
+            dial_failures=stats.dial_failures,
+            threat_matches=stats.threat_matches,
+            rejections=dict(stats.rejections),
+            handshake_buckets=list(stats.handshake_buckets),
+            handshake_count=stats.handshake_count,
+            handshake_sum=stats.handshake_sum,
+            top_flows=[
+                FlowInfo(t.flow_id, t.target, round(now - t.started, 3), t.up.nbytes, t.down.nbytes)
+                for t in top
+            ],
+        )
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -400,17 +477,18 @@ class Server:
         """Wait for a --connect-rate token in FIFO order, within the handshake budget."""
         assert self.pacer is not None
         loop = self.loop
+        budget = self.settings.timeouts.handshake_budget_s
         ticket: asyncio.Future[None] = loop.create_future()
         if self.pacer.offer(ticket, loop.time()):
             return
         self._arm_pacer()
         try:
-            async with asyncio.timeout_at(inbound.accepted_at + HANDSHAKE_BUDGET_S):
+            async with asyncio.timeout_at(inbound.accepted_at + budget):
                 await ticket
         except TimeoutError:
             self.pacer.cancel(ticket)
             raise unavailable(
-                "connect_rate", f"no --connect-rate token within {HANDSHAKE_BUDGET_S:g}s"
+                "connect_rate", f"no --connect-rate token within {budget:g}s of accept"
             ) from None
         finally:
             # A client gone while waiting (the task is cancelled) frees its place at once.
@@ -433,6 +511,7 @@ class Server:
     def start_tunnel(self, inbound: Inbound, target: Target, dialed: Dialed) -> None:
         self.admission.activate()
         self.metrics.tunnels_opened += 1
+        self.metrics.observe_handshake(self.loop.time() - inbound.accepted_at)
         log.info(
             "flow%d: %sconnected to %s via %s",
             inbound.flow_id,
@@ -598,5 +677,9 @@ class Server:
         self.admission.waiting.clear()
         for pump in self.pumps:
             pump.close()
+        if self._metrics_listener is not None:
+            self._metrics_listener.close()
+        if self._pacer_timer is not None:
+            self._pacer_timer.cancel()
         for task in list(self._tasks):
             task.cancel()

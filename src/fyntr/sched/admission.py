@@ -84,8 +84,7 @@ class FifoBucket(Generic[T]):
     def offer(self, waiter: T, now: float) -> bool:
         """True: granted at once. False: ``waiter`` is queued for ``release``."""
         self.bucket.refill(now)
-        if not self.waiters and self.bucket.tokens >= 1:
-            self.bucket.tokens -= 1
+        if not self.waiters and self.bucket.take_one():
             return True
         self.waiters.append(waiter)
         return False
@@ -99,8 +98,7 @@ class FifoBucket(Generic[T]):
         """Waiters granted a token now, in FIFO order."""
         self.bucket.refill(now)
         granted: list[T] = []
-        while self.waiters and self.bucket.tokens >= 1:
-            self.bucket.tokens -= 1
+        while self.waiters and self.bucket.take_one():
             granted.append(self.waiters.popleft())
         return granted
 

@@ -27,6 +27,7 @@ from fyntr.limits import QUANTUM_DEFAULT_BYTES, QUANTUM_MAX_BYTES, RATE_TIMER_MI
 from fyntr.sched.quantum import ema_update, recommended_quantum
 
 Chunk = bytes | memoryview
+_ROUNDING = 1e-9  # refill arithmetic may land a hair below a whole token
 
 
 class Flow:
@@ -63,6 +64,13 @@ class TokenBucket:
         if elapsed > 0:
             self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
             self.stamp = now
+
+    def take_one(self) -> bool:
+        """Take one whole token; ``delay_for(1)`` is exact up to float rounding."""
+        if self.tokens >= 1 - _ROUNDING:
+            self.tokens = max(0.0, self.tokens - 1)
+            return True
+        return False
 
     def delay_for(self, amount: float) -> float:
         """Seconds until ``amount`` tokens (capped at the burst) will be there."""

@@ -1,0 +1,220 @@
+"""Connection pacing, waiting at the cap, /metrics and /status (issue 8)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from fyntr.config import Timeouts
+from fyntr.errors import STATUS_LINES, Status
+from tests.support.net import (
+    FakeClock,
+    connect_via,
+    echo,
+    exchange,
+    http_port,
+    loopback_settings,
+    origin,
+    proxy,
+    until,
+)
+
+OK = STATUS_LINES[Status.OK]
+
+
+async def test_connect_rate_paces_upstream_dials() -> None:
+    """100 CONNECTs at once with --connect-rate 50 --connect-burst 5: the origin never
+    sees more than burst + rate x window connections in any window."""
+    accepted: list[float] = []
+
+    async def stamp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(time.monotonic())
+        await reader.read()
+
+    async with (
+        origin(stamp) as o,
+        proxy(
+            loopback_settings(o.port, connect_rate=50.0, connect_burst=5, max_connections=0)
+        ) as server,
+    ):
+        results = await asyncio.gather(
+            *(connect_via(http_port(server), f"127.0.0.1:{o.port}") for _ in range(100))
+        )
+        assert all(head == OK for _, _, head in results)
+        assert len(accepted) == 100
+        accepted.sort()
+        slack = 0.02  # scheduling jitter of this machine
+        for i in range(len(accepted)):
+            for j in range(i, len(accepted)):
+                window = accepted[j] - accepted[i]
+                assert j - i + 1 <= 5 + 50 * (window + slack), (i, j, window)
+        assert accepted[-1] - accepted[0] >= (100 - 5) / 50 * 0.9
+        for _, writer, _ in results:
+            writer.close()
+
+
+async def test_a_paced_client_that_leaves_frees_its_place() -> None:
+    async with (
+        origin(echo) as o,
+        proxy(loopback_settings(o.port, connect_rate=1.0, connect_burst=1)) as server,
+    ):
+        port = http_port(server)
+        first = await connect_via(port, f"127.0.0.1:{o.port}")  # takes the only token
+        assert first[2] == OK
+        _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"CONNECT 127.0.0.1:{o.port} HTTP/1.1\r\n\r\n".encode())
+        assert server.pacer is not None
+        await until(lambda: len(server.pacer.waiters) == 1)  # type: ignore[union-attr]
+        writer.close()
+        await until(lambda: not server.pacer.waiters)  # type: ignore[union-attr]
+        first[1].close()
+
+
+async def test_connect_rate_wait_past_the_budget_is_503() -> None:
+    timeouts = Timeouts(handshake_budget_s=0.3)
+    async with (
+        origin(echo) as o,
+        proxy(
+            loopback_settings(o.port, connect_rate=0.001, connect_burst=1, timeouts=timeouts)
+        ) as server,
+    ):
+        port = http_port(server)
+        first = await connect_via(port, f"127.0.0.1:{o.port}")
+        assert first[2] == OK
+        reply = await exchange(port, f"CONNECT 127.0.0.1:{o.port} HTTP/1.1\r\n\r\n".encode())
+        assert reply == STATUS_LINES[Status.SERVICE_UNAVAILABLE]
+        assert server.metrics.rejections["connect_rate"] == 1
+        first[1].close()
+
+
+async def test_waiter_at_the_cap_gets_the_slot_when_a_tunnel_closes() -> None:
+    async with (
+        origin(echo) as o,
+        proxy(loopback_settings(o.port, max_connections=1, max_connections_wait_s=30)) as server,
+    ):
+        port = http_port(server)
+        _r1, w1, head = await connect_via(port, f"127.0.0.1:{o.port}")
+        assert head == OK
+        waiter = asyncio.ensure_future(connect_via(port, f"127.0.0.1:{o.port}"))
+        await until(lambda: len(server.admission.waiting) == 1)
+        assert not waiter.done()
+        w1.close()  # the tunnel closes: the waiter gets its slot
+        r2, w2, head2 = await asyncio.wait_for(waiter, 5)
+        assert head2 == OK
+        w2.write(b"hi")
+        assert await r2.readexactly(2) == b"hi"
+        w2.close()
+
+
+async def test_waiter_at_the_cap_gets_503_after_the_wait() -> None:
+    clock = FakeClock()
+    async with (
+        origin(echo) as o,
+        proxy(
+            loopback_settings(o.port, max_connections=1, max_connections_wait_s=2.5), clock=clock
+        ) as server,
+    ):
+        port = http_port(server)
+        _r1, w1, head = await connect_via(port, f"127.0.0.1:{o.port}")
+        assert head == OK
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"CONNECT 127.0.0.1:{o.port} HTTP/1.1\r\n\r\n".encode())
+        await until(lambda: len(server.admission.waiting) == 1)
+        clock.advance(2.4)
+        server.sweep()
+        assert len(server.admission.waiting) == 1
+        clock.advance(0.2)
+        server.sweep()
+        assert await asyncio.wait_for(reader.read(), 5) == STATUS_LINES[Status.SERVICE_UNAVAILABLE]
+        writer.close()
+        w1.close()
+
+
+async def http_get(port: int, path: str, method: str = "GET") -> tuple[int, bytes]:
+    raw = await exchange(port, f"{method} {path} HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ")[1]), body
+
+
+async def test_metrics_match_the_traffic() -> None:
+    async with origin(echo) as o, proxy(loopback_settings(o.port, metrics_port=0)) as server:
+        assert server.metrics_address is not None
+        mport = server.metrics_address[1]
+        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        writer.write(b"x" * 1000)
+        assert await reader.readexactly(1000) == b"x" * 1000
+        assert (
+            await exchange(http_port(server), b"CONNECT 10.0.0.1:443 HTTP/1.1\r\n\r\n")
+            == (STATUS_LINES[Status.FORBIDDEN])
+        )
+        status, body = await http_get(mport, "/metrics")
+        assert status == 200
+        found = {}
+        for family in text_string_to_metric_families(body.decode()):
+            for sample in family.samples:
+                found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        assert found[("fyntr_connections_accepted_total", ())] == 2
+        assert found[("fyntr_tunnels_opened_total", ())] == 1
+        assert found[("fyntr_connections_rejected_total", (("reason", "cidr_denied"),))] == 1
+        assert found[("fyntr_relayed_bytes_total", (("direction", "up"),))] == 1000
+        assert found[("fyntr_relayed_bytes_total", (("direction", "down"),))] == 1000
+        assert found[("fyntr_active_flows", ())] == 1
+        assert found[("fyntr_handshake_seconds_count", ())] == 1
+        assert found[("fyntr_queued_bytes", (("direction", "up"),))] == 0
+        writer.close()
+
+
+async def test_status_field_by_field() -> None:
+    async with (
+        origin(echo) as o,
+        proxy(loopback_settings(o.port, metrics_port=0, connect_rate=100.0)) as server,
+    ):
+        assert server.metrics_address is not None
+        reader, writer, _head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        writer.write(b"y" * 300)
+        assert await reader.readexactly(300) == b"y" * 300
+        status, body = await http_get(server.metrics_address[1], "/status")
+        assert status == 200
+        data = json.loads(body)
+        assert data["version"] == "0.5.0"
+        assert data["uptime_s"] >= 0
+        assert data["config"]["allow_ports"] == [o.port]
+        assert data["config"]["connect_rate"] == 100.0
+        assert data["config"]["threat_action"] == "warn"
+        assert data["active_flows"] == 1
+        assert data["pending_handshakes"] == 0
+        assert data["connect_waiters"] == 0
+        assert data["cap_waiters"] == 0
+        assert data["queued_bytes"] == {"up": 0, "down": 0}
+        assert data["bytes"] == {"up": 300, "down": 300}
+        assert data["counters"]["accepted"] == 1
+        assert data["counters"]["tunnels_opened"] == 1
+        assert data["counters"]["rejected"] == {}
+        assert data["handshake_seconds"]["count"] == 1
+        [flow] = data["top_flows"]
+        assert flow["target"] == f"127.0.0.1:{o.port}"
+        assert (flow["up_bytes"], flow["down_bytes"]) == (300, 300)
+        assert flow["age_s"] >= 0 and flow["flow"] == 1
+        writer.close()
+
+
+async def test_bad_requests_to_the_metrics_port() -> None:
+    async with proxy(loopback_settings(metrics_port=0)) as server:
+        assert server.metrics_address is not None
+        port = server.metrics_address[1]
+        assert (await http_get(port, "/nope"))[0] == 404
+        assert (await http_get(port, "/metrics", "POST"))[0] == 405
+        assert (await exchange(port, b"garbage\r\n\r\n")).startswith(b"HTTP/1.1 400 ")
+        assert (await exchange(port, b"\xff\xfe\r\n\r\n")).startswith(b"HTTP/1.1 40")
+        big = b"GET /metrics HTTP/1.1\r\n" + b"X: " + b"a" * 20000
+        assert (await exchange(port, big)).startswith(b"HTTP/1.1 431 ")
+        assert (await exchange(port, b"GET /metrics", eof=True)).startswith(b"HTTP/1.1 400 ")
+        # The proxy is unharmed.
+        assert (
+            await exchange(http_port(server), b"GET / HTTP/1.1\r\n\r\n")
+            == STATUS_LINES[Status.METHOD_NOT_ALLOWED]
+        )
