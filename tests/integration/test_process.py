@@ -97,7 +97,7 @@ def test_fatal_configuration_errors_exit_1() -> None:
         (["--threat-action", "block"], "--threat-feed-file"),
         (["--threat-feed-file", "/nonexistent/feed.txt"], "/nonexistent/feed.txt"),
         (["--bind", "localhost:9999"], "must not include a port"),
-        (["--bind", "256.1.1.1.invalid-"], "bind"),
+        (["--bind", "local_host"], "may only contain"),
     ]:
         result = run_fyntr("--port", "0", *args)
         assert result.returncode == 1, (args, result.stderr)

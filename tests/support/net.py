@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from typing import Any
 import trustme
 
 from fyntr.config import Settings, Timeouts
+from fyntr.net.dialer import Dialer, system_resolve
 from fyntr.net.server import Server
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -103,8 +105,17 @@ def loopback_settings(*ports: int, **kwargs: Any) -> Settings:
     return replace(base, **kwargs)
 
 
+async def local_names_only(name: str, port: int) -> list[Any]:
+    """The system resolver for ``localhost`` (answered from /etc/hosts); any other name
+    fails as NXDOMAIN would, so that no test sends a DNS query off this machine."""
+    if name.rstrip(".") == "localhost":
+        return await system_resolve(name, port)
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
 @contextlib.asynccontextmanager
 async def proxy(settings: Settings, **kwargs: Any) -> AsyncIterator[Server]:
+    kwargs.setdefault("dialer", Dialer(settings.timeouts, resolver=local_names_only))
     server = Server(settings, **kwargs)
     await server.start()
     try:

@@ -186,6 +186,7 @@ class Server:
         self.pumps: tuple[Pump, Pump]
         self._listeners: list[tuple[socket.socket, InboundFactory]] = []
         self._tasks: set[asyncio.Task[object]] = set()
+        self._adopting: set[socket.socket] = set()  # accepted, no transport yet
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._next_flow_id = 1
         self._stopping = False
@@ -269,7 +270,7 @@ class Server:
                     format_sockname(sock),
                 )
             self._listeners.append((sock, factory))
-            self._spawn(self._accept_loop(sock, factory), f"fyntr-accept-{factory.__name__}")
+            self.loop.add_reader(sock, self._on_acceptable, sock, factory)
         if settings.metrics_port is not None:
             await self._start_metrics()
         self._schedule_sweep()
@@ -343,23 +344,27 @@ class Server:
         task.add_done_callback(self._tasks.discard)
 
     # --- accepting -------------------------------------------------------------------
-    async def _accept_loop(self, sock: socket.socket, factory: InboundFactory) -> None:
-        loop = self.loop
-        accepted = 0
-        while not self._stopping:
+    def _on_acceptable(self, sock: socket.socket, factory: InboundFactory) -> None:
+        """Accept a batch, then let the loop turn: with both listeners ready, each gets
+        a batch per iteration, so neither starves the other (upstream §2.1, v0.4.0)."""
+        for _ in range(ACCEPT_BATCH):
             try:
-                conn, _addr = await loop.sock_accept(sock)
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
             except OSError as exc:
-                if self._stopping:
-                    return
-                # EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: never fatal (SPEC §4.3).
+                # EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: never fatal (SPEC §4.3). Stop
+                # watching the socket for a moment: it stays readable, so retrying at
+                # once would spin.
                 log.warning("accept failed: %s; retrying in %gs", exc, ACCEPT_RETRY_DELAY_S)
-                await asyncio.sleep(ACCEPT_RETRY_DELAY_S)
-                continue
+                self.loop.remove_reader(sock)
+                self.loop.call_later(ACCEPT_RETRY_DELAY_S, self._resume_accepting, sock, factory)
+                return
             self._adopt(conn, factory)
-            accepted += 1
-            if accepted % ACCEPT_BATCH == 0:
-                await asyncio.sleep(0)  # let the other listener and the tunnels run
+
+    def _resume_accepting(self, sock: socket.socket, factory: InboundFactory) -> None:
+        if not self._stopping:
+            self.loop.add_reader(sock, self._on_acceptable, sock, factory)
 
     def _adopt(self, conn: socket.socket, factory: InboundFactory) -> None:
         """Admission happens here, before a byte is read (upstream §2.1)."""
@@ -386,12 +391,16 @@ class Server:
     def _start(
         self, conn: socket.socket, factory: InboundFactory, flow_id: int, *, admitted: bool
     ) -> None:
+        self._adopting.add(conn)
+
         async def adopt() -> None:
             try:
                 await self.loop.connect_accepted_socket(
                     lambda: factory(self, flow_id, admitted), conn
                 )
+                self._adopting.discard(conn)
             except OSError as exc:
+                self._adopting.discard(conn)
                 log.warning("flow%d: cannot adopt accepted socket: %s", flow_id, exc)
                 conn.close()
                 if admitted:
@@ -639,11 +648,10 @@ class Server:
 
     def stop_accepting(self) -> None:
         self._stopping = True
-        for task in list(self._tasks):
-            if task.get_name().startswith("fyntr-accept"):
-                task.cancel()
         for sock, _ in self._listeners:
-            sock.close()
+            if sock.fileno() >= 0:
+                self.loop.remove_reader(sock)
+                sock.close()
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, let tunnels finish for up to ``grace`` seconds, then close."""
@@ -683,3 +691,6 @@ class Server:
             self._pacer_timer.cancel()
         for task in list(self._tasks):
             task.cancel()
+        for conn in self._adopting:  # their tasks may never have started
+            conn.close()
+        self._adopting.clear()

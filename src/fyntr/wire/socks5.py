@@ -98,7 +98,8 @@ class Socks5Parser:
         self._host: Host | None = None
 
     def feed(self, data: bytes) -> tuple[list[bytes], Request | None]:
-        """Replies to send now, and the request once complete. Raises Socks5Error."""
+        """Replies to send now, and the request once complete. Raises Socks5Error, whose
+        ``reply`` then holds everything still to send."""
         if self.phase is Phase.DONE:
             raise RuntimeError("feed() after the request was complete")
         self._buf += data
@@ -106,7 +107,12 @@ class Socks5Parser:
         while len(self._buf) >= self._need:
             field = bytes(self._buf[: self._need])
             del self._buf[: self._need]
-            reply, request = self._field(field)
+            try:
+                reply, request = self._field(field)
+            except Socks5Error as err:
+                # The method selection that this same read completed goes out first.
+                err.reply = b"".join(replies) + err.reply
+                raise
             if reply:
                 replies.append(reply)
             if request is not None:
@@ -140,7 +146,9 @@ class Socks5Parser:
             self._expect(Phase.PORT, 2)
         elif phase is Phase.IPV6_ADDRESS:
             ip6 = ipaddress.IPv6Address(field)
-            self._host = Host(raw=str(ip6), ip=canonical_ip(ip6), domain=None)
+            mapped = ip6.ipv4_mapped  # shown as ::ffff:a.b.c.d, as RFC 4291 §2.2 writes it
+            raw = f"::ffff:{mapped}" if mapped is not None else str(ip6)
+            self._host = Host(raw=raw, ip=canonical_ip(ip6), domain=None)
             self._expect(Phase.PORT, 2)
         elif phase is Phase.DOMAIN_LENGTH:
             if field[0] == 0:
