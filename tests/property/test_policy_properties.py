@@ -1,0 +1,58 @@
+"""Properties of the destination policy and the threat index (issue 6)."""
+
+from __future__ import annotations
+
+import ipaddress
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fyntr.errors import HandshakeError
+from fyntr.policy.rules import Policy
+from fyntr.policy.threat import ThreatIndex
+from fyntr.wire.target import canonical_ip, parse_domain_target
+
+ipv4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
+ipv6 = st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address)
+addresses = st.lists(st.one_of(ipv4, ipv6), min_size=1, max_size=8)
+label = st.text("abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=6)
+names = st.lists(label, min_size=1, max_size=4).map(".".join)
+
+POLICIES = [
+    Policy.build(),
+    Policy.build(allow_cidrs=["127.0.0.0/8", "10.1.0.0/16"]),
+    Policy.build(deny_cidrs=["203.0.113.0/24", "2001:db8::/32"], allow_domains=["example"]),
+]
+
+
+@given(st.sampled_from(POLICIES), addresses, st.booleans())
+def test_no_denied_address_is_ever_dialled(
+    policy: Policy, addrs: list[object], listed: bool
+) -> None:
+    host = parse_domain_target("api.example" if listed else "api.other")
+    canon = [canonical_ip(a) for a in addrs]  # type: ignore[arg-type]
+    try:
+        out = policy.authorize(host, canon)
+    except HandshakeError:
+        return
+    assert out
+    assert all(policy.denied_by(ip) is None for ip in out)
+    if not policy.domain_allowed(host):
+        # Without the allow-domain list nothing is dropped: all or nothing.
+        assert out == canon
+
+
+@given(st.sampled_from(POLICIES), ipv4)
+def test_a_mapped_address_is_judged_like_its_ipv4(policy: Policy, ip: object) -> None:
+    v4 = ipaddress.IPv4Address(ip)  # type: ignore[arg-type]
+    mapped = ipaddress.IPv6Address(f"::ffff:{v4}")
+    assert canonical_ip(mapped) == v4
+    assert policy.denied_by(canonical_ip(mapped)) == policy.denied_by(v4)
+
+
+@given(names, names)
+def test_suffix_matching_respects_label_boundaries(entry: str, name: str) -> None:
+    index = ThreatIndex(domains=frozenset({entry}))
+    matched = index.match_domain(name)
+    assert (matched is not None) == (name == entry or name.endswith("." + entry))
+    assert index.match_domain("x" + entry) is None or ("x" + entry).endswith("." + entry)
