@@ -4,7 +4,10 @@
                              [--rounds N] [--json PATH]
 
 Contenders: direct (no proxy), fyntr (this checkout), tinyproxy (Debian: apt-get install
-tinyproxy), pproxy (PyPI: pip install pproxy uvloop). A peer that is not installed is
+tinyproxy), pproxy (PyPI: pip install pproxy uvloop). Two more runs of fyntr on request:
+fyntr-drr forces every chunk through the DRR queue and token bucket (rates far above the
+machine's), fyntr-shaped sets --upload-rate to half the burst's aggregate that plain fyntr
+reached earlier in the same round. A peer that is not installed is
 skipped with a note; nothing is installed here. Every contender talks to the same
 origin on 127.0.0.1 in the same run; rounds are interleaved (A, B, C, then again) and
 medians reported, because the machine is shared and noisy: compare ratios, not figures.
@@ -53,7 +56,8 @@ sys.argv[0] = "pproxy"
 main()
 """
 
-WORKLOADS = ("download", "upload", "parallel", "setups", "latency", "rss", "burst")
+# rss first: "idle" means a proxy that has not yet carried anything.
+WORKLOADS = ("rss", "download", "upload", "parallel", "setups", "latency", "burst")
 
 # Figures: (workload, key, label, higher_is_better)
 FIGURES: list[tuple[str, str, str, bool]] = [
@@ -73,6 +77,7 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("burst", "burst_p50_s", "burst per-flow completion p50 s", False),
     ("burst", "burst_p99_s", "burst per-flow completion p99 s", False),
     ("burst", "burst_jain", "burst Jain fairness", True),
+    ("burst", "burst_mb_s", "burst aggregate MB/s (first byte to last)", True),
 ]
 
 
@@ -150,9 +155,14 @@ class Contender:
     port: int | None = None
     version: str = ""
     missing: str = ""
+    extra: list[str] = field(default_factory=list)
+
+    @property
+    def is_fyntr(self) -> bool:
+        return self.name.startswith("fyntr")
 
     def command(self, port: int) -> list[str]:
-        if self.name == "fyntr":
+        if self.is_fyntr:
             return [
                 sys.executable,
                 "-m",
@@ -167,6 +177,7 @@ class Contender:
                 "0",
                 "--log-level",
                 "error",
+                *self.extra,
             ]
         if self.name == "pproxy":
             return [sys.executable, "-c", PPROXY_SHIM, "-l", f"http://127.0.0.1:{port}"]
@@ -190,7 +201,7 @@ class Contender:
             from importlib.metadata import version
 
             self.version = "pproxy " + version("pproxy")
-        elif self.name == "fyntr":
+        elif self.is_fyntr:
             # As installed by pip: byte-compiled (PYTHONDONTWRITEBYTECODE may be set here,
             # and compiling at every start costs about 1 MB of RSS).
             import compileall
@@ -200,6 +211,8 @@ class Contender:
             from fyntr import __version__
 
             self.version = "fyntr " + __version__
+            if self.name == "fyntr-drr":
+                self.extra = ["--upload-rate", "1000gbit", "--download-rate", "1000gbit"]
 
     def start(self) -> None:
         if self.name == "direct":
@@ -301,7 +314,7 @@ def fmt(value: float | None) -> str:
 
 
 def table(results: Results, names: list[str]) -> str:
-    peers = [n for n in names if n not in ("direct", "fyntr")]
+    peers = [n for n in names if n != "direct" and not n.startswith("fyntr")]
     head = ["figure", *names, "fyntr/direct", "fyntr/best peer"]
     rows = [head]
     for workload, key, label, higher in FIGURES:
@@ -388,7 +401,14 @@ def main(argv: list[str] | None = None) -> int:
         active = [c for c in contenders if not c.missing]
         for round_no in range(1, rounds + 1):
             for c in active:
-                print(f"round {round_no}/{rounds}: {c.name}", file=sys.stderr, flush=True)
+                if c.name == "fyntr-shaped":
+                    reached = results.median("burst", "burst_mb_s", "fyntr")
+                    if reached is None:
+                        results.errors.append("fyntr-shaped needs fyntr's burst before it")
+                        continue
+                    c.extra = ["--upload-rate", str(round(reached * 1e6 / 2))]
+                extra = " ".join(c.extra)
+                print(f"round {round_no}/{rounds}: {c.name} {extra}", file=sys.stderr, flush=True)
                 try:
                     c.start()
                     for w in workloads:

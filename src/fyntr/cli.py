@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import sys
 from collections.abc import Callable, Mapping
@@ -260,6 +261,8 @@ async def serve(settings: Settings) -> int:
     server = Server(settings)
     try:
         await server.start(signals=True)
+        gc.collect()
+        gc.freeze()  # start-up objects never die: keep the collector from rescanning them
         return await server.serve()
     finally:
         server.remove_signal_handlers()

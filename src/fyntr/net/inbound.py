@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from typing import TYPE_CHECKING, ClassVar, cast
 
@@ -37,7 +38,7 @@ class Inbound(asyncio.Protocol):
         self.server = server
         self.flow_id = flow_id
         self.transport: asyncio.Transport
-        self.peer = "unknown"
+        self._peer: str | None = None
         self.reserved = admitted  # holds a pending admission slot
         self.accepted_at = server.loop.time()
         self.closed = False
@@ -48,12 +49,21 @@ class Inbound(asyncio.Protocol):
         self.client_eof = False
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def peer(self) -> str:
+        """The client's address, for logs: looked up only when a line needs it."""
+        if self._peer is None:
+            self._peer = format_peer(self.transport)
+        return self._peer
+
     # --- asyncio callbacks -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.peer = format_peer(transport)
         server = self.server
-        log.info("flow%d: new %s connection from %s", self.flow_id, self.PROTOCOL_NAME, self.peer)
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "flow%d: new %s connection from %s", self.flow_id, self.PROTOCOL_NAME, self.peer
+            )
         if not self.reserved:
             server.metrics.rejected("max_connections")
             log.warning(

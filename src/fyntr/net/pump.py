@@ -44,7 +44,7 @@ class Lane(Flow):
         pump: Pump,
         src: asyncio.Transport,
         dst: asyncio.Transport,
-        on_eof_sent: Callable[[], None],
+        on_eof_sent: Callable[[], bool],
     ) -> None:
         super().__init__()
         self.pump = pump
@@ -76,9 +76,10 @@ class Lane(Flow):
         self.eof_pending = False
         if not self.eof_sent:
             self.eof_sent = True
-            if not self.dst.is_closing():
+            # on_eof_sent closes the tunnel once both ways are done; close() sends this
+            # FIN then, so a shutdown() here would be a wasted system call.
+            if not self.on_eof_sent() and not self.dst.is_closing():
                 self.dst.write_eof()
-            self.on_eof_sent()
 
     def dst_paused_writing(self) -> None:
         self.dst_paused = True
@@ -132,8 +133,18 @@ class Pump:
         return sum(f.queued for f in sched.new) + sum(f.queued for f in sched.old)
 
     def hold(self, lane: Lane, data: bytes) -> None:
-        """The slow path: the chunk waits in the lane's queue for its DRR turn."""
-        self.scheduler.enqueue(lane, data)
+        """The chunk cannot go straight through: it waits for its DRR turn, unless only
+        the rate was in question and the budget allows it now."""
+        sched = self.scheduler
+        if not (lane.queued or lane.dst_paused or sched.backlogged):
+            bucket = sched.bucket
+            assert bucket is not None  # shaped: the only other reason to be here
+            bucket.refill(self._loop.time())
+            if bucket.tokens >= len(data):
+                bucket.tokens -= len(data)
+                lane.dst.write(data)
+                return
+        sched.enqueue(lane, data)
         if not lane.src_paused and lane.held() > HIGH_WATERMARK_BYTES:
             lane.pause_src()
         if not lane.dst_paused:

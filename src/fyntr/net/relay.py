@@ -144,9 +144,12 @@ class Tunnel:
     def activity(self) -> int:
         return self.up.nbytes + self.down.nbytes
 
-    def _eof_sent(self) -> None:
+    def _eof_sent(self) -> bool:
+        """A direction finished; True when that closed the tunnel (both are done)."""
         if self.up.eof_sent and self.down.eof_sent:
             self.close("closed")
+            return True
+        return False
 
     def close(self, reason: str) -> None:
         """Graceful: what is buffered is still written before the sockets close."""

@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import enum
 import ipaddress
+import logging
 import math
 import resource
 import signal
@@ -521,13 +522,14 @@ class Server:
         self.admission.activate()
         self.metrics.tunnels_opened += 1
         self.metrics.observe_handshake(self.loop.time() - inbound.accepted_at)
-        log.info(
-            "flow%d: %sconnected to %s via %s",
-            inbound.flow_id,
-            inbound.LOG_VERB.removesuffix("CONNECT "),
-            target.authority,
-            format_ip_port(dialed.address, target.port),
-        )
+        if log.isEnabledFor(logging.INFO):  # the arguments cost: skip them when silent
+            log.info(
+                "flow%d: %sconnected to %s via %s",
+                inbound.flow_id,
+                inbound.LOG_VERB.removesuffix("CONNECT "),
+                target.authority,
+                format_ip_port(dialed.address, target.port),
+            )
         inbound.reply_success(dialed)
         tunnel = Tunnel(
             flow_id=inbound.flow_id,

@@ -133,8 +133,14 @@ class Scheduler:
             flow = current[0]
             if flow.parked or not flow.queued:
                 current.popleft()
-                flow.listed = False
                 flow.deficit = 0
+                if current is new and not flow.parked:
+                    # As fq_codel (RFC 8290 §4.2): a new flow that empties goes to the
+                    # old list, so that a bulk flow whose queue keeps running dry cannot
+                    # claim new-flow priority over and over. Found empty there, it leaves.
+                    old.append(flow)
+                else:
+                    flow.listed = False
                 continue
             if flow.deficit <= 0:
                 flow.deficit += flow.quantum
