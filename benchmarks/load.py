@@ -43,14 +43,22 @@ def read_head(sock: socket.socket) -> bytes:
     return head
 
 
-def open_stream(proxy: int | None, origin: int, command: bytes) -> socket.socket:
+def first_hop(p: Result) -> tuple[str, int]:
+    """The proxy on 127.0.0.1 when there is one, else the origin itself."""
+    return ("127.0.0.1", p["proxy"]) if p["proxy"] else (p.get("host", "127.0.0.1"), p["origin"])
+
+
+def connect_request(p: Result) -> bytes:
+    target = f"{p.get('host', '127.0.0.1')}:{p['origin']}".encode()
+    return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)
+
+
+def open_stream(p: Result, command: bytes) -> socket.socket:
     """A blocking stream to the origin, through the proxy when given, command sent."""
-    sock = socket.create_connection(("127.0.0.1", proxy or origin), timeout=60)
+    sock = socket.create_connection(first_hop(p), timeout=60)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    if proxy:
-        sock.sendall(
-            b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n" % (origin, origin)
-        )
+    if p["proxy"]:
+        sock.sendall(connect_request(p))
         head = read_head(sock)
         if b" 200 " not in head.split(b"\r\n", 1)[0]:
             raise ConnectionError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
@@ -84,7 +92,7 @@ def throughput(p: Result) -> Result:
     """``streams`` tunnels at once, each moving ``size`` bytes ``direction``."""
     direction, size, streams = p["direction"], int(p["size"]), int(p["streams"])
     command = (b"SOURCE %d\n" if direction == "download" else b"SINK %d\n") % size
-    socks = [open_stream(p["proxy"], p["origin"], command) for _ in range(streams)]
+    socks = [open_stream(p, command) for _ in range(streams)]
     moved = [0] * streams
     barrier = threading.Barrier(streams + 1)
 
@@ -110,7 +118,7 @@ def throughput(p: Result) -> Result:
 
 def latency(p: Result) -> Result:
     """Round trips of 64 bytes on one established tunnel."""
-    sock = open_stream(p["proxy"], p["origin"], b"ECHO\n")
+    sock = open_stream(p, b"ECHO\n")
     payload = b"x" * 64
     samples: list[float] = []
     for i in range(int(p["count"]) + 100):
@@ -125,16 +133,20 @@ def latency(p: Result) -> Result:
     return {"rtt_p50_us": percentile(samples, 50), "rtt_p99_us": percentile(samples, 99)}
 
 
-async def _setup_once(proxy: int | None, origin: int) -> None:
-    reader, writer = await asyncio.open_connection("127.0.0.1", proxy or origin)
-    try:
-        if proxy:
-            writer.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % origin)
-            head = await reader.readuntil(b"\r\n\r\n")
-            if b" 200 " not in head.split(b"\r\n", 1)[0]:
-                raise ConnectionError("CONNECT refused")
-    finally:
-        writer.close()
+async def open_async(p: Result) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    reader, writer = await asyncio.open_connection(*first_hop(p))
+    if p["proxy"]:
+        writer.write(connect_request(p))
+        head = await reader.readuntil(b"\r\n\r\n")
+        if b" 200 " not in head.split(b"\r\n", 1)[0]:
+            writer.close()
+            raise ConnectionError("CONNECT refused")
+    return reader, writer
+
+
+async def _setup_once(p: Result) -> None:
+    _reader, writer = await open_async(p)
+    writer.close()
 
 
 async def _setups(p: Result) -> Result:
@@ -147,7 +159,7 @@ async def _setups(p: Result) -> Result:
         while time.perf_counter() < deadline:
             t = time.perf_counter()
             try:
-                await _setup_once(p["proxy"], p["origin"])
+                await _setup_once(p)
             except (OSError, asyncio.IncompleteReadError):
                 failures += 1
                 continue
@@ -176,13 +188,8 @@ async def _burst(p: Result) -> Result:
         nonlocal failures
         await go.wait()
         try:
-            reader, writer = await asyncio.open_connection("127.0.0.1", p["proxy"] or p["origin"])
-            if p["proxy"]:
-                writer.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\n\r\n" % p["origin"])
-                head = await reader.readuntil(b"\r\n\r\n")
-                if b" 200 " not in head.split(b"\r\n", 1)[0]:
-                    raise ConnectionError("CONNECT refused")
-            start = time.perf_counter()  # the tunnel is up: its transfer starts
+            reader, writer = await open_async(p)
+            start = time.monotonic()  # the tunnel is up: its transfer starts
             writer.write(b"SINK %d\n" % size)
             for _ in range(size // len(block)):
                 writer.write(block)
@@ -193,11 +200,11 @@ async def _burst(p: Result) -> Result:
         except (OSError, asyncio.IncompleteReadError):
             failures += 1
             return
-        done.append((start, time.perf_counter()))
+        done.append((start, time.monotonic()))
 
     tasks = [asyncio.create_task(client()) for _ in range(clients)]
     await asyncio.sleep(0.05)
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     go.set()
     await asyncio.gather(*tasks)
     ends = [end - t0 for _, end in done]
@@ -210,17 +217,43 @@ async def _burst(p: Result) -> Result:
         "burst_p50_s": percentile(ends, 50),
         "burst_p99_s": percentile(ends, 99),
         "burst_jain": jain(rates),
+        "burst_t0": t0,
+        "burst_end": max((end for _, end in done), default=t0),
     }
 
 
 def idle(p: Result) -> Result:
     """Open ``count`` tunnels, say so, hold them until stdin closes."""
-    socks = [open_stream(p["proxy"], p["origin"], b"ECHO\n") for _ in range(int(p["count"]))]
+    socks = [open_stream(p, b"ECHO\n") for _ in range(int(p["count"]))]
     print(json.dumps({"open": len(socks)}), flush=True)
     sys.stdin.read()
     for s in socks:
         s.close()
     return {"open": len(socks)}
+
+
+def probe(p: Result) -> Result:
+    """Small request/response round trips on one tunnel until stdin closes: what a
+    person's interactive traffic feels while a burst runs. Samples: (when, rtt_ms)."""
+    sock = open_stream(p, b"ECHO\n")
+    payload = b"p" * 64
+    samples: list[tuple[float, float]] = []
+    stop = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), stop.set()), daemon=True).start()
+    print(json.dumps({"ready": True}), flush=True)
+    while not stop.is_set():
+        t = time.monotonic()
+        sock.sendall(payload)
+        got = 0
+        while got < len(payload):
+            data = sock.recv(4096)
+            if not data:
+                raise ConnectionError("probe tunnel closed")
+            got += len(data)
+        samples.append((t, (time.monotonic() - t) * 1e3))
+        stop.wait(float(p.get("interval", 0.02)))
+    sock.close()
+    return {"samples": samples}
 
 
 def _run_async(fn: Callable[[Result], Any]) -> Callable[[Result], Result]:
@@ -240,6 +273,7 @@ WORKLOADS: dict[str, Callable[[Result], Result]] = {
     "setups": _run_async(_setups),
     "burst": _run_async(_burst),
     "idle": idle,
+    "probe": probe,
 }
 
 if __name__ == "__main__":

@@ -6,17 +6,21 @@ A client sends one command line, then:
 * ``SINK <n>\\n``: the client sends n bytes, the origin answers ``OK\\n``;
 * ``ECHO\\n``: everything is echoed back.
 
-Usage: ``python benchmarks/origin.py`` prints the port it listens on, then serves until
-stdin closes.
+Usage: ``python benchmarks/origin.py [HOST] [ACCEPTS_FILE]`` prints the port it listens
+on (HOST defaults to 127.0.0.1), then serves until stdin closes; with ACCEPTS_FILE it
+writes there, as JSON, the time.monotonic() of every accepted connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import sys
+import time
 
 CHUNK = memoryview(bytes(1 << 20))
+ACCEPTED: list[float] = []
 
 
 class OriginProtocol(asyncio.Protocol):
@@ -28,6 +32,7 @@ class OriginProtocol(asyncio.Protocol):
         self.paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ACCEPTED.append(time.monotonic())
         self.transport = transport  # type: ignore[assignment]
         self.transport.set_write_buffer_limits(high=4 << 20)
 
@@ -78,7 +83,7 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock.bind((sys.argv[1] if len(sys.argv) > 1 else "127.0.0.1", 0))
     sock.listen(4096)
     server = await loop.create_server(OriginProtocol, sock=sock, backlog=4096)
     print(sock.getsockname()[1], flush=True)
@@ -93,3 +98,6 @@ if __name__ == "__main__":
         asyncio.run(main())
     else:
         uvloop.run(main())
+    if len(sys.argv) > 2:
+        with open(sys.argv[2], "w") as f:
+            json.dump(ACCEPTED, f)

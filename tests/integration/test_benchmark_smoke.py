@@ -1,0 +1,43 @@
+"""The benchmark must not rot: a tiny run produces every figure (not a performance test:
+the figures themselves are not checked)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_benchmark_smoke_run_produces_every_figure(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "run.py"),
+            "--smoke",
+            "--only",
+            "direct,fyntr,fyntr-drr,fyntr-shaped",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(out.read_text())
+    assert data["errors"] == []
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from run import FIGURES
+
+    for workload, key, _label, _higher in FIGURES:
+        figures = data["medians"][f"{workload}.{key}"]
+        for name in ("fyntr", "fyntr-drr", "fyntr-shaped"):
+            assert figures[name] is not None, (workload, key, name)
+        if workload != "rss":
+            assert figures["direct"] is not None, (workload, key)
+    assert "fyntr/best peer" in result.stdout and "machine:" in result.stdout
