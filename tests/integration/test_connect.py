@@ -290,3 +290,46 @@ async def test_dns_timeout_is_502() -> None:
     async with proxy(settings, dialer=dialer) as server:
         reply = await exchange(http_port(server), b"CONNECT slow.example:443 HTTP/1.1\r\n\r\n")
         assert reply == STATUS_LINES[Status.BAD_GATEWAY]
+
+
+async def test_a_failed_write_tears_the_tunnel_down() -> None:
+    """The client vanishes with a RST while the origin streams to it: the write to the
+    client fails, the tunnel closes both sides and frees its slot (SPEC §4.4)."""
+    import socket
+    import struct
+
+    closed = asyncio.Event()
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                writer.write(bytes(64 * 1024))
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            closed.set()
+
+    async with origin(endless) as o, proxy(loopback_settings(o.port)) as server:
+        _reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        await until(lambda: len(server.tunnels) == 1)
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # RST: the proxy's next write to the client fails
+        await until(lambda: not server.tunnels)
+        assert server.admission.active == 0
+        await asyncio.wait_for(closed.wait(), 5)  # the upstream side was closed too
+
+
+async def test_tcp_nodelay_on_both_sockets() -> None:
+    import socket
+
+    async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:
+        _reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        [tunnel] = server.tunnels
+        for transport in (tunnel.client, tunnel.upstream):
+            sock = transport.get_extra_info("socket")
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+        writer.close()

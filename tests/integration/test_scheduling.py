@@ -149,3 +149,24 @@ async def test_a_stalled_receiver_leaves_memory_flat() -> None:
             assert after - before < 2048, (before, after)
             sock.close()
             stalled.set()
+
+
+async def test_shaped_flow_survives_its_destination_pausing_with_an_empty_queue() -> None:
+    """With a rate set, the budget lets chunks straight through; the destination then
+    pauses (its reader is late) and resumes with nothing queued. The flow must go on:
+    a lane left parked would never be scheduled again."""
+    size = 48 * 1024 * 1024
+
+    async def late_sink(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        count = int(await reader.readline())
+        await asyncio.sleep(0.3)  # fyntr's write buffer to us fills up meanwhile
+        await reader.readexactly(count)
+        writer.write(b"OK\n")
+        await writer.drain()
+
+    async with (
+        origin(late_sink) as o,
+        proxy(loopback_settings(o.port, upload_rate=200_000_000)) as server,
+    ):
+        start, end = await asyncio.wait_for(upload(http_port(server), o.port, size), 20)
+        assert end > start

@@ -19,7 +19,7 @@ from fyntr.limits import DIAL_BACKOFF_MAX_S, DIAL_ROUNDS
 from fyntr.log import log
 from fyntr.net.relay import UpstreamPending
 from fyntr.policy.rules import collect_addresses
-from fyntr.wire.target import Host, IPAddress, format_ip_port
+from fyntr.wire.target import Host, IPAddress, format_host_port
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 Connector = Callable[[IPAddress, int], Awaitable[tuple[asyncio.Transport, UpstreamPending]]]
@@ -100,7 +100,7 @@ class Dialer:
                         transport, protocol = await self._connector(ip, port)
                 except TimeoutError:
                     last = TimeoutError(
-                        f"connect to {format_ip_port(ip, port)} timed out after "
+                        f"connect to {format_host_port(ip, port)} timed out after "
                         f"{self._timeouts.dial_attempt_s:g}s"
                     )
                 except OSError as exc:

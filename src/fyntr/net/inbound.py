@@ -12,7 +12,7 @@ from fyntr.limits import LINGER_S
 from fyntr.log import log
 from fyntr.net.relay import tune_transport
 from fyntr.wire.http_connect import ConnectParser, HeadComplete, Phase, TargetParsed
-from fyntr.wire.target import Target
+from fyntr.wire.target import Target, format_host_port
 
 if TYPE_CHECKING:
     from fyntr.net.dialer import Dialed
@@ -22,8 +22,7 @@ if TYPE_CHECKING:
 def format_peer(transport: asyncio.BaseTransport) -> str:
     peer = transport.get_extra_info("peername")
     if isinstance(peer, tuple) and len(peer) >= 2:
-        host = str(peer[0])
-        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+        return format_host_port(peer[0], peer[1])
     return "unknown"
 
 

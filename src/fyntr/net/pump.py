@@ -88,8 +88,8 @@ class Lane(Flow):
 
     def dst_resumed_writing(self) -> None:
         self.dst_paused = False
+        self.pump.scheduler.unpark(self)  # even when empty: a parked lane would never list
         if self.queued:
-            self.pump.scheduler.unpark(self)
             self.pump.service()
         else:
             self.resume_src()

@@ -40,7 +40,7 @@ from fyntr.policy.rules import Policy
 from fyntr.policy.threat import ThreatAction, ThreatIndex, is_mixed_script, load_feed_files
 from fyntr.sched.admission import Admission, FifoBucket
 from fyntr.sched.drr import TokenBucket
-from fyntr.wire.target import Target, format_ip_port
+from fyntr.wire.target import Target, format_host_port
 
 InboundFactory: TypeAlias = Callable[["Server", int, bool], Inbound]
 Waiting: TypeAlias = tuple[socket.socket, InboundFactory, int]
@@ -92,7 +92,7 @@ def open_listener(text: str, port: int) -> socket.socket:
 
 def format_sockname(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return format_host_port(host, port)
 
 
 def fd_limit_warnings(max_connections: int, soft: int | None, hard: int | None) -> list[str]:
@@ -528,7 +528,7 @@ class Server:
                 inbound.flow_id,
                 inbound.LOG_VERB.removesuffix("CONNECT "),
                 target.authority,
-                format_ip_port(dialed.address, target.port),
+                format_host_port(dialed.address, target.port),
             )
         inbound.reply_success(dialed)
         tunnel = Tunnel(

@@ -128,8 +128,7 @@ class Target:
     @property
     def authority(self) -> str:
         """Raw host and port as in logs: ``[...]`` around a host that contains ``:``."""
-        raw = self.host.raw
-        return f"[{raw}]:{self.port}" if ":" in raw else f"{raw}:{self.port}"
+        return format_host_port(self.host.raw, self.port)
 
 
 def _domain_host(raw: str) -> Host:
@@ -193,5 +192,7 @@ def normalize_lenient(text: str) -> IPAddress | str:
     return to_ascii_domain(value)
 
 
-def format_ip_port(ip: IPAddress, port: int) -> str:
-    return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
+def format_host_port(host: object, port: int) -> str:
+    """``host:port``, with ``[...]`` around a host that contains ``:`` (IPv6)."""
+    text = str(host)
+    return f"[{text}]:{port}" if ":" in text else f"{text}:{port}"
