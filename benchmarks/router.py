@@ -32,6 +32,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from run import fyntr_command  # benchmarks/ is on sys.path when run as a script
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 SUFFIX = str(os.getpid())
@@ -164,18 +166,9 @@ def run_case(
             proxy = subprocess.Popen(
                 in_ns(
                     CLIENT_NS,
-                    sys.executable,
-                    "-m",
-                    "fyntr",
-                    "--port",
-                    str(port),
-                    "--allow-cidr",
-                    "198.18.0.0/15",
-                    "--allow-port",
-                    str(origin_port),
-                    "--log-level",
-                    "warning",
-                    *fyntr_args,
+                    *fyntr_command(
+                        port, "198.18.0.0/15", origin_port, "--log-level", "warning", *fyntr_args
+                    ),
                 ),
                 env=env,
                 stdout=subprocess.DEVNULL,

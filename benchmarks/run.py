@@ -97,6 +97,22 @@ QUICK = Sizes(256 * MIB, 16 * MIB, 2.0, 2000, 1000, 200, 512 * 1024)
 SMOKE = Sizes(4 * MIB, 1 * MIB, 0.3, 50, 20, 10, 64 * 1024)
 
 
+def fyntr_command(port: int, allow_cidr: str, origin_port: int, *extra: str) -> list[str]:
+    """This checkout's fyntr, allowed to reach the benchmark's origin and nothing else."""
+    return [
+        sys.executable,
+        "-m",
+        "fyntr",
+        "--port",
+        str(port),
+        "--allow-cidr",
+        allow_cidr,
+        "--allow-port",
+        str(origin_port),
+        *extra,
+    ]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -163,22 +179,16 @@ class Contender:
 
     def command(self, port: int) -> list[str]:
         if self.is_fyntr:
-            return [
-                sys.executable,
-                "-m",
-                "fyntr",
-                "--port",
-                str(port),
-                "--allow-cidr",
+            return fyntr_command(
+                port,
                 "127.0.0.0/8",
-                "--allow-port",
-                str(self.origin),
+                self.origin,
                 "--max-connections",
                 "0",
                 "--log-level",
                 "error",
                 *self.extra,
-            ]
+            )
         if self.name == "pproxy":
             return [sys.executable, "-c", PPROXY_SHIM, "-l", f"http://127.0.0.1:{port}"]
         conf = self.workdir / "tinyproxy.conf"

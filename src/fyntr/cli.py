@@ -82,6 +82,10 @@ def _boolean(text: str) -> bool:
     return value in ("true", "1")
 
 
+def _threat_action(text: str) -> ThreatAction:
+    return ThreatAction(_choice("warn", "block")(text))
+
+
 _PORT = _int_range(0, limits.PORT_MAX)
 _ALLOW_PORT = _int_range(1, limits.PORT_MAX)
 
@@ -94,6 +98,11 @@ class Option:
     help: str
     is_list: bool = False
     is_switch: bool = False
+    settings_field: str = ""  # the Settings field, when not named like the flag
+
+    @property
+    def field(self) -> str:
+        return self.settings_field or self.dest
 
     @property
     def dest(self) -> str:
@@ -120,28 +129,52 @@ OPTIONS = (
         parse_seconds,
         0.0,
         "at the cap, hold a new connection up to S seconds for a slot",
+        settings_field="max_connections_wait_s",
     ),
     Option(
         "--idle-timeout",
         _int_range(0),
         limits.DEFAULT_IDLE_TIMEOUT_S,
         "close tunnels idle this many seconds (0 = never)",
+        settings_field="idle_timeout_s",
     ),
-    Option("--allow-port", _ALLOW_PORT, (), "destination ports allowed besides 443", is_list=True),
+    Option(
+        "--allow-port",
+        _ALLOW_PORT,
+        (),
+        "destination ports allowed besides 443",
+        is_list=True,
+        settings_field="allow_ports",
+    ),
     Option(
         "--no-default-allow-port", _boolean, False, "do not allow 443 implicitly", is_switch=True
     ),
-    Option("--deny-cidr", str, (), "deny these ranges too", is_list=True),
-    Option("--allow-cidr", str, (), "allow these ranges even when denied", is_list=True),
+    Option("--deny-cidr", str, (), "deny these ranges too", True, settings_field="deny_cidrs"),
+    Option(
+        "--allow-cidr",
+        str,
+        (),
+        "allow these ranges even when denied",
+        is_list=True,
+        settings_field="allow_cidrs",
+    ),
     Option(
         "--allow-domain",
         str,
         (),
         "domains (and subdomains) whose denied DNS answers are dropped, not fatal",
         is_list=True,
+        settings_field="allow_domains",
     ),
-    Option("--threat-feed-file", str, (), "threat feed files", is_list=True),
-    Option("--threat-action", _choice("warn", "block"), "warn", "warn or block on a match"),
+    Option(
+        "--threat-feed-file",
+        str,
+        (),
+        "threat feed files",
+        is_list=True,
+        settings_field="threat_feed_files",
+    ),
+    Option("--threat-action", _threat_action, ThreatAction.WARN, "warn or block on a match"),
     Option("--upload-rate", parse_rate, 0, "aggregate client->upstream RATE (0 = unlimited)"),
     Option("--download-rate", parse_rate, 0, "aggregate upstream->client RATE (0 = unlimited)"),
     Option(
@@ -160,6 +193,7 @@ OPTIONS = (
         parse_seconds,
         limits.DEFAULT_SHUTDOWN_GRACE_S,
         "on SIGTERM/SIGINT let tunnels finish this many seconds",
+        settings_field="shutdown_grace_s",
     ),
     Option("--log-level", _choice(*LOG_LEVELS, fold=True), "info", " | ".join(LOG_LEVELS)),
 )
@@ -178,7 +212,8 @@ def _parser() -> _Parser:
     parser.add_argument("-h", "--help", action="store_true", help="show this help and exit")
     parser.add_argument("-V", "--version", action="store_true", help="show the version")
     for opt in OPTIONS:
-        shown = "" if opt.default in (None, ()) else f", default {opt.default}"
+        default = getattr(opt.default, "value", opt.default)
+        shown = "" if default in (None, ()) else f", default {default}"
         text = f"{opt.help} [{opt.env}{shown}]"
         if opt.is_switch:
             parser.add_argument(opt.flag, action="store_const", const=True, default=None, help=text)
@@ -229,30 +264,9 @@ def parse_args(argv: list[str], environ: Mapping[str, str] | None = None) -> Set
         message = " ".join(str(exc).split())
         print(f"{PROG}: error: {message}", file=sys.stderr)
         return 2
-    return Settings(
-        bind=v["bind"],
-        port=v["port"],
-        socks5_bind=v["socks5_bind"],
-        socks5_port=v["socks5_port"],
-        max_connections=v["max_connections"],
-        idle_timeout_s=v["idle_timeout"],
-        allow_ports=v["allow_port"],
-        default_allow_port=not v["no_default_allow_port"],
-        deny_cidrs=v["deny_cidr"],
-        allow_cidrs=v["allow_cidr"],
-        allow_domains=v["allow_domain"],
-        threat_feed_files=v["threat_feed_file"],
-        threat_action=ThreatAction(v["threat_action"]),
-        log_level=v["log_level"],
-        upload_rate=v["upload_rate"],
-        download_rate=v["download_rate"],
-        connect_rate=v["connect_rate"],
-        connect_burst=v["connect_burst"],
-        max_connections_wait_s=v["max_connections_wait"],
-        metrics_port=v["metrics_port"],
-        metrics_bind=v["metrics_bind"],
-        shutdown_grace_s=v["shutdown_grace"],
-    )
+    fields = {opt.field: v[opt.dest] for opt in OPTIONS}
+    fields["default_allow_port"] = not fields.pop("no_default_allow_port")
+    return Settings(**fields)
 
 
 async def serve(settings: Settings) -> int:

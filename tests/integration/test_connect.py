@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
-import shutil
 from pathlib import Path
 
 import pytest
@@ -15,6 +14,7 @@ from fyntr.errors import STATUS_LINES, Status
 from tests.support.net import (
     FakeClock,
     connect_via,
+    curl,
     echo,
     exchange,
     hello_https,
@@ -30,28 +30,17 @@ OK = STATUS_LINES[Status.OK]
 
 
 async def test_curl_fetches_https_through_fyntr(tmp_path: Path) -> None:
-    curl = shutil.which("curl")
-    assert curl is not None, "curl is installed by the test command"
     tls = make_tls(tmp_path)
     async with (
         origin(hello_https, ssl_ctx=tls.server_ctx) as o,
         proxy(loopback_settings(o.port)) as server,
     ):
-        env = {**os.environ, "HTTPS_PROXY": f"http://127.0.0.1:{http_port(server)}"}
-        env.pop("NO_PROXY", None)
-        env.pop("no_proxy", None)
-        proc = await asyncio.create_subprocess_exec(
-            curl,
-            "-sS",
+        out = await curl(
             "--cacert",
             str(tls.ca_file),
             f"https://localhost:{o.port}/",
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
+            https_proxy=f"http://127.0.0.1:{http_port(server)}",
         )
-        out, err = await proc.communicate()
-        assert proc.returncode == 0, err
         assert out == b"hello through fyntr\n"
         assert o.connections == 1
         await until(lambda: not server.tunnels)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
-import os
-import shutil
 import socket
 import ssl
 from pathlib import Path
@@ -19,6 +17,7 @@ from fyntr.net.dialer import Dialer
 from fyntr.wire.socks5 import NO_AUTH_REPLY, NO_METHOD_REPLY, failure_reply
 from tests.support.net import (
     FakeClock,
+    curl,
     echo,
     hello_https,
     local_names_only,
@@ -55,29 +54,19 @@ async def socks_exchange(port: int, data: bytes, expect: int) -> bytes:
 
 
 async def test_curl_socks5_hostname_and_socks5(tmp_path: Path) -> None:
-    curl = shutil.which("curl")
-    assert curl is not None
     tls = make_tls(tmp_path)
     async with (
         origin(hello_https, ssl_ctx=tls.server_ctx) as o,
         proxy(loopback_settings(o.port, socks5_port=0, allow_domains=("localhost",))) as server,
     ):
         for flag in ("--socks5-hostname", "--socks5"):
-            env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-            proc = await asyncio.create_subprocess_exec(
-                curl,
-                "-sS",
+            out = await curl(
                 flag,
                 f"127.0.0.1:{socks_port(server)}",
                 "--cacert",
                 str(tls.ca_file),
                 f"https://localhost:{o.port}/",
-                env=env,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
             )
-            out, err = await proc.communicate()
-            assert proc.returncode == 0, (flag, err)
             assert out == b"hello through fyntr\n"
         assert o.connections == 2
 

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import re
+import shutil
 import signal
 import socket
 import ssl
@@ -89,6 +90,26 @@ def make_tls(tmp_path: Path) -> Tls:
     ca_file = tmp_path / "ca.pem"
     ca.cert_pem.write_to_path(str(ca_file))
     return Tls(ctx, ca_file)
+
+
+async def curl(*args: str, https_proxy: str | None = None) -> bytes:
+    """A real curl (installed by the test command); its output, after a zero exit."""
+    exe = shutil.which("curl")
+    assert exe is not None, "curl is installed by the test command"
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    if https_proxy is not None:
+        env["HTTPS_PROXY"] = https_proxy
+    proc = await asyncio.create_subprocess_exec(
+        exe,
+        "-sS",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, (args, err)
+    return out
 
 
 FAST = Timeouts(dial_backoff_s=0.01)

@@ -171,7 +171,9 @@ class Tunnel:
             self.client_open = False
         else:
             self.upstream_open = False
-        if exc is not None:
+        if isinstance(exc, ConnectionResetError):
+            self.abort(f"{side.value}_reset")  # e.g. curl closing with unread TLS alerts
+        elif exc is not None:
             self.abort(f"{side.value}_error: {exc}")
         elif self.client_open or self.upstream_open:
             self.close(f"{side.value}_closed")
