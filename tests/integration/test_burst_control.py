@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fyntr.config import Timeouts
@@ -218,3 +220,27 @@ async def test_bad_requests_to_the_metrics_port() -> None:
             await exchange(http_port(server), b"GET / HTTP/1.1\r\n\r\n")
             == STATUS_LINES[Status.METHOD_NOT_ALLOWED]
         )
+
+
+async def test_stats_line_every_minute_while_there_is_traffic(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="fyntr")
+    clock = FakeClock()
+    async with origin(echo) as o, proxy(loopback_settings(o.port), clock=clock) as server:
+        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        writer.write(b"abc")
+        assert await reader.readexactly(3) == b"abc"
+        clock.advance(59)
+        server.sweep()
+        assert "stats:" not in caplog.text
+        clock.advance(2)
+        server.sweep()
+        stats = [r.getMessage() for r in caplog.records if r.getMessage().startswith("stats:")]
+        assert len(stats) == 1
+        assert "active_flows=1" in stats[0] and "up_bytes=3 B" in stats[0]
+        clock.advance(61)  # a quiet minute: no line
+        server.sweep()
+        assert len([r for r in caplog.records if r.getMessage().startswith("stats:")]) == 1
+        writer.close()

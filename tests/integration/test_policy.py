@@ -160,3 +160,24 @@ async def test_sighup_reload_changes_decisions_for_new_tunnels_only(tmp_path: Pa
             assert await asyncio.to_thread(proc.finish) == 0
             assert "threat feed reload failed, keeping the previous index" in proc.output
             assert "no supported entries" in proc.output
+
+
+async def test_mixed_script_host_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    async with (
+        origin(echo) as o,
+        proxy(
+            loopback_settings(o.port), dialer=fixed_resolver({"xn--fke-6cd.test": ["127.0.0.1"]})
+        ) as server,
+    ):
+        _reader, writer, head = await connect_via(http_port(server), f"fаke.test:{o.port}")
+        assert head == OK  # a warning, never a block
+        writer.close()
+    line = next(r.getMessage() for r in caplog.records if "mixed_script=true" in r.getMessage())
+    for field in (
+        "reason=mixed_script_host",
+        "raw_host=fаke.test",
+        "ascii_host=xn--fke-6cd.test",
+        f"connect_target=fаke.test:{o.port}",
+        "client_addr=127.0.0.1:",
+    ):
+        assert field in line
