@@ -219,6 +219,7 @@ def run_case(
         "makespan_s": burst["burst_makespan_s"],
         "failures": burst["burst_failures"],
         "peak_new_conn_per_10ms": peak,
+        "probe_samples": [(round(when - t0, 4), round(rtt, 3)) for when, rtt in samples],
     }
 
 
