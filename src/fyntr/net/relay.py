@@ -13,8 +13,8 @@ from fyntr.net.pump import Lane, Pump
 
 
 def tune_transport(transport: asyncio.BaseTransport) -> None:
-    """Our write watermarks. TCP_NODELAY (TLS records must not wait for Nagle) is set on
-    every TCP transport by uvloop and asyncio alike; a test checks both sockets."""
+    """Our write watermarks. TCP_NODELAY (TLS records must not wait for Nagle) is set by
+    the loop on dialled sockets and by the server on accepted ones; a test checks both."""
     cast(asyncio.WriteTransport, transport).set_write_buffer_limits(
         high=HIGH_WATERMARK_BYTES, low=LOW_WATERMARK_BYTES
     )

@@ -373,6 +373,9 @@ class Server:
         self._next_flow_id += 1
         self.metrics.accepted += 1
         conn.setblocking(False)
+        # uvloop sets TCP_NODELAY on every TCP transport; asyncio skips accepted sockets
+        # (their proto is 0), so set it here for both.
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         admission = self.admission
         if admission.try_reserve():
             self._start(conn, factory, flow_id, admitted=True)
