@@ -6,7 +6,6 @@
 from typing import Final
 
 KIB: Final = 1024
-MIB: Final = 1024 * KIB
 
 # --- Defaults of the command line (upstream §1.1, §1.3) ---------------------------------
 DEFAULT_BIND: Final = "127.0.0.1"
