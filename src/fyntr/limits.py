@@ -49,6 +49,7 @@ QUANTUM_MAX_BYTES: Final = 16384  # stops one flow monopolising a round
 QUANTUM_EMA_ALPHA: Final = 0.2
 QUANTUM_BURST_FACTOR: Final = 10  # quantum = 10 x the average chunk
 QUANTUM_SMALL_CHUNK_BYTES: Final = 200  # "chatty" flows below this get the minimum quantum
+DRR_ALONE_BUDGET_BYTES: Final = 4 * QUANTUM_MAX_BYTES  # a flow alone may send this per turn
 RATE_BURST_S: Final = 0.010  # token bucket depth: about 10 ms of the rate ...
 RATE_BURST_MIN_BYTES: Final = 16 * KIB  # ... but at least one full TLS record
 RATE_TIMER_MIN_S: Final = 0.001  # the shaper's timer never fires more often than this

@@ -23,7 +23,12 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable
 
-from fyntr.limits import QUANTUM_DEFAULT_BYTES, QUANTUM_MAX_BYTES, RATE_TIMER_MIN_S
+from fyntr.limits import (
+    DRR_ALONE_BUDGET_BYTES,
+    QUANTUM_DEFAULT_BYTES,
+    QUANTUM_MAX_BYTES,
+    RATE_TIMER_MIN_S,
+)
 from fyntr.sched.quantum import ema_update, recommended_quantum
 
 Chunk = bytes | memoryview
@@ -146,14 +151,20 @@ class Scheduler:
                 current.popleft()
                 old.append(flow)
                 continue
-            budget = flow.deficit
+            alone = len(new) + len(old) == 1
+            # A flow with nobody to interleave with may send up to 4 quanta per turn:
+            # quanta exist to share, and splitting a lone 256 KiB read into 16 KiB
+            # writes halves a shaped tunnel's throughput (fyntr-drr benchmark: 1.5 ->
+            # 2.1-2.3 GB/s). More than 4 let a lone flow's turn grow unfair the moment
+            # others arrive (shaped burst Jain 0.96 with whole queues).
+            budget = min(flow.queued, DRR_ALONE_BUDGET_BYTES) if alone else flow.deficit
             if bucket is not None:
                 tokens = int(bucket.tokens)
                 if tokens <= 0:
                     break
                 budget = min(budget, tokens)
             sent = _send(flow, budget, write)
-            flow.deficit -= sent
+            flow.deficit = max(0, flow.deficit - sent) if alone else flow.deficit - sent
             total += sent
             if bucket is not None:
                 bucket.tokens -= sent
