@@ -185,6 +185,17 @@ class FakeClock:
         self.now += seconds
 
 
+async def cross_deadline(server: Server, clock: FakeClock, seconds: float, waiting: int) -> None:
+    """Sweep just before ``seconds`` have passed (``waiting`` handshakes still there), then
+    just after."""
+    await asyncio.sleep(0.05)  # let the last bytes sent reach the server
+    clock.advance(seconds - 0.1)
+    server.sweep()
+    assert len(server.handshakes) == waiting
+    clock.advance(0.2)
+    server.sweep()
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():

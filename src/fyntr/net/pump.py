@@ -29,7 +29,6 @@ class Lane(Flow):
 
     __slots__ = (
         "dst",
-        "dst_paused",
         "eof_pending",
         "eof_sent",
         "nbytes",
@@ -53,14 +52,13 @@ class Lane(Flow):
         self.on_eof_sent = on_eof_sent
         self.nbytes = 0  # bytes read from src
         self.src_paused = False  # we paused reading src
-        self.dst_paused = False  # dst's write buffer is above its high watermark
         self.eof_pending = False  # src sent EOF; pass it on once the queue is empty
         self.eof_sent = False
 
     def push(self, data: bytes) -> None:
         """A chunk read from ``src``: the hot path."""
         self.nbytes += len(data)
-        if self.queued or self.dst_paused or self.pump.shaped:
+        if self.queued or self.parked or self.pump.shaped:
             self.pump.hold(self, data)
         else:
             self.dst.write(data)
@@ -82,12 +80,11 @@ class Lane(Flow):
                 self.dst.write_eof()
 
     def dst_paused_writing(self) -> None:
-        self.dst_paused = True
+        # ``parked`` is the one record of "dst's write buffer is above its high mark".
         self.pump.scheduler.park(self)
         self.pause_src()
 
     def dst_resumed_writing(self) -> None:
-        self.dst_paused = False
         self.pump.scheduler.unpark(self)  # even when empty: a parked lane would never list
         if self.queued:
             self.pump.service()
@@ -138,7 +135,7 @@ class Pump:
         quantum. A whole 256 KiB read let through at the start of a burst would give the
         first flows a head start DRR cannot take back (burst Jain 0.93 -> 0.98)."""
         sched = self.scheduler
-        if not (lane.queued or lane.dst_paused or sched.backlogged):
+        if not (lane.queued or lane.parked or sched.backlogged):
             bucket = sched.bucket
             assert bucket is not None  # shaped: the only other reason to be here
             bucket.refill(self._loop.time())
@@ -149,7 +146,7 @@ class Pump:
         sched.enqueue(lane, data)
         if not lane.src_paused and lane.held() > HIGH_WATERMARK_BYTES:
             lane.pause_src()
-        if not lane.dst_paused:
+        if not lane.parked:
             self.service()
 
     def service(self) -> None:
@@ -173,7 +170,7 @@ class Pump:
         # would tell us when a write buffer between the marks drains.
         if (
             lane.src_paused
-            and not lane.dst_paused
+            and not lane.parked
             and (not lane.queued or lane.held() <= LOW_WATERMARK_BYTES)
         ):
             lane.resume_src()
