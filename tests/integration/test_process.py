@@ -131,13 +131,13 @@ async def test_accept_errors_are_retried_not_fatal() -> None:
             [sys.executable, "-m", "fyntr", *loopback_args(o.port), "--max-connections", "0"],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
-            text=True,
+            bufsize=0,  # no read-ahead: communicate() below reads the descriptor itself
             preexec_fn=small_fd_limit,  # noqa: PLW1509
         )
         assert proc.stdout is not None
         line = ""
         while "Starting Fyntr on" not in line:
-            line = await asyncio.to_thread(proc.stdout.readline)
+            line = (await asyncio.to_thread(proc.stdout.readline)).decode()
             assert line, "fyntr did not start"
         port = int(line.rsplit(":", 1)[1])
         clients = []
@@ -159,4 +159,4 @@ async def test_accept_errors_are_retried_not_fatal() -> None:
         writer.close()
         proc.send_signal(signal.SIGTERM)
         out, _ = await asyncio.to_thread(proc.communicate, timeout=10)
-        assert "accept failed: [Errno 24]" in out
+        assert "accept failed: [Errno 24]" in out.decode()

@@ -208,7 +208,7 @@ _STARTING = re.compile(r"Starting Fyntr on (\S+):(\d+)")
 
 @dataclass
 class Process:
-    proc: subprocess.Popen[str]
+    proc: subprocess.Popen[bytes]
     ports: list[int]
     lines: list[str]
 
@@ -219,7 +219,7 @@ class Process:
     def finish(self, timeout: float = 10) -> int:
         """Wait for the exit, collect the rest of the output, close the pipe."""
         out, _ = self.proc.communicate(timeout=timeout)
-        self.lines.append(out)
+        self.lines.append(out.decode())
         return self.proc.returncode
 
     @property
@@ -245,18 +245,20 @@ def start_fyntr(*args: str, env: dict[str, str] | None = None, listeners: int = 
     """``python -m fyntr`` with ``args``; waits for its "Starting Fyntr on" lines."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FYNTR_")}
     full_env.update(env or {})
+    # Unbuffered: a buffered reader's read-ahead would hide lines from communicate(),
+    # which reads the descriptor itself.
     proc = subprocess.Popen(
         [sys.executable, "-m", "fyntr", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
-        text=True,
+        bufsize=0,
         env=full_env,
     )
     ports: list[int] = []
     lines: list[str] = []
     assert proc.stdout is not None
     while len(ports) < listeners:
-        line = proc.stdout.readline()
+        line = proc.stdout.readline().decode()
         if not line:
             proc.wait(10)
             raise AssertionError(f"fyntr exited {proc.returncode}: {''.join(lines)}")
