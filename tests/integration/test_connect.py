@@ -277,6 +277,77 @@ async def test_dns_timeout_is_502() -> None:
         assert reply == STATUS_LINES[Status.BAD_GATEWAY]
 
 
+async def test_a_hanging_dial_attempt_times_out_and_the_next_address_is_tried() -> None:
+    import ipaddress
+
+    from fyntr.net.dialer import Dialer, tcp_connect
+
+    hang = ipaddress.ip_address("127.0.0.2")
+    cancelled: list[object] = []
+
+    async def connector(ip: object, port: int) -> object:
+        if ip == hang:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.append(ip)
+                raise
+        return await tcp_connect(ip, port)  # type: ignore[arg-type]
+
+    async with origin(echo) as o:
+        dialer = Dialer(Timeouts(dial_attempt_s=0.05), connector=connector)  # type: ignore[arg-type]
+        dialed = await asyncio.wait_for(
+            dialer.dial(1, [hang, ipaddress.ip_address("127.0.0.1")], o.port), 5
+        )
+        assert str(dialed.address) == "127.0.0.1"
+        assert cancelled == [hang]
+        dialed.transport.close()
+
+
+async def test_dial_attempts_that_all_hang_are_a_502_naming_the_timeout() -> None:
+    import ipaddress
+
+    from fyntr.errors import HandshakeError
+    from fyntr.net.dialer import Dialer
+
+    attempts = 0
+
+    async def connector(ip: object, port: int) -> object:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(3600)
+
+    dialer = Dialer(Timeouts(dial_attempt_s=0.02, dial_backoff_s=0.01), connector=connector)  # type: ignore[arg-type]
+    with pytest.raises(HandshakeError) as info:
+        await asyncio.wait_for(dialer.dial(1, [ipaddress.ip_address("127.0.0.1")], 9), 5)
+    assert info.value.status is Status.BAD_GATEWAY
+    assert "timed out after 0.02s" in info.value.detail
+    assert attempts == 3  # one address, three rounds
+
+
+async def test_a_cancelled_dial_stays_cancelled_not_timed_out() -> None:
+    """The client leaving cancels the dial: that must not turn into a timeout and a retry."""
+    import ipaddress
+
+    from fyntr.net.dialer import Dialer
+
+    attempts = 0
+
+    async def connector(ip: object, port: int) -> object:
+        nonlocal attempts
+        attempts += 1
+        await asyncio.sleep(3600)
+
+    dialer = Dialer(Timeouts(dial_attempt_s=0.05), connector=connector)  # type: ignore[arg-type]
+    task = asyncio.ensure_future(dialer.dial(1, [ipaddress.ip_address("127.0.0.1")], 9))
+    await asyncio.sleep(0.01)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.1)  # past the attempt timeout: nothing may have retried
+    assert attempts == 1
+
+
 async def test_a_failed_write_tears_the_tunnel_down() -> None:
     """The client vanishes with a RST while the origin streams to it: the write to the
     client fails, the tunnel closes both sides and frees its slot (SPEC §4.4)."""
