@@ -56,3 +56,23 @@ def test_suffix_matching_respects_label_boundaries(entry: str, name: str) -> Non
     matched = index.match_domain(name)
     assert (matched is not None) == (name == entry or name.endswith("." + entry))
     assert index.match_domain("x" + entry) is None or ("x" + entry).endswith("." + entry)
+
+
+def reference_denied_by(
+    policy: Policy, ip: ipaddress.IPv4Address | ipaddress.IPv6Address
+) -> object:
+    """The rule in words: the first deny network holding ip, unless an allow network does."""
+    if any(ip.version == n.version and ip in n for n in policy.allow):
+        return None
+    return next((n for n in policy.deny if ip.version == n.version and ip in n), None)
+
+
+@given(st.sampled_from(POLICIES), st.data())
+def test_denied_by_agrees_with_network_membership(policy: Policy, data: st.DataObject) -> None:
+    near = data.draw(st.sampled_from([*policy.deny, *policy.allow]))
+    offset = data.draw(st.integers(-2, near.num_addresses + 1))
+    value = max(0, min(int(near.network_address) + offset, 2**near.max_prefixlen - 1))
+    ip = ipaddress.ip_address(value) if near.version == 4 else ipaddress.IPv6Address(value)
+    assert policy.denied_by(ip) == reference_denied_by(policy, ip)
+    other = data.draw(st.one_of(ipv4, ipv6))
+    assert policy.denied_by(other) == reference_denied_by(policy, other)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from fyntr.errors import ConfigError, TargetError, bad_gateway, forbidden
@@ -60,12 +60,26 @@ def collect_addresses(ips: Iterable[IPAddress], limit: int = MAX_RESOLVED_ADDRS)
     return sorted(unique, key=lambda ip: (ip.version, int(ip)))
 
 
+# (network as an int, netmask as an int, the network): a membership test is one AND.
+Ranges = tuple[tuple[int, int, Network], ...]
+
+
+def _ranges(nets: Iterable[Network], version: int) -> Ranges:
+    return tuple((int(n.network_address), int(n.netmask), n) for n in nets if n.version == version)
+
+
 @dataclass(frozen=True, slots=True)
 class Policy:
     allowed_ports: frozenset[int]
     deny: tuple[Network, ...]
     allow: tuple[Network, ...]
     allow_domains: tuple[str, ...]
+    # IP version -> (allow, deny) ranges: ``ip in network`` costs 1 us, this 0.1 us.
+    ranges: dict[int, tuple[Ranges, Ranges]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        ranges = {v: (_ranges(self.allow, v), _ranges(self.deny, v)) for v in (4, 6)}
+        object.__setattr__(self, "ranges", ranges)
 
     @classmethod
     def build(
@@ -115,11 +129,14 @@ class Policy:
 
     def denied_by(self, ip: IPAddress) -> Network | None:
         """The first deny CIDR that holds ``ip``, unless an allow CIDR holds it."""
-        if any(ip in net for net in self.allow if net.version == ip.version):
-            return None
-        for net in self.deny:
-            if net.version == ip.version and ip in net:
-                return net
+        value = int(ip)
+        allow, deny = self.ranges[ip.version]
+        for net, mask, _network in allow:
+            if value & mask == net:
+                return None
+        for net, mask, network in deny:
+            if value & mask == net:
+                return network
         return None
 
     def authorize(self, host: Host, addrs: Sequence[IPAddress]) -> list[IPAddress]:
