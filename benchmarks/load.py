@@ -169,6 +169,7 @@ async def _setups(p: Result) -> Result:
     await asyncio.gather(*(client() for _ in range(int(p["concurrency"]))))
     elapsed = time.perf_counter() - start
     return {
+        "setups": len(samples),
         "setups_s": len(samples) / elapsed,
         "setup_p50_ms": percentile(samples, 50),
         "setup_p99_ms": percentile(samples, 99),

@@ -67,6 +67,9 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("setups", "setups_s", "tunnel set-ups /s (32 clients)", True),
     ("setups", "setup_p50_ms", "set-up p50 ms", False),
     ("setups", "setup_p99_ms", "set-up p99 ms", False),
+    ("setups", "setup_user_us", "proxy CPU per set-up, user us", False),
+    ("setups", "setup_sys_us", "proxy CPU per set-up, system us", False),
+    ("setups", "machine_busy_cores", "whole machine busy during set-ups, cores", False),
     ("latency", "rtt_p50_us", "round trip p50 us", False),
     ("latency", "rtt_p99_us", "round trip p99 us", False),
     ("rss", "rss_idle_mib", "RSS idle MiB", False),
@@ -79,6 +82,9 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("burst", "burst_jain", "burst Jain fairness", True),
     ("burst", "burst_mb_s", "burst aggregate MB/s (first byte to last)", True),
 ]
+
+# Figures about the proxy process itself: a direct connection has none.
+PROXY_ONLY = frozenset({"rss_idle_mib", "rss_1000_mib", "setup_user_us", "setup_sys_us"})
 
 
 @dataclass(frozen=True)
@@ -133,23 +139,47 @@ def wait_port(port: int, proc: subprocess.Popen[bytes] | None, timeout: float = 
     raise RuntimeError(f"port {port} never opened")
 
 
-def rss_mib(pid: int) -> float:
-    """RSS of a process and all its descendants (tinyproxy may fork)."""
+def family(pid: int) -> list[int]:
+    """A process and all its descendants (tinyproxy may fork)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError):
                 ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
                 children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0, [pid]
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
+        out.append(p)
         todo.extend(children.get(p, []))
+    return out
+
+
+def rss_mib(pid: int) -> float:
+    total = 0
+    for p in family(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return total / 1024
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """User and system CPU time of a process (all its threads) and its descendants."""
+    user = system = 0
+    for p in family(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            user, system = user + int(fields[11]), system + int(fields[12])
+    tick = os.sysconf("SC_CLK_TCK")
+    return user / tick, system / tick
+
+
+def machine_busy() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)
 
 
 def listen_overflows() -> int:
@@ -270,7 +300,20 @@ def measure(c: Contender, workload: str, sizes: Sizes) -> dict[str, Any]:
             "throughput", {**base, "direction": "download", "size": sizes.parallel, "streams": 16}
         )
     if workload == "setups":
-        return load("setups", {**base, "seconds": sizes.setup_seconds, "concurrency": 32})
+        # The proxy's CPU time per set-up, and how busy the whole machine was: on a
+        # small machine the proxy, the clients and the origin share the cores.
+        busy_before = machine_busy()
+        cpu_before = cpu_seconds(c.proc.pid) if c.proc is not None else None
+        result = load("setups", {**base, "seconds": sizes.setup_seconds, "concurrency": 32})
+        busy_after = machine_busy()
+        busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
+        result["machine_busy_cores"] = busy * (os.cpu_count() or 1)
+        if c.proc is not None and cpu_before is not None:
+            cpu_after = cpu_seconds(c.proc.pid)
+            n = max(1, result["setups"])
+            result["setup_user_us"] = (cpu_after[0] - cpu_before[0]) / n * 1e6
+            result["setup_sys_us"] = (cpu_after[1] - cpu_before[1]) / n * 1e6
+        return result
     if workload == "latency":
         return load("latency", {**base, "count": sizes.pings})
     if workload == "burst":
