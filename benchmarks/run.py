@@ -63,6 +63,8 @@ WORKLOADS = ("rss", "download", "upload", "parallel", "setups", "latency", "burs
 FIGURES: list[tuple[str, str, str, bool]] = [
     ("download", "mb_s", "download 1 tunnel MB/s", True),
     ("upload", "mb_s", "upload 1 tunnel MB/s", True),
+    ("download", "proxy_user_cores", "proxy CPU during download, user cores", False),
+    ("download", "proxy_sys_cores", "proxy CPU during download, system cores", False),
     ("parallel", "mb_s", "16 tunnels aggregate MB/s", True),
     ("setups", "setups_s", "tunnel set-ups /s (32 clients)", True),
     ("setups", "setup_p50_ms", "set-up p50 ms", False),
@@ -80,11 +82,21 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("burst", "burst_p50_s", "burst per-flow completion p50 s", False),
     ("burst", "burst_p99_s", "burst per-flow completion p99 s", False),
     ("burst", "burst_jain", "burst Jain fairness", True),
+    ("burst", "burst_start_spread_ms", "burst tunnels up, first to last, ms", False),
     ("burst", "burst_mb_s", "burst aggregate MB/s (first byte to last)", True),
 ]
 
 # Figures about the proxy process itself: a direct connection has none.
-PROXY_ONLY = frozenset({"rss_idle_mib", "rss_1000_mib", "setup_user_us", "setup_sys_us"})
+PROXY_ONLY = frozenset(
+    {
+        "rss_idle_mib",
+        "rss_1000_mib",
+        "setup_user_us",
+        "setup_sys_us",
+        "proxy_user_cores",
+        "proxy_sys_cores",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -289,30 +301,46 @@ def load(workload: str, params: dict[str, Any], timeout: float = 600) -> dict[st
     return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+@contextlib.contextmanager
+def cpu_meter(c: Contender) -> Iterator[dict[str, float]]:
+    """CPU seconds the proxy spent (user, system) and the machine's busy cores, over
+    the block: on a small machine the proxy, the clients and the origin share the cores."""
+    spent: dict[str, float] = {}
+    busy_before, start = machine_busy(), time.monotonic()
+    before = cpu_seconds(c.proc.pid) if c.proc is not None else None
+    yield spent
+    busy_after, wall = machine_busy(), time.monotonic() - start
+    busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
+    spent["machine_busy_cores"] = busy * (os.cpu_count() or 1)
+    spent["wall_s"] = wall
+    if c.proc is not None and before is not None:
+        after = cpu_seconds(c.proc.pid)
+        spent["user_s"], spent["sys_s"] = after[0] - before[0], after[1] - before[1]
+
+
 def measure(c: Contender, workload: str, sizes: Sizes) -> dict[str, Any]:
     base = {"proxy": c.port, "origin": c.origin}
     if workload in ("download", "upload"):
-        return load(
-            "throughput", {**base, "direction": workload, "size": sizes.single, "streams": 1}
-        )
+        with cpu_meter(c) as spent:
+            result = load(
+                "throughput", {**base, "direction": workload, "size": sizes.single, "streams": 1}
+            )
+        if "user_s" in spent:
+            result["proxy_user_cores"] = spent["user_s"] / spent["wall_s"]
+            result["proxy_sys_cores"] = spent["sys_s"] / spent["wall_s"]
+        return result
     if workload == "parallel":
         return load(
             "throughput", {**base, "direction": "download", "size": sizes.parallel, "streams": 16}
         )
     if workload == "setups":
-        # The proxy's CPU time per set-up, and how busy the whole machine was: on a
-        # small machine the proxy, the clients and the origin share the cores.
-        busy_before = machine_busy()
-        cpu_before = cpu_seconds(c.proc.pid) if c.proc is not None else None
-        result = load("setups", {**base, "seconds": sizes.setup_seconds, "concurrency": 32})
-        busy_after = machine_busy()
-        busy = (busy_after[0] - busy_before[0]) / max(1, busy_after[1] - busy_before[1])
-        result["machine_busy_cores"] = busy * (os.cpu_count() or 1)
-        if c.proc is not None and cpu_before is not None:
-            cpu_after = cpu_seconds(c.proc.pid)
+        with cpu_meter(c) as spent:
+            result = load("setups", {**base, "seconds": sizes.setup_seconds, "concurrency": 32})
+        result["machine_busy_cores"] = spent["machine_busy_cores"]
+        if "user_s" in spent:
             n = max(1, result["setups"])
-            result["setup_user_us"] = (cpu_after[0] - cpu_before[0]) / n * 1e6
-            result["setup_sys_us"] = (cpu_after[1] - cpu_before[1]) / n * 1e6
+            result["setup_user_us"] = spent["user_s"] / n * 1e6
+            result["setup_sys_us"] = spent["sys_s"] / n * 1e6
         return result
     if workload == "latency":
         return load("latency", {**base, "count": sizes.pings})
