@@ -222,6 +222,38 @@ async def test_bad_requests_to_the_metrics_port() -> None:
         )
 
 
+async def test_slow_metrics_clients_are_bounded_and_timed_out(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Slow-loris on the metrics port: the stalled clients hold at most
+    METRICS_MAX_CLIENTS slots, one more is told 503 at once, each stalled one gets 408 at
+    its deadline, and the proxy relays all along."""
+    from fyntr.limits import METRICS_MAX_CLIENTS
+    from fyntr.net import metrics_http
+
+    monkeypatch.setattr(metrics_http, "METRICS_REQUEST_TIMEOUT_S", 0.5)
+    async with origin(echo) as o, proxy(loopback_settings(o.port, metrics_port=0)) as server:
+        assert server.metrics_address is not None
+        mport = server.metrics_address[1]
+        slow = []
+        for _ in range(METRICS_MAX_CLIENTS):
+            r, w = await asyncio.open_connection("127.0.0.1", mport)
+            w.write(b"GET /met")  # and nothing more
+            slow.append((r, w))
+        await until(lambda: server.metrics_clients == METRICS_MAX_CLIENTS)
+        assert (await http_get(mport, "/metrics"))[0] == 503
+        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        writer.write(b"unharmed")
+        assert await asyncio.wait_for(reader.readexactly(8), 5) == b"unharmed"
+        for r, w in slow:
+            assert (await asyncio.wait_for(r.read(), 5)).startswith(b"HTTP/1.1 408 ")
+            w.close()
+        await until(lambda: server.metrics_clients == 0)
+        assert (await http_get(mport, "/metrics"))[0] == 200
+        writer.close()
+
+
 async def test_stats_line_every_minute_while_there_is_traffic(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
