@@ -236,22 +236,25 @@ async def test_slow_metrics_clients_are_bounded_and_timed_out(
         assert server.metrics_address is not None
         mport = server.metrics_address[1]
         slow = []
-        for _ in range(METRICS_MAX_CLIENTS):
-            r, w = await asyncio.open_connection("127.0.0.1", mport)
-            w.write(b"GET /met")  # and nothing more
-            slow.append((r, w))
-        await until(lambda: server.metrics_clients == METRICS_MAX_CLIENTS)
-        assert (await http_get(mport, "/metrics"))[0] == 503
-        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
-        assert head == OK
-        writer.write(b"unharmed")
-        assert await asyncio.wait_for(reader.readexactly(8), 5) == b"unharmed"
-        for r, w in slow:
-            assert (await asyncio.wait_for(r.read(), 5)).startswith(b"HTTP/1.1 408 ")
-            w.close()
-        await until(lambda: server.metrics_clients == 0)
-        assert (await http_get(mport, "/metrics"))[0] == 200
-        writer.close()
+        try:
+            for _ in range(METRICS_MAX_CLIENTS):
+                r, w = await asyncio.open_connection("127.0.0.1", mport)
+                w.write(b"GET /met")  # and nothing more
+                slow.append((r, w))
+            await until(lambda: server.metrics_clients == METRICS_MAX_CLIENTS)
+            assert (await http_get(mport, "/metrics"))[0] == 503
+            reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+            assert head == OK
+            writer.write(b"unharmed")
+            assert await asyncio.wait_for(reader.readexactly(8), 5) == b"unharmed"
+            writer.close()
+            for r, _w in slow:
+                assert (await asyncio.wait_for(r.read(), 5)).startswith(b"HTTP/1.1 408 ")
+            await until(lambda: server.metrics_clients == 0)
+            assert (await http_get(mport, "/metrics"))[0] == 200
+        finally:
+            for _r, w in slow:
+                w.close()
 
 
 async def test_stats_line_every_minute_while_there_is_traffic(
