@@ -216,3 +216,32 @@ def test_bind_addresses(ok: str) -> None:
 def test_bad_bind_addresses(bad: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         validate_bind_address(bad)
+
+
+def test_parsing_does_not_import_shutil() -> None:
+    """argparse would import shutil (with bz2, lzma, zlib: 0.6 MB of RSS) to size help."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from fyntr.cli import parse_args; parse_args(['--port', '0']); "
+        "print(sorted({'shutil', 'lzma', 'bz2'} & set(sys.modules)))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_help_follows_columns(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from fyntr import cli
+
+    cli._columns.cache_clear()
+    monkeypatch.setenv("COLUMNS", "70")
+    try:
+        assert cli.main(["--help"]) == 0
+    finally:
+        cli._columns.cache_clear()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) > 20
+    assert max(len(line) for line in lines) <= 70
