@@ -174,7 +174,8 @@ class Inbound(asyncio.Protocol):
     def check_host(self, target: Target) -> bool:
         """Log the target; warn on mixed scripts; threat-check the host before DNS."""
         self.target = target
-        log.info("flow%d: %s%s", self.flow_id, self.LOG_VERB, target.authority)
+        if log.isEnabledFor(logging.INFO):  # formatting the authority costs: skip it when silent
+            log.info("flow%d: %s%s", self.flow_id, self.LOG_VERB, target.authority)
         try:
             self.server.check_host(self, target)
         except HandshakeError as err:
