@@ -304,25 +304,31 @@ async def test_a_hanging_dial_attempt_times_out_and_the_next_address_is_tried() 
         dialed.transport.close()
 
 
+class HangingConnector:
+    """A connector whose attempts never connect; counts them."""
+
+    def __init__(self) -> None:
+        self.attempts = 0
+
+    async def __call__(self, ip: object, port: int) -> object:
+        self.attempts += 1
+        await asyncio.sleep(3600)
+        raise AssertionError("unreachable")
+
+
 async def test_dial_attempts_that_all_hang_are_a_502_naming_the_timeout() -> None:
     import ipaddress
 
     from fyntr.errors import HandshakeError
     from fyntr.net.dialer import Dialer
 
-    attempts = 0
-
-    async def connector(ip: object, port: int) -> object:
-        nonlocal attempts
-        attempts += 1
-        await asyncio.sleep(3600)
-
+    connector = HangingConnector()
     dialer = Dialer(Timeouts(dial_attempt_s=0.02, dial_backoff_s=0.01), connector=connector)  # type: ignore[arg-type]
     with pytest.raises(HandshakeError) as info:
         await asyncio.wait_for(dialer.dial(1, [ipaddress.ip_address("127.0.0.1")], 9), 5)
     assert info.value.status is Status.BAD_GATEWAY
     assert "timed out after 0.02s" in info.value.detail
-    assert attempts == 3  # one address, three rounds
+    assert connector.attempts == 3  # one address, three rounds
 
 
 async def test_a_cancelled_dial_stays_cancelled_not_timed_out() -> None:
@@ -331,13 +337,7 @@ async def test_a_cancelled_dial_stays_cancelled_not_timed_out() -> None:
 
     from fyntr.net.dialer import Dialer
 
-    attempts = 0
-
-    async def connector(ip: object, port: int) -> object:
-        nonlocal attempts
-        attempts += 1
-        await asyncio.sleep(3600)
-
+    connector = HangingConnector()
     dialer = Dialer(Timeouts(dial_attempt_s=0.05), connector=connector)  # type: ignore[arg-type]
     task = asyncio.ensure_future(dialer.dial(1, [ipaddress.ip_address("127.0.0.1")], 9))
     await asyncio.sleep(0.01)
@@ -345,7 +345,7 @@ async def test_a_cancelled_dial_stays_cancelled_not_timed_out() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     await asyncio.sleep(0.1)  # past the attempt timeout: nothing may have retried
-    assert attempts == 1
+    assert connector.attempts == 1
 
 
 async def test_a_failed_write_tears_the_tunnel_down() -> None:

@@ -351,8 +351,8 @@ class Server:
         family = sock.family
         for _ in range(ACCEPT_BATCH):
             try:
-                # accept() is _accept() plus socket(self.family, self.type, self.proto),
-                # three properties that build enums on every call: 2% of a set-up.
+                # accept() is _accept() plus socket(self.family, self.type, self.proto):
+                # three properties that build enums on every call, 2% of a set-up.
                 fd, _addr = sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return
@@ -364,9 +364,8 @@ class Server:
                 self.loop.remove_reader(sock)
                 self.loop.call_later(ACCEPT_RETRY_DELAY_S, self._resume_accepting, sock, factory)
                 return
-            # Family and protocol given: the socket module skips its enum conversions,
-            # and the loop sets TCP_NODELAY and O_NONBLOCK itself (it only sets
-            # TCP_NODELAY on sockets whose proto is TCP).
+            # The loop makes it non-blocking and sets TCP_NODELAY (asyncio only when the
+            # proto is TCP, hence IPPROTO_TCP here).
             self._adopt(socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fd), factory)
 
     def _resume_accepting(self, sock: socket.socket, factory: InboundFactory) -> None:
