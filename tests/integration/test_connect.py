@@ -285,19 +285,22 @@ async def test_a_hanging_dial_attempt_times_out_and_the_next_address_is_tried() 
     hang = ipaddress.ip_address("127.0.0.2")
     cancelled: list[object] = []
 
-    async def connector(ip: object, port: int) -> object:
+    async def connector(loop: asyncio.AbstractEventLoop, ip: object, port: int) -> object:
         if ip == hang:
             try:
                 await asyncio.sleep(3600)
             except asyncio.CancelledError:
                 cancelled.append(ip)
                 raise
-        return await tcp_connect(ip, port)  # type: ignore[arg-type]
+        return await tcp_connect(loop, ip, port)  # type: ignore[arg-type]
 
     async with origin(echo) as o:
         dialer = Dialer(Timeouts(dial_attempt_s=0.05), connector=connector)  # type: ignore[arg-type]
         dialed = await asyncio.wait_for(
-            dialer.dial(1, [hang, ipaddress.ip_address("127.0.0.1")], o.port), 5
+            dialer.dial(
+                asyncio.get_running_loop(), 1, [hang, ipaddress.ip_address("127.0.0.1")], o.port
+            ),
+            5,
         )
         assert str(dialed.address) == "127.0.0.1"
         assert cancelled == [hang]
@@ -310,7 +313,7 @@ class HangingConnector:
     def __init__(self) -> None:
         self.attempts = 0
 
-    async def __call__(self, ip: object, port: int) -> object:
+    async def __call__(self, loop: object, ip: object, port: int) -> object:
         self.attempts += 1
         await asyncio.sleep(3600)
         raise AssertionError("unreachable")
@@ -325,7 +328,9 @@ async def test_dial_attempts_that_all_hang_are_a_502_naming_the_timeout() -> Non
     connector = HangingConnector()
     dialer = Dialer(Timeouts(dial_attempt_s=0.02, dial_backoff_s=0.01), connector=connector)  # type: ignore[arg-type]
     with pytest.raises(HandshakeError) as info:
-        await asyncio.wait_for(dialer.dial(1, [ipaddress.ip_address("127.0.0.1")], 9), 5)
+        await asyncio.wait_for(
+            dialer.dial(asyncio.get_running_loop(), 1, [ipaddress.ip_address("127.0.0.1")], 9), 5
+        )
     assert info.value.status is Status.BAD_GATEWAY
     assert "timed out after 0.02s" in info.value.detail
     assert connector.attempts == 3  # one address, three rounds
@@ -339,7 +344,9 @@ async def test_a_cancelled_dial_stays_cancelled_not_timed_out() -> None:
 
     connector = HangingConnector()
     dialer = Dialer(Timeouts(dial_attempt_s=0.05), connector=connector)  # type: ignore[arg-type]
-    task = asyncio.ensure_future(dialer.dial(1, [ipaddress.ip_address("127.0.0.1")], 9))
+    task = asyncio.ensure_future(
+        dialer.dial(asyncio.get_running_loop(), 1, [ipaddress.ip_address("127.0.0.1")], 9)
+    )
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -141,7 +141,7 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def unreachable(ip: object, port: int) -> object:
+async def unreachable(loop: object, ip: object, port: int) -> object:
     raise OSError(errno.ENETUNREACH, "Network is unreachable")
 
 

@@ -22,7 +22,10 @@ from fyntr.policy.rules import collect_addresses
 from fyntr.wire.target import Host, IPAddress, format_host_port
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
-Connector = Callable[[IPAddress, int], Awaitable[tuple[asyncio.Transport, UpstreamPending]]]
+Connector = Callable[
+    [asyncio.AbstractEventLoop, IPAddress, int],
+    Awaitable[tuple[asyncio.Transport, UpstreamPending]],
+]
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -37,8 +40,9 @@ async def system_resolve(name: str, port: int) -> list[IPAddress]:
     return out
 
 
-async def tcp_connect(ip: IPAddress, port: int) -> tuple[asyncio.Transport, UpstreamPending]:
-    loop = asyncio.get_running_loop()
+async def tcp_connect(
+    loop: asyncio.AbstractEventLoop, ip: IPAddress, port: int
+) -> tuple[asyncio.Transport, UpstreamPending]:
     transport, protocol = await loop.create_connection(UpstreamPending, str(ip), port)
     return transport, protocol
 
@@ -93,8 +97,7 @@ class Dialer:
         self, loop: asyncio.AbstractEventLoop, ip: IPAddress, port: int
     ) -> tuple[asyncio.Transport, UpstreamPending]:
         """One connect, TimeoutError after ``dial_attempt_s``: asyncio.timeout's job, but
-        that looks the running loop up three times, and on Python 3.11 every look-up is a
-        getpid() system call (4% of a tunnel set-up in the profile)."""
+        that looks the running loop up three times (see ``dial``; 4% of a set-up)."""
         task = asyncio.current_task(loop)
         assert task is not None
         expired = False
@@ -106,7 +109,7 @@ class Dialer:
 
         timer = loop.call_later(self._timeouts.dial_attempt_s, expire)
         try:
-            return await self._connector(ip, port)
+            return await self._connector(loop, ip, port)
         except asyncio.CancelledError:
             if expired and task.uncancel() == 0:
                 raise TimeoutError from None
@@ -114,11 +117,15 @@ class Dialer:
         finally:
             timer.cancel()
 
-    async def dial(self, flow_id: int, addrs: Sequence[IPAddress], port: int) -> Dialed:
-        """Try every address in order, 3 rounds, 3 s each, 200/400 ms apart (upstream §6.7)."""
+    async def dial(
+        self, loop: asyncio.AbstractEventLoop, flow_id: int, addrs: Sequence[IPAddress], port: int
+    ) -> Dialed:
+        """Try every address in order, 3 rounds, 3 s each, 200/400 ms apart (upstream §6.7).
+
+        The caller passes its loop: on Python 3.11 every ``get_running_loop()`` is a
+        getpid() system call, and two of them cost 2% of a tunnel set-up."""
         delay = self._timeouts.dial_backoff_s
         last: BaseException = ConnectionError("no address to dial")
-        loop = asyncio.get_running_loop()
         for round_no in range(1, DIAL_ROUNDS + 1):
             for ip in addrs:
                 try:

@@ -477,7 +477,7 @@ class Server:
         if self.pacer is not None:
             await self._paced(inbound)
         try:
-            dialed = await self.dialer.dial(inbound.flow_id, addrs, target.port)
+            dialed = await self.dialer.dial(self.loop, inbound.flow_id, addrs, target.port)
         except HandshakeError:
             self.metrics.dial_failures += 1
             raise
