@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -423,3 +424,72 @@ async def test_closed_tunnels_leave_no_reference_cycles() -> None:
             gc.set_debug(0)
             gc.garbage.clear()
             gc.enable()
+
+
+async def _origin_closes_at_once(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """The origin hangs up as soon as it accepts (its FIN crosses the client's)."""
+
+
+async def _origin_resets_at_once(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    import socket
+    import struct
+
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+async def _origin_drains(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.read()
+
+
+@pytest.mark.parametrize(
+    ("handler", "client_resets"),
+    [(_origin_closes_at_once, False), (_origin_drains, True), (_origin_resets_at_once, False)],
+    ids=["crossing_fins", "client_fin_then_rst", "origin_rst"],
+)
+async def test_closes_that_race_leave_no_tunnel_and_no_slot_behind(
+    handler: Any, client_resets: bool
+) -> None:
+    """Each end's FIN or RST arriving while the other end's FIN is still being passed
+    on, 300 times: every tunnel and every slot is freed, and the proxy still relays.
+    (A relay that closes a transport whose write_eof is still pending can crash uvloop
+    0.23 with a double free; fyntr must not.)"""
+    import socket
+    import struct
+
+    async def one(port: int, target: str) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(f"CONNECT {target} HTTP/1.1\r\n\r\n".encode() + b"x" * 100)
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write_eof()
+            if client_resets:
+                await asyncio.sleep(0)
+                sock = writer.get_extra_info("socket")
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+
+    async with (
+        origin(handler) as o,
+        origin(echo) as e,
+        proxy(loopback_settings(o.port, e.port)) as server,
+    ):
+        target = f"127.0.0.1:{o.port}"
+        for _ in range(6):
+            await asyncio.gather(*(one(http_port(server), target) for _ in range(50)))
+        await until(lambda: not server.tunnels and not server.handshakes)
+        assert (server.admission.active, server.admission.pending) == (0, 0)
+        assert server.metrics.accepted == 300
+        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{e.port}")
+        assert head == OK
+        writer.write(b"still relaying")
+        assert await reader.readexactly(14) == b"still relaying"
+        writer.close()
