@@ -308,6 +308,38 @@ async def test_a_hanging_dial_attempt_times_out_and_the_next_address_is_tried() 
         dialed.transport.close()
 
 
+async def test_an_attempt_that_hangs_after_others_completed_times_out_on_time() -> None:
+    """One timer serves every attempt: armed for an attempt that has since connected, it
+    must still expire a later attempt at that attempt's own deadline."""
+    import ipaddress
+    import time
+
+    from fyntr.errors import HandshakeError
+    from fyntr.net.dialer import Dialer, tcp_connect
+
+    hang = ipaddress.ip_address("127.0.0.2")
+
+    async def connector(loop: asyncio.AbstractEventLoop, ip: object, port: int) -> object:
+        if ip == hang:
+            await asyncio.sleep(3600)
+        return await tcp_connect(loop, ip, port)  # type: ignore[arg-type]
+
+    async with origin(echo) as o:
+        loop = asyncio.get_running_loop()
+        dialer = Dialer(Timeouts(dial_attempt_s=0.2, dial_backoff_s=0.01), connector=connector)  # type: ignore[arg-type]
+        good = await dialer.dial(loop, 1, [ipaddress.ip_address("127.0.0.1")], o.port)
+        good.transport.close()
+        await asyncio.sleep(0.1)  # the timer is armed for the first attempt's deadline
+        started = time.monotonic()
+        with pytest.raises(HandshakeError) as info:
+            await asyncio.wait_for(dialer.dial(loop, 2, [hang], o.port), 5)
+        elapsed = time.monotonic() - started
+    assert "timed out after 0.2s" in info.value.detail
+    # Three rounds of 0.2 s plus 10 + 20 ms of back-off; an attempt cut at the first
+    # attempt's deadline would have made the first round 0.1 s.
+    assert 0.6 <= elapsed < 2.0, elapsed
+
+
 class HangingConnector:
     """A connector whose attempts never connect; counts them."""
 

@@ -7,8 +7,8 @@ client cannot make it hold more than a line's limit of bytes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 from fyntr.errors import HandshakeError, Rep, Status, TargetError, bad_request
 from fyntr.limits import (
@@ -26,15 +26,13 @@ class Phase(Enum):
     DONE = "done"
 
 
-@dataclass(frozen=True, slots=True)
-class TargetParsed:
+class TargetParsed(NamedTuple):
     """The request line was valid; the headers have not been read yet."""
 
     target: Target
 
 
-@dataclass(frozen=True, slots=True)
-class HeadComplete:
+class HeadComplete(NamedTuple):
     """The blank line was read. ``leftover`` is what the client sent after it."""
 
     leftover: bytes
@@ -67,23 +65,24 @@ class ConnectParser:
         """Take more bytes; return what they complete. Raises ``HandshakeError``."""
         if self.done:
             raise RuntimeError("feed() after the head was complete")
-        self._buf += data
+        buf = self._buf
+        buf += data
         events: list[Event] = []
-        while not self.done:
-            newline = self._buf.find(b"\n", self._scan)
-            if newline < 0:
-                self._scan = len(self._buf)
-                self._check_partial(len(self._buf))
-                break
-            line = bytes(self._buf[: newline + 1])
-            del self._buf[: newline + 1]
-            self._scan = 0
-            event = self._line(line)
+        start = 0  # lines before this are consumed; the buffer is compacted once, at the end
+        newline = buf.find(b"\n", self._scan)
+        while newline >= 0:
+            event = self._line(bytes(buf[start : newline + 1]))
+            start = newline + 1
             if event is not None:
                 events.append(event)
-        if self.done:
-            events.append(HeadComplete(bytes(self._buf)))
-            self._buf.clear()
+            if self.phase is Phase.DONE:
+                events.append(HeadComplete(bytes(buf[start:])))
+                buf.clear()
+                return events
+            newline = buf.find(b"\n", start)
+        del buf[:start]
+        self._scan = len(buf)
+        self._check_partial(len(buf))
         return events
 
     def feed_eof(self) -> list[Event]:
