@@ -7,7 +7,9 @@ Contenders: direct (no proxy), fyntr (this checkout), tinyproxy (Debian: apt-get
 tinyproxy), pproxy (PyPI: pip install pproxy uvloop). Two more runs of fyntr on request:
 fyntr-drr forces every chunk through the DRR queue and token bucket (rates far above the
 machine's), fyntr-shaped sets --upload-rate to half the burst's aggregate that plain fyntr
-reached earlier in the same round. A peer that is not installed is
+reached earlier in the same round. And a reference on request, like direct not a peer:
+bare-relay (benchmarks/bare_relay.py), a CONNECT relay on uvloop with nothing else in
+it, the floor of what fyntr's runtime costs. A peer that is not installed is
 skipped with a note; nothing is installed here. Every contender talks to the same
 origin on 127.0.0.1 in the same run; rounds are interleaved (A, B, C, then again) and
 medians reported, because the machine is shared and noisy: compare ratios, not figures.
@@ -55,6 +57,9 @@ from pproxy.server import main
 sys.argv[0] = "pproxy"
 main()
 """
+
+# Contenders that are yardsticks, not proxies a user would pick instead of fyntr.
+REFERENCES = frozenset({"direct", "bare-relay"})
 
 # rss first: "idle" means a proxy that has not yet carried anything.
 WORKLOADS = ("rss", "download", "upload", "parallel", "setups", "latency", "burst")
@@ -219,6 +224,10 @@ class Contender:
     def is_fyntr(self) -> bool:
         return self.name.startswith("fyntr")
 
+    @property
+    def is_peer(self) -> bool:
+        return self.name not in REFERENCES and not self.is_fyntr
+
     def command(self, port: int) -> list[str]:
         if self.is_fyntr:
             return fyntr_command(
@@ -233,6 +242,8 @@ class Contender:
             )
         if self.name == "pproxy":
             return [sys.executable, "-c", PPROXY_SHIM, "-l", f"http://127.0.0.1:{port}"]
+        if self.name == "bare-relay":
+            return [sys.executable, str(HERE / "bare_relay.py"), str(port)]
         conf = self.workdir / "tinyproxy.conf"
         conf.write_text(
             f"Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 4096\n"
@@ -246,6 +257,12 @@ class Contender:
             self.missing = "tinyproxy not installed (apt-get install tinyproxy)"
         elif self.name == "pproxy" and importlib.util.find_spec("pproxy") is None:
             self.missing = "pproxy not installed (pip install pproxy uvloop)"
+        elif self.name == "bare-relay" and importlib.util.find_spec("uvloop") is None:
+            self.missing = "bare-relay needs uvloop"
+        elif self.name == "bare-relay":
+            from importlib.metadata import version
+
+            self.version = "uvloop " + version("uvloop")
         elif self.name == "tinyproxy":
             out = subprocess.run(["tinyproxy", "-v"], capture_output=True, text=True, check=False)
             self.version = out.stdout.strip() or out.stderr.strip()
@@ -395,7 +412,7 @@ def fmt(value: float | None) -> str:
 
 
 def table(results: Results, names: list[str]) -> str:
-    peers = [n for n in names if n != "direct" and not n.startswith("fyntr")]
+    peers = [n for n in names if n not in REFERENCES and not n.startswith("fyntr")]
     head = ["figure", *names, "fyntr/direct", "fyntr/best peer"]
     rows = [head]
     for workload, key, label, higher in FIGURES:

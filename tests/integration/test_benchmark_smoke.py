@@ -19,7 +19,7 @@ def test_benchmark_smoke_run_produces_every_figure(tmp_path: Path) -> None:
             str(REPO / "benchmarks" / "run.py"),
             "--smoke",
             "--only",
-            "direct,fyntr,fyntr-drr,fyntr-shaped",
+            "direct,fyntr,fyntr-drr,fyntr-shaped,bare-relay",
             "--json",
             str(out),
         ],
@@ -36,7 +36,7 @@ def test_benchmark_smoke_run_produces_every_figure(tmp_path: Path) -> None:
 
     for workload, key, _label, _higher in FIGURES:
         figures = data["medians"][f"{workload}.{key}"]
-        for name in ("fyntr", "fyntr-drr", "fyntr-shaped"):
+        for name in ("fyntr", "fyntr-drr", "fyntr-shaped", "bare-relay"):
             assert figures[name] is not None, (workload, key, name)
         if key not in PROXY_ONLY:
             assert figures["direct"] is not None, (workload, key)
