@@ -34,36 +34,6 @@ def jain(values: list[float]) -> float:
     return sum(values) ** 2 / (len(values) * sum(v * v for v in values))
 
 
-def fair_share_jain(starts: list[float], size: float, capacity: float) -> float:
-    """Jain's index an ideal fair server would reach for these arrivals: every flow of
-    ``size`` bytes arrives at its start time, and ``capacity`` bytes per second are
-    shared equally by the flows present (processor sharing). Flows that arrive while
-    few others are there finish sooner, so staggered arrivals bound the index below 1
-    however fair the scheduler is."""
-    if not starts or capacity <= 0:
-        return float("nan")
-    arrivals = sorted(starts)
-    remaining: dict[int, float] = {}
-    finish: dict[int, float] = {}
-    now, nxt = arrivals[0], 0
-    while nxt < len(arrivals) or remaining:
-        if not remaining:  # idle until the next arrival
-            now = arrivals[nxt]
-        while nxt < len(arrivals) and arrivals[nxt] <= now:
-            remaining[nxt] = size
-            nxt += 1
-        share = capacity / len(remaining)
-        first_done = min(remaining.values()) / share
-        step = min(first_done, arrivals[nxt] - now) if nxt < len(arrivals) else first_done
-        now += step
-        for flow in list(remaining):
-            remaining[flow] -= share * step
-            if remaining[flow] <= size * 1e-9:
-                del remaining[flow]
-                finish[flow] = now
-    return jain([size / (finish[i] - arrivals[i]) for i in range(len(arrivals))])
-
-
 def read_head(sock: socket.socket) -> bytes:
     head = b""
     while b"\r\n\r\n" not in head:
@@ -319,13 +289,6 @@ def burst(p: Result) -> Result:
         # against the makespan, bounds the Jain index a fair scheduler can reach.
         "burst_start_spread_ms": (
             (max(s for s, _ in done) - min(s for s, _ in done)) * 1e3 if done else float("nan")
-        ),
-        # Through a proxy shaped to ``rate``: what an ideal fair server of that rate
-        # would give for the same arrivals (unshaped, no fixed capacity to share).
-        **(
-            {"burst_fair_jain": fair_share_jain([s for s, _ in done], size, float(p["rate"]))}
-            if p.get("rate")
-            else {}
         ),
         "burst_t0": t0,
         "burst_end": max((end for _, end in done), default=t0),

@@ -87,7 +87,6 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("burst", "burst_p50_s", "burst per-flow completion p50 s", False),
     ("burst", "burst_p99_s", "burst per-flow completion p99 s", False),
     ("burst", "burst_jain", "burst Jain fairness", True),
-    ("burst", "burst_fair_jain", "burst Jain of an ideal fair server at the rate", True),
     ("burst", "burst_start_spread_ms", "burst tunnels up, first to last, ms", False),
     ("burst", "burst_mb_s", "burst aggregate MB/s (first byte to last)", True),
 ]
@@ -103,9 +102,6 @@ PROXY_ONLY = frozenset(
         "proxy_sys_cores",
     }
 )
-
-# Figures of a shaped run only (fyntr-shaped): the rate is the capacity to share.
-SHAPED_ONLY = frozenset({"burst_fair_jain"})
 
 
 @dataclass(frozen=True)
@@ -223,7 +219,6 @@ class Contender:
     version: str = ""
     missing: str = ""
     extra: list[str] = field(default_factory=list)
-    rate: float = 0.0  # --upload-rate in bytes/s, when shaped
 
     @property
     def is_fyntr(self) -> bool:
@@ -368,10 +363,7 @@ def measure(c: Contender, workload: str, sizes: Sizes) -> dict[str, Any]:
         return load("latency", {**base, "count": sizes.pings})
     if workload == "burst":
         before = listen_overflows()
-        result = load(
-            "burst",
-            {**base, "clients": sizes.burst_clients, "size": sizes.burst_size, "rate": c.rate},
-        )
+        result = load("burst", {**base, "clients": sizes.burst_clients, "size": sizes.burst_size})
         return {**result, "listen_overflows": listen_overflows() - before}
     if workload == "rss":
         if c.proc is None:
@@ -512,8 +504,7 @@ def main(argv: list[str] | None = None) -> int:
                     if reached is None:
                         results.errors.append("fyntr-shaped needs fyntr's burst before it")
                         continue
-                    c.rate = round(reached * 1e6 / 2)
-                    c.extra = ["--upload-rate", str(c.rate)]
+                    c.extra = ["--upload-rate", str(round(reached * 1e6 / 2))]
                 extra = " ".join(c.extra)
                 print(f"round {round_no}/{rounds}: {c.name} {extra}", file=sys.stderr, flush=True)
                 try:

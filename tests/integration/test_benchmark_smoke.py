@@ -32,13 +32,10 @@ def test_benchmark_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["errors"] == []
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from run import FIGURES, PROXY_ONLY, SHAPED_ONLY
+    from run import FIGURES, PROXY_ONLY
 
     for workload, key, _label, _higher in FIGURES:
         figures = data["medians"][f"{workload}.{key}"]
-        if key in SHAPED_ONLY:
-            assert figures["fyntr-shaped"] is not None, key
-            continue
         for name in ("fyntr", "fyntr-drr", "fyntr-shaped", "bare-relay"):
             assert figures[name] is not None, (workload, key, name)
         if key not in PROXY_ONLY:
