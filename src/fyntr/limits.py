@@ -53,6 +53,9 @@ DRR_ALONE_BUDGET_BYTES: Final = 4 * QUANTUM_MAX_BYTES  # a flow alone may send t
 RATE_BURST_S: Final = 0.010  # token bucket depth: about 10 ms of the rate ...
 RATE_BURST_MIN_BYTES: Final = 16 * KIB  # ... but at least one full TLS record
 RATE_TIMER_MIN_S: Final = 0.001  # the shaper's timer never fires more often than this
+SPLICE_AFTER_BYTES: Final = 1024 * KIB  # unshaped, a tunnel is spliced once a direction has
+# carried this much: past a burst's handshakes and API calls, where the switch would cost
+SPLICE_MAX_TUNNELS: Final = 256  # spliced at once; each holds two pipes (4 descriptors)
 
 # --- Lifetime -----------------------------------------------------------------------------
 SWEEP_INTERVAL_MAX_S: Final = 1.0  # the one periodic sweep (idle tunnels, handshake deadlines)
@@ -67,6 +70,7 @@ STATS_INTERVAL_S: Final = 60.0  # SPEC §6: the INFO stats line while there is t
 # --- File descriptors (upstream §3.6) -----------------------------------------------------
 FDS_PER_CONNECTION: Final = 2  # client socket + upstream socket
 FD_HEADROOM: Final = 64  # listeners, DNS, logs
+FDS_PER_SPLICED_TUNNEL: Final = 4  # two pipes, on top of its two sockets
 MAX_CONNECTIONS_CAP: Final = (2**64 - 1 - FD_HEADROOM) // FDS_PER_CONNECTION
 
 # --- Port numbers -------------------------------------------------------------------------

@@ -23,6 +23,12 @@ from fyntr.limits import (
 )
 from fyntr.sched.drr import Chunk, Flow, Scheduler, TokenBucket
 
+NEVER = 2**63  # a byte count no lane reaches
+
+
+def _nothing() -> None:
+    pass
+
 
 class Lane(Flow):
     """Bytes from ``src`` (read side) to ``dst`` (write side) of one tunnel."""
@@ -32,8 +38,10 @@ class Lane(Flow):
         "eof_pending",
         "eof_sent",
         "nbytes",
+        "on_bulk",
         "on_eof_sent",
         "pump",
+        "splice_at",
         "src",
         "src_paused",
     )
@@ -51,6 +59,8 @@ class Lane(Flow):
         self.dst = dst
         self.on_eof_sent = on_eof_sent
         self.nbytes = 0  # bytes read from src
+        self.splice_at = NEVER  # nbytes at which to call on_bulk (net/splice.py)
+        self.on_bulk = _nothing
         self.src_paused = False  # we paused reading src
         self.eof_pending = False  # src sent EOF; pass it on once the queue is empty
         self.eof_sent = False
@@ -62,6 +72,8 @@ class Lane(Flow):
             self.pump.hold(self, data)
         else:
             self.dst.write(data)
+            if self.nbytes >= self.splice_at:
+                self.on_bulk()
 
     def finish(self) -> None:
         """``src`` sent EOF: deliver what is queued, then pass the FIN on (SPEC §4.2)."""

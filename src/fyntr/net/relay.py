@@ -7,9 +7,10 @@ from collections.abc import Callable
 from enum import Enum
 from typing import cast
 
-from fyntr.limits import HIGH_WATERMARK_BYTES, LOW_WATERMARK_BYTES
+from fyntr.limits import HIGH_WATERMARK_BYTES, LOW_WATERMARK_BYTES, SPLICE_AFTER_BYTES
 from fyntr.log import log
-from fyntr.net.pump import Lane, Pump
+from fyntr.net.pump import NEVER, Lane, Pump
+from fyntr.net.splice import Splicer, SpliceRelay
 
 
 def tune_transport(transport: asyncio.BaseTransport) -> None:
@@ -90,6 +91,8 @@ class Tunnel:
         "idle_mark",
         "idle_since",
         "reason",
+        "splice",
+        "splicer",
         "started",
         "target",
         "up",
@@ -107,7 +110,10 @@ class Tunnel:
         pumps: tuple[Pump, Pump],
         now: float,
         on_closed: Callable[[Tunnel], None],
+        splicer: Splicer | None = None,
     ) -> None:
+        """``splicer``: hand the tunnel to the kernel once it turns out to be a bulk
+        transfer (net/splice.py); None when a rate is set or splice() is missing."""
         self.flow_id = flow_id
         self.target = target
         self.client = client
@@ -122,6 +128,11 @@ class Tunnel:
         upload, download = pumps
         self.up = Lane(upload, client, upstream, self._eof_sent)
         self.down = Lane(download, upstream, client, self._eof_sent)
+        self.splicer = splicer
+        self.splice: SpliceRelay | None = None
+        if splicer is not None:
+            self.up.splice_at = self.down.splice_at = SPLICE_AFTER_BYTES
+            self.up.on_bulk = self.down.on_bulk = self._bulk
 
     def start(self, client_early: bytes, upstream_early: list[bytes]) -> None:
         """Hand both transports to the relay and replay bytes read during the handshake."""
@@ -139,6 +150,43 @@ class Tunnel:
             self.client.resume_reading()
         if not self.down.src_paused:
             self.upstream.resume_reading()
+
+    def _bulk(self) -> None:
+        """A direction has carried SPLICE_AFTER_BYTES: splice the tunnel, if nothing
+        waits in fyntr and neither side has finished; else look again 1 MiB later."""
+        up, down = self.up, self.down
+        client, upstream = self.client, self.upstream
+        quiet = not (
+            up.queued
+            or down.queued
+            or up.parked
+            or down.parked
+            or up.src_paused
+            or down.src_paused
+            or up.eof_pending
+            or down.eof_pending
+            or up.eof_sent
+            or down.eof_sent
+            or client.get_write_buffer_size()
+            or upstream.get_write_buffer_size()
+            or client.is_closing()
+            or upstream.is_closing()
+        )
+        assert self.splicer is not None
+        if quiet:
+            self.splice = self.splicer.take(client, upstream, (up, down), self._spliced)
+        if self.splice is not None:
+            up.splice_at = down.splice_at = NEVER
+        else:
+            up.splice_at = up.nbytes + SPLICE_AFTER_BYTES
+            down.splice_at = down.nbytes + SPLICE_AFTER_BYTES
+
+    def _spliced(self, reason: str) -> None:
+        """The spliced tunnel is over: both sockets are closed."""
+        if self.reason is None:
+            self.reason = reason
+        self.client_open = self.upstream_open = False
+        self._gone()
 
     @property
     def activity(self) -> int:
@@ -161,6 +209,9 @@ class Tunnel:
     def abort(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason
+        if self.splice is not None:
+            self.splice.finish(reason)
+            return
         self.up.discard()
         self.down.discard()
         self.client.abort()
@@ -178,16 +229,26 @@ class Tunnel:
         elif self.client_open or self.upstream_open:
             self.close(f"{side.value}_closed")
         if not (self.client_open or self.upstream_open):
-            self.up.discard()
-            self.down.discard()
-            self._on_closed(self)
-            # Break the reference cycles (lane -> this tunnel's method -> lane), so the
-            # tunnel is freed now, by reference counting, not by a cyclic GC pass.
-            self.up.on_eof_sent = self.down.on_eof_sent = _closed
+            self._gone()
+
+    def _gone(self) -> None:
+        self.up.discard()
+        self.down.discard()
+        self._on_closed(self)
+        # Break the reference cycles (lane -> this tunnel's method -> lane, and the
+        # splice relay's), so the tunnel is freed now, by reference counting, not by a
+        # cyclic GC pass.
+        self.up.on_eof_sent = self.down.on_eof_sent = _closed
+        self.up.on_bulk = self.down.on_bulk = _nothing
+        self.splice = None
 
 
 def _closed() -> bool:
     return True
+
+
+def _nothing() -> None:
+    pass
 
 
 def log_tunnel_closed(tunnel: Tunnel, now: float) -> None:

@@ -23,15 +23,18 @@ from fyntr.limits import (
     ACCEPT_RETRY_DELAY_S,
     FD_HEADROOM,
     FDS_PER_CONNECTION,
+    FDS_PER_SPLICED_TUNNEL,
     LISTEN_BACKLOG,
     MAX_CAP_WAITERS,
     SHUTDOWN_POLL_S,
+    SPLICE_MAX_TUNNELS,
     STATS_INTERVAL_S,
     STATUS_TOP_FLOWS,
     SWEEP_INTERVAL_MAX_S,
 )
 from fyntr.log import format_bytes, log
 from fyntr.metrics import FlowInfo, Snapshot, Stats
+from fyntr.net import splice
 from fyntr.net.dialer import Dialed, Dialer
 from fyntr.net.inbound import HttpInbound, Inbound
 from fyntr.net.pump import Pump
@@ -114,8 +117,9 @@ def fd_limit_warnings(max_connections: int, soft: int | None, hard: int | None) 
     return []
 
 
-def raise_fd_limit(max_connections: int) -> None:
-    """Raise the soft RLIMIT_NOFILE to what the cap needs; warn when it cannot."""
+def raise_fd_limit(max_connections: int, extra: int = 0) -> int | None:
+    """Raise the soft RLIMIT_NOFILE to what the cap needs, plus ``extra`` where the hard
+    limit allows; warn when the cap's share cannot be had. Returns the soft limit."""
     soft: int | None
     hard: int | None
     try:
@@ -124,8 +128,9 @@ def raise_fd_limit(max_connections: int) -> None:
         soft = hard = None
     if soft is not None and hard is not None and max_connections > 0:
         required = max_connections * FDS_PER_CONNECTION + FD_HEADROOM
-        if soft < required:
-            target = required if hard == resource.RLIM_INFINITY else min(required, hard)
+        wanted = required + extra
+        if soft < wanted:
+            target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
             try:
                 resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
             except (OSError, ValueError) as exc:
@@ -136,6 +141,18 @@ def raise_fd_limit(max_connections: int) -> None:
         log.info("FD limits: soft=%d, hard=%d", soft, hard)
     for warning in fd_limit_warnings(max_connections, soft, hard):
         log.warning("%s", warning)
+    return soft
+
+
+def splice_capacity(max_connections: int, soft: int | None) -> int:
+    """How many tunnels may be spliced at once: what the FD limit leaves beyond the cap's
+    own sockets, four descriptors each, at most SPLICE_MAX_TUNNELS."""
+    if soft is None:
+        return 0
+    spare = soft - (max_connections * FDS_PER_CONNECTION + FD_HEADROOM)
+    if max_connections == 0:  # unlimited: no share to keep apart, EMFILE falls back
+        spare = soft - FD_HEADROOM
+    return max(0, min(SPLICE_MAX_TUNNELS, spare // FDS_PER_SPLICED_TUNNEL))
 
 
 def settings_dict(settings: Settings) -> dict[str, object]:
@@ -185,6 +202,7 @@ class Server:
         self.loop: asyncio.AbstractEventLoop
         self.clock: Callable[[], float]
         self.pumps: tuple[Pump, Pump]
+        self.splicer: splice.Splicer | None = None  # unshaped: bulk tunnels are spliced
         self._listeners: list[tuple[socket.socket, InboundFactory]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self._adopting: set[socket.socket] = set()  # accepted, no transport yet
@@ -240,7 +258,14 @@ class Server:
         if signals:
             self.install_signal_handlers()
         self.threats = self.load_threats()
-        raise_fd_limit(self.admission.limit)
+        shaped = settings.upload_rate > 0 or settings.download_rate > 0
+        splicing = splice.AVAILABLE and not shaped
+        soft = raise_fd_limit(
+            self.admission.limit,
+            SPLICE_MAX_TUNNELS * FDS_PER_SPLICED_TUNNEL if splicing else 0,
+        )
+        if splicing and (capacity := splice_capacity(self.admission.limit, soft)):
+            self.splicer = splice.Splicer(self.loop, capacity)
         listeners: list[tuple[socket.socket, InboundFactory]] = [
             (open_listener(settings.bind, settings.port), HttpInbound)
         ]
@@ -543,6 +568,7 @@ class Server:
             pumps=self.pumps,
             now=self.clock(),
             on_closed=self._tunnel_closed,
+            splicer=self.splicer,
         )
         self.tunnels.add(tunnel)
         tunnel.start(inbound.leftover, dialed.protocol.early)
