@@ -55,6 +55,18 @@ def closed_reasons(server: Server) -> list[tuple[str | None, bool]]:
     return reasons
 
 
+async def spliced_echo(
+    server: Server, origin_port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A tunnel to an echo origin that has carried enough to be spliced."""
+    reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{origin_port}")
+    assert head == OK
+    writer.write(bytes(2 * SPLICE_AFTER_BYTES))
+    await reader.readexactly(2 * SPLICE_AFTER_BYTES)
+    assert only_tunnel(server).splice is not None
+    return reader, writer
+
+
 async def test_a_bulk_download_is_spliced_and_arrives_whole() -> None:
     payload = os.urandom(BULK)
 
@@ -138,11 +150,7 @@ async def test_a_spliced_tunnel_is_closed_when_idle() -> None:
         proxy(loopback_settings(o.port, idle_timeout_s=300), clock=clock) as server,
     ):
         reasons = closed_reasons(server)
-        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
-        assert head == OK
-        writer.write(bytes(2 * SPLICE_AFTER_BYTES))
-        await reader.readexactly(2 * SPLICE_AFTER_BYTES)
-        assert only_tunnel(server).splice is not None
+        reader, writer = await spliced_echo(server, o.port)
         server.sweep()  # sees the spliced bytes as activity
         clock.advance(299)
         server.sweep()
@@ -160,11 +168,7 @@ async def test_shutdown_closes_spliced_tunnels_and_their_pipes() -> None:
         before = open_fds()
         async with proxy(loopback_settings(o.port)) as server:
             reasons = closed_reasons(server)
-            reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
-            assert head == OK
-            writer.write(bytes(2 * SPLICE_AFTER_BYTES))
-            await reader.readexactly(2 * SPLICE_AFTER_BYTES)
-            assert only_tunnel(server).splice is not None
+            reader, writer = await spliced_echo(server, o.port)
         assert reasons == [("shutdown", True)]
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
