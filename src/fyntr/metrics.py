@@ -88,6 +88,7 @@ class Snapshot:
     uptime_s: float
     config: dict[str, Any]
     active_flows: int
+    spliced_flows: int  # of active_flows, those spliced in the kernel (net/splice.py)
     pending_handshakes: int
     connect_waiters: int
     cap_waiters: int
@@ -179,6 +180,11 @@ def render_prometheus(snap: Snapshot) -> bytes:
         ),
         counter("fyntr_threat_matches", "Threat feed matches.", snap.threat_matches),
         gauge("fyntr_active_flows", "Established tunnels.", snap.active_flows),
+        gauge(
+            "fyntr_spliced_flows",
+            "Established tunnels relayed by splice() in the kernel.",
+            snap.spliced_flows,
+        ),
         gauge("fyntr_pending_handshakes", "Handshakes in progress.", snap.pending_handshakes),
         gauge(
             "fyntr_connect_waiters",

@@ -13,6 +13,7 @@ import pytest
 
 from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import SPLICE_AFTER_BYTES, SPLICE_MAX_TUNNELS
+from fyntr.metrics import render_prometheus
 from fyntr.net import splice
 from fyntr.net.relay import Tunnel
 from fyntr.net.server import Server, splice_capacity
@@ -86,8 +87,10 @@ async def test_a_bulk_download_is_spliced_and_arrives_whole() -> None:
         tunnel = only_tunnel(server)
         assert tunnel.splice is not None  # handed over once 1 MiB had gone through
         assert tunnel.down.nbytes == BULK
+        assert b"fyntr_spliced_flows 1.0" in render_prometheus(server.snapshot())
         writer.close()
         await until(lambda: not server.tunnels)
+        assert server.snapshot().spliced_flows == 0
         assert reasons == [("closed", True)]
         assert server.splicer is not None and server.splicer.active == 0
         assert server.admission.active == 0

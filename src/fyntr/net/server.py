@@ -339,6 +339,7 @@ class Server:
             uptime_s=now - self.started_at,
             config=settings_dict(self.settings),
             active_flows=len(self.tunnels),
+            spliced_flows=self.splicer.active if self.splicer is not None else 0,
             pending_handshakes=len(self.handshakes),
             connect_waiters=len(self.pacer.waiters) if self.pacer is not None else 0,
             cap_waiters=len(self.admission.waiting),
