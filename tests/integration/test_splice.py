@@ -198,5 +198,5 @@ def test_splicing_only_takes_descriptors_beyond_the_caps_share() -> None:
     assert splice_capacity(1000, share) == 0
     assert splice_capacity(1000, share + 4 * 10 + 3) == 10
     assert splice_capacity(1000, 10**6) == SPLICE_MAX_TUNNELS
-    assert splice_capacity(0, 64 + 4 * 5) == 5  # unlimited cap: what the limit allows
+    assert splice_capacity(0, 64 + 16 * 5) == 5  # unlimited cap: a quarter of the limit
     assert splice_capacity(1000, None) == 0

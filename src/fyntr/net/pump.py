@@ -26,8 +26,8 @@ from fyntr.sched.drr import Chunk, Flow, Scheduler, TokenBucket
 NEVER = 2**63  # a byte count no lane reaches
 
 
-def _nothing() -> None:
-    pass
+def no_bulk() -> None:
+    """``Lane.on_bulk`` of a lane that is never handed to the kernel."""
 
 
 class Lane(Flow):
@@ -60,7 +60,7 @@ class Lane(Flow):
         self.on_eof_sent = on_eof_sent
         self.nbytes = 0  # bytes read from src
         self.splice_at = NEVER  # nbytes at which to call on_bulk (net/splice.py)
-        self.on_bulk = _nothing
+        self.on_bulk = no_bulk
         self.src_paused = False  # we paused reading src
         self.eof_pending = False  # src sent EOF; pass it on once the queue is empty
         self.eof_sent = False

@@ -9,7 +9,7 @@ from typing import cast
 
 from fyntr.limits import HIGH_WATERMARK_BYTES, LOW_WATERMARK_BYTES, SPLICE_AFTER_BYTES
 from fyntr.log import log
-from fyntr.net.pump import NEVER, Lane, Pump
+from fyntr.net.pump import NEVER, Lane, Pump, no_bulk
 from fyntr.net.splice import Splicer, SpliceRelay
 
 
@@ -243,16 +243,12 @@ class Tunnel:
         # splice relay's), so the tunnel is freed now, by reference counting, not by a
         # cyclic GC pass.
         self.up.on_eof_sent = self.down.on_eof_sent = _closed
-        self.up.on_bulk = self.down.on_bulk = _nothing
+        self.up.on_bulk = self.down.on_bulk = no_bulk
         self.splice = None
 
 
 def _closed() -> bool:
     return True
-
-
-def _nothing() -> None:
-    pass
 
 
 def log_tunnel_closed(tunnel: Tunnel, now: float) -> None:

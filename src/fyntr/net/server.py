@@ -150,8 +150,8 @@ def splice_capacity(max_connections: int, soft: int | None) -> int:
     if soft is None:
         return 0
     spare = soft - (max_connections * FDS_PER_CONNECTION + FD_HEADROOM)
-    if max_connections == 0:  # unlimited: no share to keep apart, EMFILE falls back
-        spare = soft - FD_HEADROOM
+    if max_connections == 0:  # unlimited: pipes may take a quarter of the limit at most
+        spare = (soft - FD_HEADROOM) // 4
     return max(0, min(SPLICE_MAX_TUNNELS, spare // FDS_PER_SPLICED_TUNNEL))
 
 
