@@ -178,6 +178,27 @@ async def test_shutdown_closes_spliced_tunnels_and_their_pipes() -> None:
         await until(lambda: open_fds() <= before)
 
 
+async def test_a_tunnel_stays_on_the_transports_when_no_splice_can_be_had() -> None:
+    """At the splice limit (or out of descriptors) a bulk tunnel goes on as it was, and
+    is looked at again every SPLICE_AFTER_BYTES."""
+    payload = os.urandom(BULK)
+    async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:
+        assert server.splicer is not None
+        server.splicer.capacity = 0
+        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        tunnel = only_tunnel(server)
+        writer.write(payload)
+        assert await asyncio.wait_for(reader.readexactly(BULK), 10) == payload
+        assert tunnel.splice is None
+        assert tunnel.up.splice_at > BULK  # asked again, 1 MiB at a time
+        server.splicer.capacity = 1
+        writer.write(payload)
+        assert await asyncio.wait_for(reader.readexactly(BULK), 10) == payload
+        assert tunnel.splice is not None  # the next look found room
+        writer.close()
+
+
 async def test_shaped_tunnels_are_never_spliced() -> None:
     """With a rate, DRR shares it out: every byte must stay in fyntr's queues."""
     async with (
