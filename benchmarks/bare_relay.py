@@ -1,9 +1,10 @@
-"""The floor of fyntr's runtime: a CONNECT relay on uvloop with nothing else in it.
+"""A yardstick for fyntr's runtime: a CONNECT relay on uvloop with nothing else in it.
 
 No policy, no target validation, no cap, no scheduler, no logging, no timeouts: read a
 request line, dial what it names, answer 200, relay both ways with the transports'
-own flow control, close when both sides are done. What it costs per tunnel set-up is
-what any proxy built on CPython and uvloop's transports costs at least; the benchmark
+own flow control, close when both sides are done, built the textbook way
+(``create_server``, ``create_connection``). What it costs per tunnel is what a proxy on
+CPython and uvloop's transports costs before it does anything of its own; the benchmark
 runs it as the contender ``bare-relay`` so that fyntr's own share can be read off.
 
 Usage: ``python benchmarks/bare_relay.py PORT`` (serves 127.0.0.1:PORT until killed).

@@ -9,8 +9,8 @@ fyntr-drr forces every chunk through the DRR queue and token bucket (rates far a
 machine's), fyntr-shaped sets --upload-rate to half the burst's aggregate that plain fyntr
 reached earlier in the same round. And a reference on request, like direct not a peer:
 bare-relay (benchmarks/bare_relay.py), a CONNECT relay on uvloop with nothing else in
-it, the floor of what fyntr's runtime costs. A peer that is not installed is
-skipped with a note; nothing is installed here. Every contender talks to the same
+it: what a proxy costs on fyntr's runtime before fyntr adds anything. A peer that is not
+installed is skipped with a note; nothing is installed here. Every contender talks to the same
 origin on 127.0.0.1 in the same run; rounds are interleaved (A, B, C, then again) and
 medians reported, because the machine is shared and noisy: compare ratios, not figures.
 """
@@ -223,10 +223,6 @@ class Contender:
     @property
     def is_fyntr(self) -> bool:
         return self.name.startswith("fyntr")
-
-    @property
-    def is_peer(self) -> bool:
-        return self.name not in REFERENCES and not self.is_fyntr
 
     def command(self, port: int) -> list[str]:
         if self.is_fyntr:

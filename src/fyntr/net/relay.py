@@ -155,26 +155,17 @@ class Tunnel:
         """A direction has carried SPLICE_AFTER_BYTES: splice the tunnel, if nothing
         waits in fyntr and neither side has finished; else look again 1 MiB later."""
         up, down = self.up, self.down
-        client, upstream = self.client, self.upstream
         quiet = not (
-            up.queued
-            or down.queued
-            or up.parked
-            or down.parked
-            or up.src_paused
-            or down.src_paused
-            or up.eof_pending
-            or down.eof_pending
+            up.held()
+            or down.held()
             or up.eof_sent
             or down.eof_sent
-            or client.get_write_buffer_size()
-            or upstream.get_write_buffer_size()
-            or client.is_closing()
-            or upstream.is_closing()
+            or self.client.is_closing()
+            or self.upstream.is_closing()
         )
         assert self.splicer is not None
         if quiet:
-            self.splice = self.splicer.take(client, upstream, (up, down), self._spliced)
+            self.splice = self.splicer.take(self.client, self.upstream, (up, down), self._spliced)
         if self.splice is not None:
             up.splice_at = down.splice_at = NEVER
         else:

@@ -258,8 +258,11 @@ class Server:
         if signals:
             self.install_signal_handlers()
         self.threats = self.load_threats()
-        shaped = settings.upload_rate > 0 or settings.download_rate > 0
-        splicing = splice.AVAILABLE and not shaped
+        self.pumps = (
+            Pump(self.loop, settings.upload_rate),
+            Pump(self.loop, settings.download_rate),
+        )
+        splicing = splice.AVAILABLE and not any(pump.shaped for pump in self.pumps)
         soft = raise_fd_limit(
             self.admission.limit,
             SPLICE_MAX_TUNNELS * FDS_PER_SPLICED_TUNNEL if splicing else 0,
@@ -283,10 +286,6 @@ class Server:
             self.pacer = FifoBucket(
                 TokenBucket(settings.connect_rate, max(1.0, burst), self.loop.time())
             )
-        self.pumps = (
-            Pump(self.loop, settings.upload_rate),
-            Pump(self.loop, settings.download_rate),
-        )
         for sock, factory in listeners:
             log.info("Starting Fyntr on %s", format_sockname(sock))
             if not is_loopback(sock):
