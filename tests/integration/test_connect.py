@@ -175,6 +175,23 @@ async def test_503_at_the_cap_counts_pending_handshakes() -> None:
         assert server.metrics.rejections["max_connections"] == 2
 
 
+async def test_a_client_that_half_closed_before_its_error_reply_frees_its_slot_at_once() -> None:
+    """The linger drains a client that is still sending; once its FIN is in, there is
+    nothing to drain. A client looping connect, bad request, FIN must not fill the cap."""
+    cap = 5
+    async with origin(echo) as o, proxy(loopback_settings(o.port, max_connections=cap)) as server:
+        port = http_port(server)
+        for _ in range(4 * cap):
+            reply = await exchange(port, b"CONNECT", eof=True)  # an incomplete request line
+            assert reply == STATUS_LINES[Status.BAD_REQUEST]
+        # No sleep past LINGER_S: the slots must be free already.
+        await until(lambda: not server.handshakes, timeout=0.5)
+        _reader, writer, head = await connect_via(port, f"127.0.0.1:{o.port}")
+        assert head == OK
+        writer.close()
+        assert "max_connections" not in server.metrics.rejections
+
+
 async def test_idle_timeout_closes_a_silent_tunnel_in_virtual_time() -> None:
     clock = FakeClock()
     async with (

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import ipaddress
+import logging
 import socket
 import ssl
 from pathlib import Path
@@ -221,6 +222,25 @@ async def test_no_acceptable_method() -> None:
         writer.write(b"\x05\x01\x02")  # username/password only
         assert await asyncio.wait_for(reader.read(), 5) == NO_METHOD_REPLY
         writer.close()
+
+
+async def test_an_empty_connection_is_logged_at_info_and_frees_its_slot(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A connection that closes before a byte is the client's business (a port scan, a
+    health check), not an error of the proxy's."""
+    caplog.set_level(logging.INFO, logger="fyntr")
+    async with proxy(loopback_settings(socks5_port=0, max_connections=1)) as server:
+        for _ in range(5):  # at a cap of 1: each must be gone before the next arrives
+            reader, writer = await asyncio.open_connection("127.0.0.1", socks_port(server))
+            writer.write_eof()
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            writer.close()
+            await until(lambda: not server.handshakes, timeout=0.5)
+        lines = [r for r in caplog.records if "EOF while waiting for SOCKS5" in r.getMessage()]
+        assert len(lines) == 5
+        assert {r.levelno for r in lines} == {logging.INFO}
+        assert "max_connections" not in server.metrics.rejections
 
 
 async def test_greeting_timeout_closes_without_a_reply() -> None:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, ClassVar, cast
 from fyntr.errors import STATUS_LINES, HandshakeError, Rep, Status
 from fyntr.limits import LINGER_S
 from fyntr.log import log
-from fyntr.net.relay import tune_transport
+from fyntr.net.sockopt import tune_transport
 from fyntr.wire.http_connect import ConnectParser, HeadComplete, Phase, TargetParsed
 from fyntr.wire.target import Target, format_host_port
 
@@ -124,16 +124,18 @@ class Inbound(asyncio.Protocol):
             self.error_reply(err),
             err.reason,
             f"{err.detail} ({self.describe(err)})",
-            error=err.status is Status.BAD_GATEWAY,
+            level=logging.ERROR if err.status is Status.BAD_GATEWAY else logging.WARNING,
         )
 
-    def refuse(self, reply: bytes, reason: str, message: str, *, error: bool = False) -> None:
+    def refuse(
+        self, reply: bytes, reason: str, message: str, *, level: int = logging.WARNING
+    ) -> None:
         """Log, reply, and linger: half-close and drain what the client still sends,
         so that the reply is not destroyed by a RST (unread input at close)."""
         self.server.metrics.rejected(reason)
         where = f"{self.target.authority} " if self.target is not None else ""
-        (log.error if error else log.warning)(
-            "flow%d: %s%sfrom %s: %s", self.flow_id, self.LOG_VERB, where, self.peer, message
+        log.log(
+            level, "flow%d: %s%sfrom %s: %s", self.flow_id, self.LOG_VERB, where, self.peer, message
         )
         if self.closed or self.lingering:
             return
@@ -143,6 +145,12 @@ class Inbound(asyncio.Protocol):
 
     def linger(self) -> None:
         self.lingering = True
+        if self.client_eof:
+            # The client has sent all it will: nothing to drain, so close at once (after
+            # the reply is flushed) and free the slot; lingering would let a client that
+            # loops connect, bad request, FIN hold a slot for LINGER_S each time.
+            self.transport.close()
+            return
         self.deadline = self.server.clock() + LINGER_S
         if self.transport.can_write_eof():
             self.transport.write_eof()
@@ -217,11 +225,11 @@ class HttpInbound(Inbound):
                 self.establish(self.target)
 
     def eof_received(self) -> bool:
+        self.client_eof = True  # CONNECT, data, FIN: honoured once the tunnel is up
         if self.lingering:
             self.transport.close()
             return False
         if self._task is not None:
-            self.client_eof = True  # CONNECT, data, FIN: honoured once the tunnel is up
             return True
         try:
             self.parser.feed_eof()

@@ -71,9 +71,20 @@ class Lane(Flow):
         if self.queued or self.parked or self.pump.shaped:
             self.pump.hold(self, data)
         else:
-            self.dst.write(data)
+            self.write(data)
             if self.nbytes >= self.splice_at:
                 self.on_bulk()
+
+    def write(self, data: Chunk) -> None:
+        """Every write to ``dst``. uvloop raises when an error (a reset) has closed dst's
+        handle and its connection_lost is still on the way, where asyncio drops the
+        bytes: drop them here too, and let that connection_lost end the tunnel as the
+        reset it is (not as an error of this side's, which would close with a FIN)."""
+        try:
+            self.dst.write(data)
+        except RuntimeError:
+            if not self.dst.is_closing():
+                raise
 
     def finish(self) -> None:
         """``src`` sent EOF: deliver what is queued, then pass the FIN on (SPEC §4.2)."""
@@ -153,7 +164,7 @@ class Pump:
             bucket.refill(self._loop.time())
             if bucket.tokens >= len(data) and len(data) <= lane.quantum:
                 bucket.tokens -= len(data)
-                lane.dst.write(data)
+                lane.write(data)
                 return
         sched.enqueue(lane, data)
         if not lane.src_paused and lane.held() > HIGH_WATERMARK_BYTES:
@@ -174,7 +185,7 @@ class Pump:
 
     def _write(self, flow: Flow, chunk: Chunk) -> None:
         lane = cast(Lane, flow)
-        lane.dst.write(chunk)
+        lane.write(chunk)
         if not lane.queued and lane.eof_pending:
             lane._send_eof()
         # Resume below a quarter of the high mark; or once the queue is empty, since the

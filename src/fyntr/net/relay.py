@@ -7,18 +7,11 @@ from collections.abc import Callable
 from enum import Enum
 from typing import cast
 
-from fyntr.limits import HIGH_WATERMARK_BYTES, LOW_WATERMARK_BYTES, SPLICE_AFTER_BYTES
+from fyntr.limits import SPLICE_AFTER_BYTES
 from fyntr.log import log
 from fyntr.net.pump import NEVER, Lane, Pump, no_bulk
+from fyntr.net.sockopt import send_rst_on_close, tune_transport
 from fyntr.net.splice import Splicer, SpliceRelay
-
-
-def tune_transport(transport: asyncio.BaseTransport) -> None:
-    """Our write watermarks. TCP_NODELAY (TLS records must not wait for Nagle) is set by
-    the loop on dialled sockets and by the server on accepted ones; a test checks both."""
-    cast(asyncio.WriteTransport, transport).set_write_buffer_limits(
-        high=HIGH_WATERMARK_BYTES, low=LOW_WATERMARK_BYTES
-    )
 
 
 class UpstreamPending(asyncio.Protocol):
@@ -218,7 +211,10 @@ class Tunnel:
         else:
             self.upstream_open = False
         if isinstance(exc, ConnectionResetError):
-            self.abort(f"{side.value}_reset")  # e.g. curl closing with unread TLS alerts
+            # e.g. curl closing with unread TLS alerts; the other side gets a RST too
+            other = self.upstream if side is Side.CLIENT else self.client
+            send_rst_on_close(other.get_extra_info("socket"))
+            self.abort(f"{side.value}_reset")
         elif exc is not None:
             self.abort(f"{side.value}_error: {exc}")
         elif self.client_open or self.upstream_open:

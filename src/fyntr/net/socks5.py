@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import logging
 from typing import TYPE_CHECKING
 
 from fyntr.errors import HandshakeError
@@ -54,14 +55,18 @@ class Socks5Inbound(Inbound):
             self.establish(target)
 
     def eof_received(self) -> bool:
+        self.client_eof = True
         if self.lingering:
             self.transport.close()
             return False
         if self.target is not None:
-            self.client_eof = True
             return True
+        # A client that goes away is its own business (port scans, health checks): INFO.
         self.refuse(
-            b"", "eof", f"EOF while waiting for SOCKS5 {self.parser.phase.value}", error=True
+            b"",
+            "eof",
+            f"EOF while waiting for SOCKS5 {self.parser.phase.value}",
+            level=logging.INFO,
         )
         return True
 
@@ -71,7 +76,7 @@ class Socks5Inbound(Inbound):
             b"",
             "timeout",
             f"timed out waiting for SOCKS5 {self.parser.phase.value} after {limit:g}s",
-            error=True,
+            level=logging.ERROR,
         )
 
     def error_reply(self, err: HandshakeError) -> bytes:

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fyntr.limits import HIGH_WATERMARK_BYTES
+from fyntr.net.sockopt import send_rst_on_close
 
 if TYPE_CHECKING:
     from fyntr.net.pump import Lane
@@ -267,6 +268,9 @@ class SpliceRelay:
         # RST): name the side as the loop's transports would have.
         side = "client" if (where.src is self._client) == reading else "upstream"
         reset = isinstance(exc, ConnectionResetError) or exc.errno == errno.EPIPE
+        if reset:  # pass the reset on: a FIN would make a truncated stream look whole
+            send_rst_on_close(self._client)
+            send_rst_on_close(self._upstream)
         self.finish(f"{side}_reset" if reset else f"{side}_error: {exc}")
 
     def finish(self, reason: str) -> None:
