@@ -41,6 +41,10 @@ def fixed_resolver(answers: dict[str, list[str]]) -> Dialer:
         "127.0.0.1:{port}",  # loopback, denied by default
         "[::ffff:127.0.0.1]:{port}",  # mapped: judged as 127.0.0.1
         "[::1]:{port}",
+        "[64:ff9b::7f00:1]:{port}",  # NAT64: judged as 127.0.0.1
+        "[2002:7f00:1::]:{port}",  # 6to4: judged as 127.0.0.1
+        "[::ffff:0:7f00:1]:{port}",  # IPv4-translated: judged as 127.0.0.1
+        "[fec0::1]:{port}",  # site-local
         "169.254.169.254:{port}",  # cloud metadata
         "10.0.0.1:{port}",
         "127.0.0.1:22",  # port not allowed, before any DNS

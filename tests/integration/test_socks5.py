@@ -197,6 +197,27 @@ async def test_every_rep_code_on_a_real_socket(case: str, rep: Rep, tmp_path: Pa
     assert got == NO_AUTH_REPLY + failure_reply(rep)
 
 
+def request_ipv6(ip: str, port: int) -> bytes:
+    # VER CMD RSV ATYP=IPv6 ADDR PORT
+    return b"\x05\x01\x00\x04" + ipaddress.IPv6Address(ip).packed + port.to_bytes(2, "big")
+
+
+@pytest.mark.parametrize(
+    "address", ["64:ff9b::7f00:1", "2002:7f00:1::", "::ffff:0:7f00:1", "fec0::1"]
+)
+async def test_ipv6_that_embeds_a_denied_ipv4_is_not_allowed(address: str) -> None:
+    """NAT64, 6to4 and IPv4-translated spellings of 127.0.0.1, and site-local: 0x02
+    without a connection attempt (the built-in list, no --allow-cidr)."""
+    async with (
+        origin(echo) as o,
+        proxy(loopback_settings(o.port, socks5_port=0, allow_cidrs=())) as server,
+    ):
+        got = await socks_exchange(socks_port(server), GREETING + request_ipv6(address, o.port), 12)
+        assert got == NO_AUTH_REPLY + failure_reply(Rep.NOT_ALLOWED)
+        assert server.metrics.dial_failures == 0
+        assert o.connections == 0
+
+
 async def test_general_failure_when_the_connect_rate_budget_runs_out() -> None:
     async with (
         origin(echo) as o,

@@ -48,7 +48,15 @@ def denied(policy: Policy, host: str, *addrs: str) -> bool:
         "fc00::1",
         "fd12::1",
         "fe80::1",
+        "fec0::1",  # site-local (deprecated, RFC 3879)
         "ff02::1",
+        # IPv6 that embeds a denied IPv4: judged as that IPv4
+        "64:ff9b::7f00:1",  # NAT64 well-known prefix -> 127.0.0.1
+        "64:ff9b::a9fe:a9fe",  # NAT64 -> 169.254.169.254
+        "2002:7f00:1::",  # 6to4 -> 127.0.0.1
+        "2002:c0a8:101::1",  # 6to4 -> 192.168.1.1
+        "::ffff:0:7f00:1",  # IPv4-translated -> 127.0.0.1
+        "::ffff:0:a00:1",  # IPv4-translated -> 10.0.0.1
     ],
 )
 def test_builtin_deny_list(address: str) -> None:
@@ -62,10 +70,10 @@ def test_builtin_deny_list(address: str) -> None:
         "198.18.0.1",
         "198.51.100.1",
         "203.0.113.10",
-        "64:ff9b::1",
+        "64:ff9b::808:808",  # NAT64 -> 8.8.8.8
+        "64:ff9b:1::7f00:1",  # outside the well-known /96: not a NAT64 address of RFC 6052
         "2001:db8::1",
-        "2002::1",
-        "fec0::1",
+        "2002:808:808::1",  # 6to4 -> 8.8.8.8
         "8.8.8.8",
     ],
 )
@@ -76,6 +84,8 @@ def test_reachable_by_default(address: str) -> None:
 def test_allow_cidr_opens_a_denied_range_and_wins_over_deny() -> None:
     policy = Policy.build(allow_cidrs=["127.0.0.0/8"], deny_cidrs=["127.0.0.0/16"])
     assert not denied(policy, "127.0.0.1", "127.0.0.1")
+    assert not denied(policy, "example.com", "64:ff9b::7f00:1")  # the embedded IPv4 is allowed
+    assert denied(Policy.build(deny_cidrs=["203.0.113.0/24"]), "x.com", "2002:cb00:7105::")
     assert denied(Policy.build(deny_cidrs=["203.0.113.0/24"]), "x.com", "203.0.113.5")
 
 

@@ -9,11 +9,13 @@ from typing import Final
 
 from fyntr.errors import ConfigError, TargetError, bad_gateway, forbidden
 from fyntr.limits import DEFAULT_ALLOWED_PORT, MAX_RESOLVED_ADDRS
-from fyntr.wire.target import Host, IPAddress, canonical_ip, normalize_lenient
+from fyntr.wire.target import Host, IPAddress, canonical_ip, embedded_ipv4, normalize_lenient
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Always denied (upstream §4.2, plus ::1/128 and ::/128 which SPEC §3 keeps as IPv6).
+# Always denied (upstream §4.2, plus ::1/128 and ::/128 which SPEC §3 keeps as IPv6, and
+# fec0::/10). IPv6 addresses that embed an IPv4 address (NAT64, 6to4, IPv4-translated:
+# wire/target.embedded_ipv4) are also judged as that IPv4.
 BUILTIN_DENY_CIDRS: Final = (
     "127.0.0.0/8",
     "10.0.0.0/8",
@@ -28,6 +30,7 @@ BUILTIN_DENY_CIDRS: Final = (
     "::/128",
     "fc00::/7",  # unique local
     "fe80::/10",  # link-local
+    "fec0::/10",  # site-local, deprecated by RFC 3879 but still routed inside some sites
     "ff00::/8",  # multicast
 )
 
@@ -128,7 +131,9 @@ class Policy:
         return any(name == d or name.endswith("." + d) for d in self.allow_domains)
 
     def denied_by(self, ip: IPAddress) -> Network | None:
-        """The first deny CIDR that holds ``ip``, unless an allow CIDR holds it."""
+        """The first deny CIDR that holds ``ip``, unless an allow CIDR holds it; an IPv6
+        address that embeds an IPv4 address and is not denied itself is judged as that
+        IPv4 (allow CIDRs included)."""
         value = int(ip)
         allow, deny = self.ranges[ip.version]
         for net, mask, _network in allow:
@@ -137,6 +142,8 @@ class Policy:
         for net, mask, network in deny:
             if value & mask == net:
                 return network
+        if isinstance(ip, ipaddress.IPv6Address) and (inner := embedded_ipv4(ip)) is not None:
+            return self.denied_by(inner)
         return None
 
     def authorize(self, host: Host, addrs: Sequence[IPAddress]) -> list[IPAddress]:

@@ -46,6 +46,25 @@ def canonical_ip(ip: IPAddress) -> IPAddress:
     return ip
 
 
+# IPv6 prefixes whose addresses carry an IPv4 address that a translator or relay turns
+# them into: (prefix value, prefix length, bit offset of the IPv4 from the right).
+_EMBEDDING_PREFIXES: Final = (
+    (0x0064FF9B << 96, 96, 0),  # NAT64 well-known prefix 64:ff9b::/96 (RFC 6052 §2.1)
+    (0x2002 << 112, 16, 80),  # 6to4 2002:V4ADDR::/48 (RFC 3056 §2)
+    (0xFFFF0000 << 32, 96, 0),  # IPv4-translated ::ffff:0:a.b.c.d (RFC 2765 §2.1)
+)
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address that NAT64, 6to4 or an IPv4-translated address reaches: the
+    policy judges such an address as that IPv4, so ``[64:ff9b::7f00:1]`` is loopback."""
+    value = int(ip)
+    for prefix, length, shift in _EMBEDDING_PREFIXES:
+        if value >> (128 - length) == prefix >> (128 - length):
+            return ipaddress.IPv4Address((value >> shift) & 0xFFFFFFFF)
+    return None
+
+
 def parse_ip(text: str) -> IPAddress | None:
     """A strict IP literal: dotted-quad IPv4 without leading zeros, or IPv6 without zone."""
     if not text.isascii() or "%" in text:
