@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
+import resource
+import socket
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -417,6 +422,48 @@ async def test_a_cancelled_dial_stays_cancelled_not_timed_out() -> None:
         await task
     await asyncio.sleep(0.1)  # past the attempt timeout: nothing may have retried
     assert connector.attempts == 1
+
+
+@contextlib.contextmanager
+def descriptors_left(free: int) -> Iterator[None]:
+    """Lower this process's soft FD limit and take every descriptor under it but
+    ``free``: the next socket() after those fails with a real EMFILE."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    taken: list[int] = []
+    highest = max(int(fd) for fd in os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (highest + 32, hard))
+    try:
+        with contextlib.suppress(OSError):
+            while True:
+                taken.append(os.dup(0))
+        for _ in range(free):
+            os.close(taken.pop())
+        yield
+    finally:
+        for fd in taken:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+async def test_out_of_descriptors_on_dial_is_503_at_once_naming_the_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A local EMFILE is no network failure: no retry rounds (up to 6.6 s), a 503 now."""
+    async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:
+        client = socket.socket()
+        client.setblocking(False)
+        with descriptors_left(free=1):  # for the accepted socket, none for the dial
+            await asyncio.get_running_loop().sock_connect(client, ("127.0.0.1", http_port(server)))
+            reader, writer = await asyncio.open_connection(sock=client)
+            writer.write(f"CONNECT 127.0.0.1:{o.port} HTTP/1.1\r\n\r\n".encode())
+            started = time.monotonic()
+            reply = await asyncio.wait_for(reader.read(), 5)
+        assert reply == STATUS_LINES[Status.SERVICE_UNAVAILABLE]
+        assert time.monotonic() - started < 1.0
+        writer.close()
+        assert server.metrics.rejections["fd_limit"] == 1
+        assert o.connections == 0
+        assert any("soft FD limit" in r.getMessage() for r in caplog.records)
 
 
 async def test_a_failed_write_tears_the_tunnel_down() -> None:

@@ -12,10 +12,10 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import NamedTuple
+from typing import Final, NamedTuple
 
 from fyntr.config import Timeouts
-from fyntr.errors import Rep, bad_gateway
+from fyntr.errors import HandshakeError, Rep, bad_gateway, unavailable
 from fyntr.limits import DIAL_BACKOFF_MAX_S, DIAL_ROUNDS
 from fyntr.log import log
 from fyntr.net.relay import UpstreamPending
@@ -55,6 +55,25 @@ def rep_for_dial_error(exc: BaseException) -> Rep:
     if isinstance(exc, OSError) and exc.errno == errno.ENETUNREACH:
         return Rep.NETWORK_UNREACHABLE
     return Rep.HOST_UNREACHABLE
+
+
+# Out of descriptors here, not a network failure: another round cannot help.
+_LOCAL_FD_ERRNOS: Final = frozenset((errno.EMFILE, errno.ENFILE))
+
+
+def out_of_descriptors(exc: OSError) -> HandshakeError:
+    """503 / SOCKS5 0x01 at once, naming the limit to raise."""
+    try:
+        import resource  # noqa: PLC0415  (POSIX only; this is the rare path)
+
+        soft = str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    except (ImportError, OSError, ValueError):
+        soft = "unknown"
+    return unavailable(
+        "fd_limit",
+        f"cannot open an upstream socket: {exc.strerror} (soft FD limit {soft}); raise "
+        "the limit (ulimit -n) or lower --max-connections",
+    )
 
 
 class Dialed(NamedTuple):
@@ -164,6 +183,8 @@ class Dialer:
                         f"{self._timeouts.dial_attempt_s:g}s"
                     )
                 except OSError as exc:
+                    if exc.errno in _LOCAL_FD_ERRNOS:
+                        raise out_of_descriptors(exc) from None
                     last = exc
                 else:
                     return Dialed(transport, protocol, ip)
