@@ -37,6 +37,7 @@ from fyntr.metrics import FlowInfo, Snapshot, Stats
 from fyntr.net import splice
 from fyntr.net.dialer import Dialed, Dialer
 from fyntr.net.inbound import HttpInbound, Inbound
+from fyntr.net.memory import release_memory
 from fyntr.net.pump import Pump
 from fyntr.net.relay import Tunnel, log_tunnel_closed
 from fyntr.policy.rules import Policy
@@ -212,6 +213,7 @@ class Server:
         self._stopped = asyncio.Event()
         self._exit_code = 0
         self._last_stats = (0.0, -1)
+        self._accepted_at_release = 0  # connections accepted when memory was last released
         self.started_at = 0.0
         self.metrics_clients = 0
         self._metrics_listener: asyncio.Server | None = None
@@ -621,6 +623,14 @@ class Server:
                 )
                 tunnel.abort("idle_timeout")
         self._maybe_log_stats(now)
+        self._release_memory_when_idle()
+
+    def _release_memory_when_idle(self) -> None:
+        """Once per stretch of traffic, when the last tunnel and handshake are gone."""
+        accepted = self.metrics.accepted
+        if accepted != self._accepted_at_release and not (self.tunnels or self.handshakes):
+            self._accepted_at_release = accepted
+            release_memory()
 
     def totals(self) -> tuple[int, int]:
         up = self.metrics.closed_up_bytes + sum(t.up.nbytes for t in self.tunnels)

@@ -1,0 +1,42 @@
+"""The attack run (benchmarks/attack.py), small: the holes it found stay closed. Each
+case asserts what it names (a slot freed at once after a half-closed bad request, no
+private target reachable, no traceback under fuzzing, byte-exact half-closes, resets
+passed on as resets, memory given back once a load is over); the run exits 1 when one
+fails."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_attack_run_small_finds_no_hole(tmp_path: Path) -> None:
+    out = tmp_path / "attack.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "attack.py"),
+            "--scale",
+            "0.05",
+            "--soak-s",
+            "10",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    results = json.loads(out.read_text())
+    failed = {name: r for name, r in results.items() if not r["ok"]}
+    assert result.returncode == 0 and not failed, (failed, result.stderr[-2000:])
+    assert set(results) == {"linger", "ssrf", "fuzz", "halfclose", "resets", "soak"}
