@@ -250,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     cases: list[tuple[str, list[str] | None]] = [
         ("direct", None),
         ("fyntr (defaults)", []),
+        ("fyntr (--upload-rate auto)", ["--upload-rate", "auto"]),
         (
             "fyntr (--upload-rate 90% of uplink, --connect-rate 20)",
             ["--upload-rate", str(shaped_rate), "--connect-rate", "20", "--connect-burst", "4"],

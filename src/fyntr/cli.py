@@ -20,7 +20,15 @@ from typing import Any, NoReturn
 
 from fyntr import limits
 from fyntr._version import __version__
-from fyntr.config import LOG_LEVELS, Settings, parse_rate, parse_seconds
+from fyntr.config import (
+    AUTO,
+    LOG_LEVELS,
+    Auto,
+    Settings,
+    parse_rate,
+    parse_rate_or_auto,
+    parse_seconds,
+)
 from fyntr.errors import ConfigError
 from fyntr.log import setup_logging
 from fyntr.policy.threat import ThreatAction
@@ -84,6 +92,15 @@ def _float_at_least_zero(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise ValueError(f"{text} must be a finite number, 0 or more")
     return value
+
+
+def _connect_rate(text: str) -> float | Auto:
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return _float_at_least_zero(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or auto") from None
 
 
 def _choice(*choices: str, fold: bool = False) -> Convert:
@@ -196,13 +213,20 @@ OPTIONS = (
         settings_field="threat_feed_files",
     ),
     Option("--threat-action", _threat_action, ThreatAction.WARN, "warn or block on a match"),
-    Option("--upload-rate", parse_rate, 0, "aggregate client->upstream RATE (0 = unlimited)"),
+    Option(
+        "--upload-rate",
+        parse_rate_or_auto,
+        0,
+        "aggregate client->upstream RATE, or auto: found from the upstream sockets' RTT "
+        "(0 = unlimited)",
+    ),
     Option("--download-rate", parse_rate, 0, "aggregate upstream->client RATE (0 = unlimited)"),
     Option(
         "--connect-rate",
-        _float_at_least_zero,
+        _connect_rate,
         0.0,
-        "new upstream connections per second (0 = unlimited)",
+        "new upstream connections per second, or auto: paced only when SYNs are lost "
+        "(0 = unlimited)",
     ),
     Option(
         "--connect-burst", _int_range(1), None, "bucket size for --connect-rate (default: the rate)"

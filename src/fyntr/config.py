@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, Literal
 
 from fyntr import limits
 from fyntr.errors import ConfigError
@@ -40,6 +40,20 @@ def parse_rate(text: str) -> int:
     if value > 0 and rate == 0:
         raise ValueError(f"'{text}' is below 1 byte per second")
     return rate
+
+
+AUTO: Final = "auto"
+Auto = Literal["auto"]
+
+
+def parse_rate_or_auto(text: str) -> int | Auto:
+    """RATE, or ``auto`` (SPEC §5.1). Raises ValueError."""
+    if text.strip().lower() == AUTO:
+        return AUTO
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or auto") from None
 
 
 def parse_seconds(text: str) -> float:
@@ -82,9 +96,9 @@ class Settings:
     threat_feed_files: tuple[str, ...] = ()
     threat_action: ThreatAction = ThreatAction.WARN
     log_level: str = "info"
-    upload_rate: int = 0  # bytes/s, 0 = unlimited
+    upload_rate: int | Auto = 0  # bytes/s, 0 = unlimited, or adaptive (SPEC §5.1)
     download_rate: int = 0
-    connect_rate: float = 0.0  # new upstream dials per second, 0 = unlimited
+    connect_rate: float | Auto = 0.0  # new upstream dials per second, 0 = unlimited
     connect_burst: int | None = None  # None = the rate
     max_connections_wait_s: float = 0.0
     metrics_port: int | None = None

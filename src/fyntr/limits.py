@@ -57,6 +57,34 @@ SPLICE_AFTER_BYTES: Final = 1024 * KIB  # unshaped, a tunnel is spliced once a d
 # carried this much: past a burst's handshakes and API calls, where the switch would cost
 SPLICE_MAX_TUNNELS: Final = 256  # spliced at once; each holds two pipes (4 descriptors)
 
+# --- Automatic rate (SPEC §5.1; sched/autorate.py, after cake-autorate's defaults) -------
+AUTORATE_TICK_S: Final = 0.1  # one sample of the upstream sockets and one decision
+AUTORATE_DELAY_THRESHOLD_S: Final = 0.020  # queueing delay that counts as bloat: well
+# above loopback's and a LAN's jitter (< 2 ms), below what a voice call tolerates (~30 ms
+# extra); cake-autorate's default is 30 ms on one-way delay, ours is on the round trip
+AUTORATE_WINDOW_TICKS: Final = 3  # bloat is the threshold crossed in ...
+AUTORATE_BLOAT_TICKS: Final = 2  # ... this many of the last ticks that carried data
+AUTORATE_CUT_MILD: Final = 0.9  # x the achieved rate, at the threshold
+AUTORATE_CUT_DEEP: Final = 0.6  # x the achieved rate, at 4 x the threshold or more
+AUTORATE_REFRACTORY_S: Final = 0.3  # after a cut, at least (cake-autorate: 300 ms)
+AUTORATE_DRAIN_MAX_S: Final = 3.0  # at the floor after bloat is first seen, at most: what
+# had passed fyntr then (3.7 MB for 30 uploads at 20 Mbit/s) drains in 1.5 s
+AUTORATE_RAISE: Final = 1.03  # per tick while calm and the rate binds: x1.34 a second
+AUTORATE_RECOVER: Final = 1.25  # per tick instead, below this fraction of the highest
+AUTORATE_RECOVER_BELOW: Final = 0.5  # rate achieved: back from a 40x cut in 1.7 s
+AUTORATE_SMOOTHING: Final = 0.3  # EWMA gain per tick of the achieved rate (~0.3 s)
+AUTORATE_HIGH_LOAD: Final = 0.75  # achieved / rate above which the rate binds
+AUTORATE_IN_CONTROL: Final = 1.15  # achieved / rate below which the rate is what flows
+AUTORATE_RELEASE_S: Final = 30.0  # without bloat or a binding rate: stop shaping
+AUTORATE_SEGMENTS_PER_ACK: Final = 2  # delayed ACKs (RFC 9293 §3.8.6.3): one RTT sample
+AUTORATE_STALE_WEIGHT: Final = 0.5  # per two segments; a socket whose old srtt still
+# weighs more than this in the new one (fewer than ~5 ACKs in the tick) gives no sample
+AUTORATE_FLOOR_BYTES_S: Final = 32_000  # 256 kbit/s: below any uplink worth shaping
+AUTORATE_HISTORY: Final = 600  # ticks kept for /status: one minute
+AUTORATE_UNSENT_BYTES: Final = 16 * KIB  # TCP_NOTSENT_LOWAT of upstream sockets under auto:
+# what sits unsent in a socket is out of the shaper's reach (30 sockets x 16 KiB is 0.2 s
+# of a 20 Mbit/s uplink; the kernel's default, no limit, let 3 MB pile up there)
+
 # --- Lifetime -----------------------------------------------------------------------------
 SWEEP_INTERVAL_MAX_S: Final = 1.0  # the one periodic sweep (idle tunnels, handshake deadlines)
 MAX_CAP_WAITERS: Final = 4096  # connections held at the cap by --max-connections-wait, at most

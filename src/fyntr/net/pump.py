@@ -138,14 +138,34 @@ class Pump:
 
     __slots__ = ("_loop", "_timer", "scheduler", "shaped")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, rate: int = 0) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, rate: float = 0) -> None:
         self._loop = loop
-        bucket = None
-        if rate > 0:
-            bucket = TokenBucket(rate, max(rate * RATE_BURST_S, RATE_BURST_MIN_BYTES), loop.time())
-        self.scheduler = Scheduler(bucket)
-        self.shaped = bucket is not None
+        self.scheduler = Scheduler()
+        self.shaped = False
         self._timer: asyncio.TimerHandle | None = None
+        if rate > 0:
+            self.set_rate(rate)
+
+    @property
+    def rate(self) -> float | None:
+        bucket = self.scheduler.bucket
+        return None if bucket is None else bucket.rate
+
+    def set_rate(self, rate: float | None) -> None:
+        """Put ``rate`` (bytes/s) in force, or none: fixed at start, or as the auto-rate
+        controller decides. What is queued drains at the new rate."""
+        sched = self.scheduler
+        now = self._loop.time()
+        burst = 0.0 if rate is None else max(rate * RATE_BURST_S, RATE_BURST_MIN_BYTES)
+        if rate is None:
+            sched.bucket = None
+        elif sched.bucket is None:
+            sched.bucket = TokenBucket(rate, burst, now)
+        else:
+            sched.bucket.reset(rate, burst, now)
+        self.shaped = sched.bucket is not None
+        if sched.backlogged:
+            self.service()
 
     @property
     def queued_bytes(self) -> int:

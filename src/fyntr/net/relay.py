@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 from enum import Enum
 from typing import cast
@@ -77,6 +78,7 @@ class Tunnel:
 
     __slots__ = (
         "_on_closed",
+        "acked_mark",
         "client",
         "client_open",
         "down",
@@ -84,8 +86,11 @@ class Tunnel:
         "idle_mark",
         "idle_since",
         "reason",
+        "rtt_floor",
+        "segs_mark",
         "splice",
         "splicer",
+        "srtt_mark",
         "started",
         "target",
         "up",
@@ -118,6 +123,11 @@ class Tunnel:
         self.client_open = True
         self.upstream_open = True
         self._on_closed = on_closed
+        # What the auto rate last read of the upstream socket (net/autorate.py).
+        self.acked_mark = 1  # bytes the origin had acknowledged (the SYN counts one)
+        self.rtt_floor = float("inf")  # the lowest RTT seen, where the kernel has none
+        self.srtt_mark = 0.0  # the smoothed RTT then
+        self.segs_mark = 0.0  # ACKs received then
         upload, download = pumps
         self.up = Lane(upload, client, upstream, self._eof_sent)
         self.down = Lane(download, upstream, client, self._eof_sent)
@@ -149,7 +159,9 @@ class Tunnel:
         waits in fyntr and neither side has finished; else look again 1 MiB later."""
         up, down = self.up, self.down
         quiet = not (
-            up.held()
+            up.pump.shaped  # a rate in force: its bytes must stay in the scheduler
+            or down.pump.shaped
+            or up.held()
             or down.held()
             or up.eof_sent
             or down.eof_sent
@@ -171,6 +183,13 @@ class Tunnel:
             self.reason = reason
         self.client_open = self.upstream_open = False
         self._gone()
+
+    def upstream_socket(self) -> socket.socket | None:
+        """The upstream socket, wherever it is now (transport or splice); None once gone."""
+        if self.splice is not None:
+            return self.splice.upstream_socket
+        sock: socket.socket | None = self.upstream.get_extra_info("socket")
+        return sock
 
     @property
     def activity(self) -> int:

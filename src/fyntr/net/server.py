@@ -16,11 +16,12 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from fyntr._version import __version__
-from fyntr.config import Settings, validate_bind_address
+from fyntr.config import AUTO, Settings, validate_bind_address
 from fyntr.errors import ConfigError, HandshakeError, bad_gateway, forbidden, unavailable
 from fyntr.limits import (
     ACCEPT_BATCH,
     ACCEPT_RETRY_DELAY_S,
+    AUTORATE_UNSENT_BYTES,
     FD_HEADROOM,
     FDS_PER_CONNECTION,
     FDS_PER_SPLICED_TUNNEL,
@@ -34,12 +35,14 @@ from fyntr.limits import (
 )
 from fyntr.log import format_bytes, log
 from fyntr.metrics import FlowInfo, Snapshot, Stats
-from fyntr.net import splice
+from fyntr.net import splice, tcpinfo
+from fyntr.net.autorate import AutoRateDriver
 from fyntr.net.dialer import Dialed, Dialer
 from fyntr.net.inbound import HttpInbound, Inbound
 from fyntr.net.memory import release_memory
 from fyntr.net.pump import Pump
 from fyntr.net.relay import Tunnel, log_tunnel_closed
+from fyntr.net.sockopt import limit_unsent
 from fyntr.policy.rules import Policy
 from fyntr.policy.threat import ThreatAction, ThreatIndex, is_mixed_script, load_feed_files
 from fyntr.sched.admission import Admission, FifoBucket
@@ -204,6 +207,7 @@ class Server:
         self.clock: Callable[[], float]
         self.pumps: tuple[Pump, Pump]
         self.splicer: splice.Splicer | None = None  # unshaped: bulk tunnels are spliced
+        self.autorate: AutoRateDriver | None = None  # --upload-rate auto
         self._listeners: list[tuple[socket.socket, InboundFactory]] = []
         self._tasks: set[asyncio.Task[object]] = set()
         self._adopting: set[socket.socket] = set()  # accepted, no transport yet
@@ -260,10 +264,16 @@ class Server:
         if signals:
             self.install_signal_handlers()
         self.threats = self.load_threats()
+        auto_upload = settings.upload_rate == AUTO
         self.pumps = (
-            Pump(self.loop, settings.upload_rate),
+            Pump(self.loop, 0 if settings.upload_rate == AUTO else settings.upload_rate),
             Pump(self.loop, settings.download_rate),
         )
+        if auto_upload:
+            if tcpinfo.AVAILABLE:
+                self.autorate = AutoRateDriver(self.loop, self.pumps[0], self.tunnels)
+            else:
+                log.warning("--upload-rate auto: no TCP_INFO on this platform; upload unlimited")
         splicing = splice.AVAILABLE and not any(pump.shaped for pump in self.pumps)
         soft = raise_fd_limit(
             self.admission.limit,
@@ -283,7 +293,7 @@ class Server:
             except ConfigError:
                 listeners[0][0].close()
                 raise
-        if settings.connect_rate > 0:
+        if settings.connect_rate != AUTO and settings.connect_rate > 0:
             burst = float(settings.connect_burst or settings.connect_rate)
             self.pacer = FifoBucket(
                 TokenBucket(settings.connect_rate, max(1.0, burst), self.loop.time())
@@ -573,6 +583,9 @@ class Server:
             splicer=self.splicer,
         )
         self.tunnels.add(tunnel)
+        if self.autorate is not None:
+            limit_unsent(dialed.transport, AUTORATE_UNSENT_BYTES)
+            self.autorate.wake()
         tunnel.start(inbound.leftover, dialed.protocol.early)
         if inbound.client_eof:
             tunnel.up.finish()
@@ -727,6 +740,8 @@ class Server:
         self.admission.waiting.clear()
         for pump in self.pumps:
             pump.close()
+        if self.autorate is not None:
+            self.autorate.close()
         if self._metrics_listener is not None:
             self._metrics_listener.close()
         if self._pacer_timer is not None:

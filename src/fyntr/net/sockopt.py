@@ -31,3 +31,17 @@ def send_rst_on_close(sock: socket.socket | None) -> None:
     # that its own reset already closed refuses the option with OSError.
     with contextlib.suppress(OSError, RuntimeError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+
+
+def limit_unsent(transport: asyncio.WriteTransport, limit: int) -> None:
+    """Keep what waits to be sent below ``limit`` bytes, in the kernel (TCP_NOTSENT_LOWAT:
+    send() takes no more, Linux, macOS) and in the transport's write buffer alike: the
+    rest waits in fyntr's queues, where the shaper and DRR decide. Bytes already handed
+    to the kernel or the transport are out of a rate's reach once one is put in force."""
+    transport.set_write_buffer_limits(high=limit, low=limit // 4)
+    option = getattr(socket, "TCP_NOTSENT_LOWAT", None)
+    sock = transport.get_extra_info("socket")
+    if sock is None or option is None:
+        return
+    with contextlib.suppress(OSError, RuntimeError):
+        sock.setsockopt(socket.IPPROTO_TCP, option, limit)

@@ -30,7 +30,7 @@ import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from fyntr.limits import HIGH_WATERMARK_BYTES
+from fyntr.limits import HIGH_WATERMARK_BYTES, QUANTUM_MAX_BYTES, RATE_TIMER_MIN_S
 from fyntr.net.sockopt import send_rst_on_close
 
 if TYPE_CHECKING:
@@ -120,6 +120,7 @@ class SpliceLane:
     __slots__ = (
         "_loop",
         "_relay",
+        "_wake",
         "dst",
         "eof_sent",
         "held",
@@ -150,6 +151,7 @@ class SpliceLane:
         self.eof_sent = False
         self.reading = False
         self.writing = False
+        self._wake: asyncio.TimerHandle | None = None  # out of rate tokens: read again then
 
     def start(self) -> None:
         self.reading = True
@@ -160,6 +162,18 @@ class SpliceLane:
         if room <= 0:
             self._stop_reading()
             return
+        # A rate in force (the auto rate engaged after the tunnel was spliced): the
+        # kernel moves no more than the direction's token bucket allows.
+        bucket = self.lane.pump.scheduler.bucket
+        if bucket is not None:
+            bucket.refill(self._loop.time())
+            room = min(room, int(bucket.tokens))
+            if room <= 0:
+                self._stop_reading()
+                if self._wake is None:
+                    delay = max(RATE_TIMER_MIN_S, bucket.delay_for(QUANTUM_MAX_BYTES))
+                    self._wake = self._loop.call_later(delay, self._tokens_due)
+                return
         try:
             moved = os.splice(self.src.fileno(), self.pipe[1], room, flags=_FLAGS)
         except (BlockingIOError, InterruptedError):
@@ -179,6 +193,8 @@ class SpliceLane:
             return
         self.lane.nbytes += moved
         self.held += moved
+        if bucket is not None:
+            bucket.tokens -= moved
         self.flush()
 
     def flush(self) -> None:
@@ -207,6 +223,11 @@ class SpliceLane:
         elif drained and not self.reading:
             self.start()
 
+    def _tokens_due(self) -> None:
+        self._wake = None
+        if not self.src_done and not self.reading:
+            self.start()
+
     def _stop_reading(self) -> None:
         if self.reading:
             self.reading = False
@@ -225,6 +246,9 @@ class SpliceLane:
 
     def stop(self) -> None:
         self._stop_reading()
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
         if self.writing:
             self.writing = False
             self._loop.remove_writer(self.dst.fileno())
@@ -254,6 +278,10 @@ class SpliceRelay:
         self._finished = False
         self.up = SpliceLane(self, lanes[0], client, upstream, pipes[0])
         self.down = SpliceLane(self, lanes[1], upstream, client, pipes[1])
+
+    @property
+    def upstream_socket(self) -> socket.socket:
+        return self._upstream
 
     def start(self) -> None:
         self.up.start()

@@ -64,6 +64,15 @@ class TokenBucket:
         self.tokens = burst
         self.stamp = now
 
+    def reset(self, rate: float, burst: float, now: float) -> None:
+        """A new rate from now on; what is banked stays, up to the new burst."""
+        if rate <= 0 or burst <= 0:
+            raise ValueError("rate and burst must be positive")
+        self.refill(now)
+        self.rate = rate
+        self.burst = burst
+        self.tokens = min(self.tokens, burst)
+
     def refill(self, now: float) -> None:
         elapsed = now - self.stamp
         if elapsed > 0:
