@@ -89,7 +89,7 @@ class AutoRate:
         self.rate: float | None = None  # bytes/s in force; None: unlimited
         self.phase = Phase.UNSHAPED
         self.achieved = 0.0  # bytes/s acknowledged, smoothed over a few ticks
-        self.ceiling = 0.0  # the highest smoothed rate achieved so far
+        self.ceiling = 0.0  # the highest smoothed rate achieved since the last cut
         self.delay_s: float | None = None  # the last tick's queueing delay
         self._recent: deque[bool] = deque(maxlen=AUTORATE_WINDOW_TICKS)  # bloated ticks
         self._hold_until = now  # no cut before; in DRAINING, the end of the drain
@@ -137,7 +137,8 @@ class AutoRate:
     @staticmethod
     def _factor(delay_s: float) -> float:
         """The deeper the bloat, the deeper the cut."""
-        depth = min(1.0, (delay_s - AUTORATE_DELAY_THRESHOLD_S) / (3 * AUTORATE_DELAY_THRESHOLD_S))
+        excess = (delay_s - AUTORATE_DELAY_THRESHOLD_S) / (3 * AUTORATE_DELAY_THRESHOLD_S)
+        depth = min(1.0, max(0.0, excess))  # this tick may be below: 2 of 3 made it bloat
         return AUTORATE_CUT_MILD - (AUTORATE_CUT_MILD - AUTORATE_CUT_DEEP) * depth
 
     def _drain(self, now: float, achieved: float) -> None:
@@ -156,6 +157,9 @@ class AutoRate:
     def _cut(self, now: float, delay_s: float, achieved: float) -> None:
         assert self.rate is not None
         factor = self._factor(delay_s)
+        # The link is full at what it achieves now: fast recovery aims at this, not at
+        # what a link that has since slowed down once carried.
+        self.ceiling = achieved
         # Never below half at once: a short spike must not collapse the rate.
         new = max(min(self.rate, achieved) * factor, self.rate / 2)
         self.rate = max(AUTORATE_FLOOR_BYTES_S, new)

@@ -1,0 +1,131 @@
+"""The auto-rate controller against simulated links (tests/support/link.py): base RTTs
+of 1-200 ms, links of 1 Mbit/s to 1 Gbit/s, FIFOs of 50 ms to 1 s, a link that halves
+or doubles, other traffic on the link, bursts and silences."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fyntr.limits import AUTORATE_DELAY_THRESHOLD_S, AUTORATE_FLOOR_BYTES_S, AUTORATE_TICK_S
+from fyntr.sched.autorate import AutoRate, Phase
+from tests.support.link import median_queue_s, simulate, utilisation, window
+
+LINKS = st.floats(min_value=1e6 / 8, max_value=1e9 / 8)  # 1 Mbit/s to 1 Gbit/s
+BASE_RTTS = st.floats(min_value=0.001, max_value=0.2)
+BUFFERS = st.floats(min_value=0.05, max_value=1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(link=LINKS, base_rtt=BASE_RTTS, buffer=BUFFERS)
+def test_converges_just_below_a_steady_link_with_a_short_queue(
+    link: float, base_rtt: float, buffer: float
+) -> None:
+    ticks = simulate(lambda _t: link, base_rtt_s=base_rtt, buffer_s=buffer, duration_s=60)
+    settled = window(ticks, 20)
+    assert 0.8 <= utilisation(settled) <= 1.0
+    assert median_queue_s(settled) < AUTORATE_DELAY_THRESHOLD_S
+
+
+@settings(max_examples=40, deadline=None)
+@given(link=LINKS, base_rtt=BASE_RTTS, buffer=BUFFERS, factor=st.sampled_from([0.5, 2.0]))
+def test_follows_a_link_that_halves_or_doubles(
+    link: float, base_rtt: float, buffer: float, factor: float
+) -> None:
+    def capacity(t: float) -> float:
+        return link if t < 30 else link * factor
+
+    ticks = simulate(capacity, base_rtt_s=base_rtt, buffer_s=buffer, duration_s=70)
+    after = window(ticks, 45)
+    assert utilisation(after) >= 0.8
+    assert median_queue_s(after) < AUTORATE_DELAY_THRESHOLD_S
+
+
+@settings(max_examples=40, deadline=None)
+@given(link=LINKS, base_rtt=BASE_RTTS, share=st.floats(min_value=0.0, max_value=0.5))
+def test_leaves_room_for_traffic_it_does_not_carry(
+    link: float, base_rtt: float, share: float
+) -> None:
+    ticks = simulate(
+        lambda _t: link,
+        base_rtt_s=base_rtt,
+        buffer_s=0.3,
+        duration_s=60,
+        other=lambda _t: share * link,
+    )
+    settled = window(ticks, 20)
+    assert utilisation(settled, share=1 - share) >= 0.8
+    assert median_queue_s(settled) < AUTORATE_DELAY_THRESHOLD_S
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    link=LINKS,
+    base_rtt=BASE_RTTS,
+    spike_at=st.floats(min_value=5, max_value=30),
+    spike_s=st.floats(min_value=0.1, max_value=3.0),
+)
+def test_a_short_spike_of_other_traffic_never_sticks_at_the_floor(
+    link: float, base_rtt: float, spike_at: float, spike_s: float
+) -> None:
+    """Another device's burst at twice the link: the rate is cut, never below the floor,
+    and back to the link within 15 s of the spike's end (cake-autorate's users report
+    "stuck at the minimum" after such spikes)."""
+
+    def other(t: float) -> float:
+        return 2 * link if spike_at <= t < spike_at + spike_s else 0.0
+
+    ticks = simulate(lambda _t: link, base_rtt_s=base_rtt, buffer_s=0.3, duration_s=60, other=other)
+    assert all(t.rate is None or t.rate >= AUTORATE_FLOOR_BYTES_S for t in ticks)
+    assert utilisation(window(ticks, spike_at + spike_s + 15)) >= 0.8
+
+
+@settings(max_examples=40, deadline=None)
+@given(link=LINKS, silence_s=st.floats(min_value=1, max_value=20))
+def test_a_silence_is_not_taken_for_bloat(link: float, silence_s: float) -> None:
+    """A link that carries nothing for a while (LTE between bursts, an idle terminal):
+    no samples, no cut; shaping resumes where it was."""
+
+    def demand(t: float) -> float:
+        return 0.0 if 30 <= t < 30 + silence_s else 3 * link
+
+    ticks = simulate(
+        lambda _t: link, base_rtt_s=0.05, buffer_s=0.3, duration_s=40 + silence_s, demand=demand
+    )
+    before = window(ticks, 29.9, 30)[-1].rate
+    during = [t.rate for t in window(ticks, 30, 30 + silence_s)]
+    assert before is not None
+    assert all(rate is not None and rate >= before for rate in during)
+
+
+def test_no_shaping_while_no_inflation_is_seen() -> None:
+    controller = AutoRate(0.0)
+    now = 0.0
+    for _ in range(1000):  # a busy, fast link whose RTT never inflates
+        now += AUTORATE_TICK_S
+        assert controller.update(now, 0.002, 100e6) is None
+    assert controller.phase is Phase.UNSHAPED
+
+
+def test_one_spike_is_not_bloat_two_in_three_ticks_are() -> None:
+    controller = AutoRate(0.0)
+    assert controller.update(0.1, 0.2, 1e6) is None  # one spike
+    assert controller.update(0.2, 0.001, 1e6) is None
+    assert controller.update(0.3, 0.001, 1e6) is None
+    assert controller.update(0.4, 0.2, 1e6) is None
+    assert controller.update(0.5, 0.2, 1e6) is not None  # two of the last three
+    assert controller.phase is Phase.DRAINING
+
+
+def test_shaping_stops_after_a_quiet_spell() -> None:
+    controller = AutoRate(0.0)
+    now = 0.0
+    for _ in range(3):
+        now += AUTORATE_TICK_S
+        controller.update(now, 0.3, 1e6)
+    assert controller.rate is not None
+    while controller.rate is not None and now < 100:
+        now += AUTORATE_TICK_S
+        controller.update(now, 0.001, 1e3)  # calm, and far below the rate
+    assert controller.phase is Phase.UNSHAPED
+    assert 30 <= now <= 40

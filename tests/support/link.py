@@ -1,0 +1,69 @@
+"""A simulated bottleneck for the auto-rate controller: a FIFO in front of a link of
+capacity C (bytes/s), fed by fyntr's flows (at the controller's rate, or, unshaped, as
+fast as TCP fills the FIFO) and by other traffic that fyntr does not see. A fluid model
+in ticks of AUTORATE_TICK_S; the RTT the sockets report lags by the base RTT."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from fyntr.limits import AUTORATE_TICK_S
+from fyntr.sched.autorate import AutoRate
+
+UNSHAPED_OVERLOAD = 3.0  # unshaped TCP offers more than the link until its FIFO is full
+
+
+@dataclass(frozen=True)
+class Tick:
+    at: float
+    capacity: float
+    rate: float | None
+    achieved: float  # fyntr's flows' share of what the link carried
+    queue_s: float  # the FIFO's delay
+
+
+def simulate(
+    capacity: Callable[[float], float],
+    *,
+    base_rtt_s: float,
+    buffer_s: float,
+    duration_s: float,
+    other: Callable[[float], float] = lambda _t: 0.0,
+    demand: Callable[[float], float] | None = None,
+) -> list[Tick]:
+    """``demand``: what fyntr's flows would send (bytes/s); default: always backlogged."""
+    controller = AutoRate(0.0)
+    rate: float | None = None
+    queue = 0.0  # bytes in the FIFO
+    lag = max(1, round(base_rtt_s / AUTORATE_TICK_S))
+    seen: list[float] = [0.0] * lag
+    ticks: list[Tick] = []
+    for i in range(round(duration_s / AUTORATE_TICK_S)):
+        now = i * AUTORATE_TICK_S
+        link = capacity(now)
+        want = UNSHAPED_OVERLOAD * link if demand is None else demand(now)
+        mine = want if rate is None else min(rate, want)
+        offered = mine + other(now)
+        queue = min(max(queue + (offered - link) * AUTORATE_TICK_S, 0.0), buffer_s * link)
+        carried = link if queue > 0 else offered
+        achieved = carried * mine / offered if offered else 0.0
+        seen.append(queue / link)
+        delay = seen[-1 - lag] if mine > 0 else None  # no data: no sample
+        rate = controller.update(now + AUTORATE_TICK_S, delay, achieved)
+        ticks.append(Tick(now, link, rate, achieved, queue / link))
+    return ticks
+
+
+def window(ticks: list[Tick], start: float, end: float = float("inf")) -> list[Tick]:
+    return [t for t in ticks if start <= t.at < end]
+
+
+def utilisation(ticks: list[Tick], share: float = 1.0) -> float:
+    """fyntr's mean share of the link, over what was free for it."""
+    return statistics.mean(t.achieved / (t.capacity * share) for t in ticks)
+
+
+def median_queue_s(ticks: list[Tick]) -> float:
+    return statistics.median(t.queue_s for t in ticks)
