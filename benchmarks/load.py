@@ -290,6 +290,7 @@ def burst(p: Result) -> Result:
         "burst_start_spread_ms": (
             (max(s for s, _ in done) - min(s for s, _ in done)) * 1e3 if done else float("nan")
         ),
+        "burst_last_start_s": max((s for s, _ in done), default=t0) - t0,
         "burst_t0": t0,
         "burst_end": max((end for _, end in done), default=t0),
     }

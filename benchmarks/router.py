@@ -1,20 +1,28 @@
-"""A simulated home router: why shaping in fyntr helps (issue 8, SPEC §7).
+"""A simulated home router: why fyntr helps, with no flags (SPEC §5.1, §7).
 
-    sudo python benchmarks/router.py [--uplink 20mbit] [--buffer-ms 300] [--clients 30]
-                                     [--size 512KiB] [--json PATH]
+    sudo python benchmarks/router.py [--scenarios a,b,c] [--uplink 20mbit]
+                                     [--buffer-ms 300] [--json PATH] [--plot PATH]
 
 Two network namespaces made here and removed afterwards, even on failure: a client side
 (the user's machine: load generator, probe and fyntr) and an origin side, joined by a
-veth pair. The client side's egress is a ``tc tbf`` token bucket of ``--uplink`` with a
-``--buffer-ms`` deep FIFO: a consumer router's uplink and its bloated queue. Addresses
-come from the benchmarking range 198.18.0.0/15 and exist only inside these namespaces.
+veth pair. The client side's egress is the router's uplink: ``--uplink`` with a
+``--buffer-ms`` deep FIFO. Addresses come from the benchmarking range 198.18.0.0/15 and
+exist only inside these namespaces. Scenarios:
 
-While a burst of uploads runs (``--clients`` connections at once, as terraform apply or
-aws s3 cp --recursive open them), a probe does small request/response round trips. For
-direct, fyntr with defaults, and fyntr shaped a little below the uplink with connection
-pacing, it reports the probe's latency during the burst, the burst's makespan and the
-peak of new connections per 10 ms at the router. Needs root; without it, says so and
-exits 0. A benchmark, not a test.
+* (a) a burst of 30 uploads of 512 KiB on the uplink (a ``tc tbf``);
+* (b) the same with 1 MiB each, and the uplink falls to half (``tc qdisc change``) 2 s
+  into the burst: Wi-Fi, DOCSIS or LTE changing under the user;
+* (c) a router that cannot take more than ~25 new connections a second: SYNs go to an
+  ``htb`` class of 16 kbit with a 4-packet ``pfifo`` (a ``u32`` filter on the SYN flag,
+  byte 33 with a 20-byte IP header), SYNs beyond it are dropped; 40 uploads of 128 KiB.
+
+While the burst runs a probe makes small round trips. Each scenario runs direct and
+through fyntr with auto rates; (a) also through fyntr unshaped and shaped by hand a
+little below the uplink. Reported: the probe's latency during the burst, the burst's
+makespan and failures, the latest upload's start, SYNs the router dropped, and fyntr's
+rate over time (from its /status). ``--plot`` draws the probe's RTT over time per
+scenario with fyntr's rate overlaid (matplotlib: pip install '.[bench]'). Needs root;
+without it, says so and exits 0. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -27,8 +35,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +63,7 @@ def in_ns(ns: str, *args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def network(uplink: str, buffer_ms: int) -> Iterator[None]:
+def network(uplink: str, buffer_ms: int, syn_limit: bool) -> Iterator[None]:
     """Make the two namespaces; always remove them again."""
     try:
         sh("ip", "netns", "add", CLIENT_NS)
@@ -97,30 +107,65 @@ def network(uplink: str, buffer_ms: int) -> Iterator[None]:
                 "congctl",
                 "cubic",
             )
-        # The router's uplink: client -> origin through a token bucket with a deep FIFO.
-        sh(
-            "ip",
-            "netns",
-            "exec",
-            CLIENT_NS,
-            "tc",
-            "qdisc",
-            "add",
-            "dev",
-            CLIENT_IF,
-            "root",
-            "tbf",
-            "rate",
-            uplink,
-            "burst",
-            "32kb",
-            "latency",
-            f"{buffer_ms}ms",
-        )
+        uplink_qdisc(uplink, buffer_ms, syn_limit)
         yield
     finally:
         for ns in (CLIENT_NS, ORIGIN_NS):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def tc(*args: str) -> None:
+    sh("ip", "netns", "exec", CLIENT_NS, "tc", *args)
+
+
+def uplink_qdisc(uplink: str, buffer_ms: int, syn_limit: bool, verb: str = "add") -> None:
+    """The router's uplink, client -> origin: a token bucket with a deep FIFO; with
+    ``syn_limit``, an htb whose SYN class takes ~25 SYNs a second into 4 packets."""
+    if not syn_limit:
+        tc("qdisc", verb, "dev", CLIENT_IF, "root", "tbf", "rate", uplink, "burst", "32kb",
+           "latency", f"{buffer_ms}ms")  # fmt: skip
+        return
+    fifo_bytes = int(rate_bytes(uplink) * buffer_ms / 1000)
+    tc("qdisc", "add", "dev", CLIENT_IF, "root", "handle", "1:", "htb", "default", "20")
+    tc("class", "add", "dev", CLIENT_IF, "parent", "1:", "classid", "1:1", "htb", "rate", "10gbit")
+    tc("class", "add", "dev", CLIENT_IF, "parent", "1:1", "classid", "1:10", "htb",
+       "rate", "16kbit", "ceil", "16kbit")  # fmt: skip
+    tc("class", "add", "dev", CLIENT_IF, "parent", "1:1", "classid", "1:20", "htb",
+       "rate", uplink, "ceil", uplink)  # fmt: skip
+    tc("qdisc", "add", "dev", CLIENT_IF, "parent", "1:10", "handle", "10:", "pfifo", "limit", "4")
+    tc("qdisc", "add", "dev", CLIENT_IF, "parent", "1:20", "handle", "20:", "bfifo",
+       "limit", str(fifo_bytes))  # fmt: skip
+    # TCP flags are byte 13 of the TCP header: byte 33 with a 20-byte IP header (u32's
+    # nexthdr+13 points into the IP header here). SYN is 0x02.
+    tc("filter", "add", "dev", CLIENT_IF, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
+       "match", "ip", "protocol", "6", "0xff", "match", "u8", "0x02", "0x02", "at", "33",
+       "flowid", "1:10")  # fmt: skip
+
+
+def syn_drops() -> int:
+    out = subprocess.run(
+        in_ns(CLIENT_NS, "tc", "-s", "qdisc", "show", "dev", CLIENT_IF),
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    lines = out.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("qdisc pfifo 10:"):
+            return int(lines[i + 1].split("dropped ")[1].split(",")[0])
+    return 0
+
+
+def fetch_status(port: int) -> tuple[float, dict[str, Any]]:
+    """fyntr's /status from inside the client namespace, and when it was taken."""
+    code = (
+        "import json, sys, time, urllib.request\n"
+        f"r = urllib.request.urlopen('http://127.0.0.1:{port}/status', timeout=5)\n"
+        "print(json.dumps([time.monotonic(), json.load(r)]))"
+    )
+    out = subprocess.run(
+        in_ns(CLIENT_NS, sys.executable, "-c", code), capture_output=True, text=True, check=True
+    )
+    at, status = json.loads(out.stdout)
+    return float(at), status
 
 
 def load(workload: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -145,10 +190,33 @@ def percentile(values: list[float], p: float) -> float:
     )
 
 
+@dataclass(frozen=True)
+class Scenario:
+    key: str
+    title: str
+    clients: int
+    size: str
+    syn_limit: bool = False
+    halve_after_s: float | None = None  # the uplink falls to half this long into the burst
+
+
+SCENARIOS = {
+    "a": Scenario("a", "uplink bloat", 30, "512KiB"),
+    "b": Scenario("b", "uplink halves 2 s into the burst", 30, "1MiB", halve_after_s=2.0),
+    "c": Scenario("c", "router takes ~25 new connections/s", 40, "128KiB", syn_limit=True),
+}
+
+METRICS_PORT = 17999
+
+
 def run_case(
-    name: str, fyntr_args: list[str] | None, args: argparse.Namespace, workdir: Path
+    name: str,
+    fyntr_args: list[str] | None,
+    scenario: Scenario,
+    args: argparse.Namespace,
+    workdir: Path,
 ) -> dict[str, Any]:
-    accepts = workdir / f"accepts-{name}.json"
+    accepts = workdir / f"accepts-{scenario.key}-{len(name)}.json"
     origin = subprocess.Popen(
         in_ns(ORIGIN_NS, sys.executable, str(HERE / "origin.py"), ORIGIN_IP, str(accepts)),
         stdin=subprocess.PIPE,
@@ -156,20 +224,28 @@ def run_case(
         text=True,
     )
     proxy = None
+    status: tuple[float, dict[str, Any]] | None = None
+    halved_at: list[float] = []
     assert origin.stdout is not None and origin.stdin is not None
+    drops_before = syn_drops() if scenario.syn_limit else 0
     try:
         origin_port = int(origin.stdout.readline())
         params: dict[str, Any] = {"proxy": None, "origin": origin_port, "host": ORIGIN_IP}
         if fyntr_args is not None:
             port = 18000 + len(name)
             env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+            command = fyntr_command(
+                port,
+                "198.18.0.0/15",
+                origin_port,
+                "--log-level",
+                "warning",
+                "--metrics-port",
+                str(METRICS_PORT),
+                *fyntr_args,
+            )
             proxy = subprocess.Popen(
-                in_ns(
-                    CLIENT_NS,
-                    *fyntr_command(
-                        port, "198.18.0.0/15", origin_port, "--log-level", "warning", *fyntr_args
-                    ),
-                ),
+                in_ns(CLIENT_NS, *command),
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -191,7 +267,19 @@ def run_case(
         assert probe.stdout is not None and probe.stdin is not None
         probe.stdout.readline()
         time.sleep(1.0)  # the probe's idle baseline
-        burst = load("burst", {**params, "clients": args.clients, "size": args.size})
+        if scenario.halve_after_s is not None:
+            halved = rate_bytes(args.uplink) / 2
+
+            def halve() -> None:
+                time.sleep(scenario.halve_after_s or 0)
+                uplink_qdisc(f"{halved * 8 / 1e6:g}mbit", args.buffer_ms, False, verb="change")
+                halved_at.append(time.monotonic())
+
+            threading.Thread(target=halve, daemon=True).start()
+        size = int(rate_bytes(scenario.size))
+        burst = load("burst", {**params, "clients": scenario.clients, "size": size})
+        if proxy is not None:
+            status = fetch_status(METRICS_PORT)
         time.sleep(0.5)
         probe.stdin.close()
         samples = json.loads(probe.stdout.read().strip().splitlines()[-1])["samples"]
@@ -202,6 +290,8 @@ def run_case(
             proxy.wait(10)
         origin.stdin.close()
         origin.wait(10)
+        if scenario.halve_after_s is not None:
+            uplink_qdisc(args.uplink, args.buffer_ms, False, verb="change")
     t0, end = burst["burst_t0"], burst["burst_end"]
     during = [rtt for when, rtt in samples if t0 <= when <= end]
     idle = [rtt for when, rtt in samples if when < t0]
@@ -211,16 +301,33 @@ def run_case(
         while opened[j] < t - 0.010:
             j += 1
         peak = max(peak, i - j + 1)
-    return {
+    row: dict[str, Any] = {
+        "scenario": scenario.key,
         "case": name,
         "probe_idle_p50_ms": percentile(idle, 50),
         "probe_p50_ms": percentile(during, 50),
         "probe_p99_ms": percentile(during, 99),
         "makespan_s": burst["burst_makespan_s"],
         "failures": burst["burst_failures"],
+        "last_upload_start_s": burst["burst_last_start_s"],
         "peak_new_conn_per_10ms": peak,
+        "syn_drops": syn_drops() - drops_before if scenario.syn_limit else 0,
         "probe_samples": [(round(when - t0, 4), round(rtt, 3)) for when, rtt in samples],
     }
+    if halved_at:
+        settled = halved_at[0] + 5.0
+        row["probe_p50_ms_5s_after_halving"] = percentile(
+            [rtt for when, rtt in samples if settled <= when <= end], 50
+        )
+    if status is not None:
+        taken, data = status
+        upload = data["rates"]["upload"]
+        row["rate_history"] = [
+            (round(taken - ago - t0, 3), rate, achieved, delay)
+            for ago, rate, achieved, delay in upload["history"]
+        ]
+        row["connect_rate_end"] = data["rates"]["connect"]["rate"]
+    return row
 
 
 def rate_bytes(text: str) -> float:
@@ -230,69 +337,119 @@ def rate_bytes(text: str) -> float:
     return float(parse_rate(text))
 
 
+def cases(scenario: Scenario, uplink: str) -> list[tuple[str, list[str] | None]]:
+    auto = ["--upload-rate", "auto", "--connect-rate", "auto"]
+    out: list[tuple[str, list[str] | None]] = [("direct", None), ("fyntr auto", auto)]
+    if scenario.key == "a":
+        shaped = int(rate_bytes(uplink) * 0.9)  # a little below the uplink
+        out += [
+            ("fyntr unshaped", ["--upload-rate", "0", "--connect-rate", "0"]),
+            (
+                "fyntr --upload-rate 90% --connect-rate 20",
+                ["--upload-rate", str(shaped), "--connect-rate", "20", "--connect-burst", "4"],
+            ),
+        ]
+    return out
+
+
+COLUMNS = [
+    ("scenario", "scenario"),
+    ("case", "case"),
+    ("probe_idle_p50_ms", "probe idle p50 ms"),
+    ("probe_p50_ms", "probe p50 ms (burst)"),
+    ("probe_p99_ms", "probe p99 ms (burst)"),
+    ("probe_p50_ms_5s_after_halving", "probe p50 ms, 5 s after halving"),
+    ("makespan_s", "makespan s"),
+    ("failures", "failures"),
+    ("last_upload_start_s", "last upload starts s"),
+    ("syn_drops", "SYNs dropped"),
+    ("peak_new_conn_per_10ms", "peak new conns / 10 ms"),
+]
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    def cell(row: dict[str, Any], key: str) -> str:
+        value = row.get(key, "")
+        return value if isinstance(value, str) else f"{value:.3g}"
+
+    table = [[label for _key, label in COLUMNS]]
+    table += [[cell(r, key) for key, _label in COLUMNS] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(COLUMNS))]
+    for n, row in enumerate(table):
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
+        if n == 0:
+            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+
+
+def plot(rows: list[dict[str, Any]], path: Path) -> None:
+    """The probe's RTT over time per scenario, direct and through fyntr, with fyntr's
+    auto upload rate overlaid."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = sorted({r["scenario"] for r in rows})
+    fig, axes = plt.subplots(len(keys), 1, figsize=(10, 3.2 * len(keys)), squeeze=False)
+    for ax, key in zip(axes[:, 0], keys, strict=True):
+        for row in (r for r in rows if r["scenario"] == key):
+            if row["case"] not in ("direct", "fyntr auto"):
+                continue
+            when = [t for t, _ in row["probe_samples"]]
+            ax.plot(when, [rtt for _, rtt in row["probe_samples"]], lw=0.8, label=row["case"])
+            if "rate_history" in row:
+                rate_ax = ax.twinx()
+                hist = row["rate_history"]
+                rate_ax.step(
+                    [t for t, *_ in hist],
+                    [(r or 0) * 8 / 1e6 for _t, r, *_ in hist],
+                    where="post",
+                    color="tab:green",
+                    lw=1,
+                    label="fyntr auto upload rate",
+                )
+                rate_ax.set_ylabel("rate Mbit/s (0: unlimited)", color="tab:green")
+        ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylabel("probe RTT ms")
+        ax.set_title(f"({key}) {SCENARIOS[key].title}")
+        ax.legend(loc="upper right")
+    axes[-1, 0].set_xlabel("seconds from the burst's start")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    ap.add_argument("--scenarios", default="a,b,c", help="comma list of a, b, c")
     ap.add_argument("--uplink", default="20mbit", help="router uplink rate (tc syntax)")
     ap.add_argument("--buffer-ms", type=int, default=300, help="uplink FIFO depth, ms")
-    ap.add_argument("--clients", type=int, default=30, help="uploads in the burst")
-    ap.add_argument("--size", default="512KiB", help="bytes each upload sends")
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--plot", type=Path, default=None, help="write a PNG (needs matplotlib)")
     args = ap.parse_args(argv)
     if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None:
         print(
             "router.py needs root and iproute2 (ip, tc) to build its network namespaces; skipping."
         )
         return 0
-    args.size = int(rate_bytes(args.size))
-    shaped_rate = int(rate_bytes(args.uplink) * 0.9)  # a little below the uplink
-    cases: list[tuple[str, list[str] | None]] = [
-        ("direct", None),
-        ("fyntr (defaults)", []),
-        ("fyntr (--upload-rate auto)", ["--upload-rate", "auto"]),
-        (
-            "fyntr (--upload-rate 90% of uplink, --connect-rate 20)",
-            ["--upload-rate", str(shaped_rate), "--connect-rate", "20", "--connect-burst", "4"],
-        ),
-    ]
+    chosen = [SCENARIOS[k] for k in args.scenarios.split(",")]
     rows = []
-    with network(args.uplink, args.buffer_ms), tempfile.TemporaryDirectory() as tmp:
-        for name, fyntr_args in cases:
-            print(f"running {name} ...", file=sys.stderr, flush=True)
-            rows.append(run_case(name, fyntr_args, args, Path(tmp)))
-    head = [
-        "case",
-        "probe idle p50 ms",
-        "probe p50 ms (burst)",
-        "probe p99 ms (burst)",
-        "burst makespan s",
-        "failures",
-        "peak new conns / 10 ms",
-    ]
-    keys = [
-        "case",
-        "probe_idle_p50_ms",
-        "probe_p50_ms",
-        "probe_p99_ms",
-        "makespan_s",
-        "failures",
-        "peak_new_conn_per_10ms",
-    ]
-    table = [head] + [
-        [r[k] if isinstance(r[k], str) else f"{r[k]:.3g}" for k in keys] for r in rows
-    ]
-    widths = [max(len(str(row[i])) for row in table) for i in range(len(head))]
-    for n, row in enumerate(table):
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
-        if n == 0:
-            print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    with tempfile.TemporaryDirectory() as tmp:
+        for scenario in chosen:
+            with network(args.uplink, args.buffer_ms, scenario.syn_limit):
+                for name, fyntr_args in cases(scenario, args.uplink):
+                    print(f"running ({scenario.key}) {name} ...", file=sys.stderr, flush=True)
+                    rows.append(run_case(name, fyntr_args, scenario, args, Path(tmp)))
+    print_table(rows)
     print(
-        f"\nuplink {args.uplink} with a {args.buffer_ms} ms FIFO; {args.clients} uploads of "
-        f"{args.size} bytes at once; probe: 64-byte round trips every 20 ms"
+        f"\nuplink {args.uplink} with a {args.buffer_ms} ms FIFO; probe: 64-byte round trips "
+        "every 20 ms; " + "; ".join(f"({s.key}) {s.clients} x {s.size}" for s in chosen)
     )
     if args.json:
         args.json.write_text(json.dumps({"args": vars(args), "rows": rows}, indent=2, default=str))
+    if args.plot:
+        plot(rows, args.plot)
     return 0
 
 

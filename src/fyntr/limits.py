@@ -69,9 +69,10 @@ AUTORATE_CUT_DEEP: Final = 0.6  # x the achieved rate, at 4 x the threshold or m
 AUTORATE_REFRACTORY_S: Final = 0.3  # after a cut, at least (cake-autorate: 300 ms)
 AUTORATE_DRAIN_MAX_S: Final = 3.0  # at the floor after bloat is first seen, at most: what
 # had passed fyntr then (3.7 MB for 30 uploads at 20 Mbit/s) drains in 1.5 s
-AUTORATE_RAISE: Final = 1.03  # per tick while calm and the rate binds: x1.34 a second
+AUTORATE_RAISE: Final = 1.05  # per tick while calm and the rate binds: x1.6 a second
 AUTORATE_RECOVER: Final = 1.25  # per tick instead, below this fraction of the highest
-AUTORATE_RECOVER_BELOW: Final = 0.5  # rate achieved: back from a 40x cut in 1.7 s
+AUTORATE_RECOVER_BELOW: Final = 0.75  # rate achieved since the last cut: back from a
+# 40x cut in 1.8 s
 AUTORATE_SMOOTHING: Final = 0.3  # EWMA gain per tick of the achieved rate (~0.3 s)
 AUTORATE_HIGH_LOAD: Final = 0.75  # achieved / rate above which the rate binds
 AUTORATE_IN_CONTROL: Final = 1.15  # achieved / rate below which the rate is what flows
@@ -84,6 +85,19 @@ AUTORATE_HISTORY: Final = 600  # ticks kept for /status: one minute
 AUTORATE_UNSENT_BYTES: Final = 16 * KIB  # TCP_NOTSENT_LOWAT of upstream sockets under auto:
 # what sits unsent in a socket is out of the shaper's reach (30 sockets x 16 KiB is 0.2 s
 # of a 20 Mbit/s uplink; the kernel's default, no limit, let 3 MB pile up there)
+
+# --- Automatic connect pacing (SPEC §5.1; sched/connectrate.py) -------------------------
+CONNECT_AUTO_INITIAL_RATE: Final = 40.0  # dials/s on a fresh start, after the burst: a
+# router that takes 27 SYNs/s into a 4-packet queue (router benchmark (c)) fills it in
+# 0.3 s at this rate, and shows the queueing 37 ms after it starts (100/s: 9 SYNs lost)
+CONNECT_AUTO_BURST: Final = 16  # dials at once: a router that took 26 of 40 at once takes these
+CONNECT_AUTO_RAISE: Final = 1.05  # x the rate per healthy paced dial (x2 per 14)
+CONNECT_AUTO_UNPACED_RATE: Final = 5000.0  # beyond a home router's SYN rate: stop pacing
+CONNECT_AUTO_MIN_RATE: Final = 2.0  # dials/s at the least
+CONNECT_AUTO_INFLATION: Final = 3.0  # a connect this many times the destination's fastest,
+CONNECT_AUTO_SLACK_S: Final = 0.030  # plus this (jitter of a busy Wi-Fi), was queued
+CONNECT_AUTO_HOLD_S: Final = 0.5  # one halving per this: a burst's drops are one event
+CONNECT_AUTO_BASELINES: Final = 4096  # destinations whose fastest connect is remembered
 
 # --- Lifetime -----------------------------------------------------------------------------
 SWEEP_INTERVAL_MAX_S: Final = 1.0  # the one periodic sweep (idle tunnels, handshake deadlines)

@@ -81,6 +81,20 @@ class FlowInfo:
 
 
 @dataclass(frozen=True)
+class RateInfo:
+    """A direction's rate (or the connect rate) and, under auto, its controller."""
+
+    rate: float | None  # in force now: bytes/s (connects/s); None: unlimited
+    auto: bool
+    phase: str | None = None  # the auto controller's phase
+    queueing_delay_s: float | None = None  # the last tick's, auto upload
+    baseline_rtt_s: float | None = None  # the sampled sockets' median floor
+    achieved: float | None = None  # bytes/s acknowledged, smoothed
+    history: list[tuple[float, float | None, float, float | None]] = field(default_factory=list)
+    # (seconds ago, rate, achieved, queueing delay) per tick, the last minute
+
+
+@dataclass(frozen=True)
 class Snapshot:
     """Everything /metrics and /status show, taken at one moment."""
 
@@ -105,6 +119,7 @@ class Snapshot:
     handshake_count: int
     handshake_sum: float
     top_flows: list[FlowInfo] = field(default_factory=list)
+    rates: dict[str, RateInfo] = field(default_factory=dict)  # upload, download, connect
 
 
 def render_status(snap: Snapshot) -> bytes:
@@ -131,6 +146,33 @@ def render_status(snap: Snapshot) -> bytes:
         "rejected": data.pop("rejections"),
     }
     return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _rate_families(snap: Snapshot) -> list[Any]:
+    from prometheus_client.core import GaugeMetricFamily  # noqa: PLC0415
+
+    rate = GaugeMetricFamily(
+        "fyntr_rate",
+        "Rate in force: bytes/s (upload, download), connections/s (connect); 0 = unlimited.",
+        labels=["direction", "mode"],
+    )
+    delay = GaugeMetricFamily(
+        "fyntr_autorate_queueing_delay_seconds",
+        "Auto rate: RTT above the upstream sockets' floor, the last tick.",
+        labels=["direction"],
+    )
+    baseline = GaugeMetricFamily(
+        "fyntr_autorate_baseline_rtt_seconds",
+        "Auto rate: the sampled upstream sockets' RTT floor (median).",
+        labels=["direction"],
+    )
+    for name, info in sorted(snap.rates.items()):
+        rate.add_metric([name, "auto" if info.auto else "fixed"], info.rate or 0)
+        if info.queueing_delay_s is not None:
+            delay.add_metric([name], info.queueing_delay_s)
+        if info.baseline_rtt_s is not None:
+            baseline.add_metric([name], info.baseline_rtt_s)
+    return [rate, delay, baseline]
 
 
 def render_prometheus(snap: Snapshot) -> bytes:
@@ -204,6 +246,7 @@ def render_prometheus(snap: Snapshot) -> bytes:
             sum_value=snap.handshake_sum,
         ),
         gauge("fyntr_uptime_seconds", "Seconds since start.", snap.uptime_s),
+        *_rate_families(snap),
     ]
 
     class _Collector:

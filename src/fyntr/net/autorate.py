@@ -16,6 +16,7 @@ from collections.abc import Collection
 
 from fyntr.limits import AUTORATE_SEGMENTS_PER_ACK, AUTORATE_STALE_WEIGHT, AUTORATE_TICK_S
 from fyntr.log import format_bytes, log
+from fyntr.metrics import RateInfo
 from fyntr.net import tcpinfo
 from fyntr.net.pump import Pump
 from fyntr.net.relay import Tunnel
@@ -27,7 +28,7 @@ def recent_rtt(previous: float, srtt: float, acks: float) -> float | None:
     kernel's smoothing (srtt += (sample - srtt) / 8 per ACK, RFC 6298), or None when
     too few came in to tell: a socket that was idle keeps an old srtt, and 100-250 ms of
     it were read as queueing after a drain while the router's queue was empty."""
-    if previous <= 0:  # the first look at this socket: its srtt may be old
+    if previous <= 0:  # the first look since the socket was idle: its srtt may be old
         return None
     kept = (7 / 8) ** acks  # the weight the old srtt still has
     if kept > AUTORATE_STALE_WEIGHT:
@@ -77,6 +78,21 @@ class AutoRateDriver:
         if self._tunnels:
             self._timer = self._loop.call_later(AUTORATE_TICK_S, self._tick)
 
+    def info(self, now: float) -> RateInfo:
+        controller = self.controller
+        return RateInfo(
+            rate=controller.rate,
+            auto=True,
+            phase=controller.phase.value,
+            queueing_delay_s=controller.delay_s,
+            baseline_rtt_s=self.baseline_s,
+            achieved=round(controller.achieved),
+            history=[
+                (round(now - p.at, 3), p.rate, round(p.achieved), p.delay_s)
+                for p in controller.history
+            ],
+        )
+
     def _log_phase(self, before: Phase) -> None:
         """One INFO line when shaping starts, takes its rate and stops; DEBUG otherwise."""
         controller = self.controller
@@ -106,6 +122,7 @@ class AutoRateDriver:
         floors: list[tuple[float, int]] = []
         for tunnel in self._tunnels:
             if tunnel.up.nbytes < tunnel.acked_mark:  # all acknowledged: nothing to learn
+                tunnel.srtt_mark = 0.0  # idle: its srtt will be old when it sends again
                 continue
             sock = tunnel.upstream_socket()
             sample = None if sock is None else tcpinfo.read(sock)
@@ -120,7 +137,7 @@ class AutoRateDriver:
             floor = sample.min_rtt_s
             if floor is None:
                 floor = tunnel.rtt_floor = min(tunnel.rtt_floor, sample.rtt_s)
-            if delta <= 0:
+            if delta <= 0:  # data in flight, no ACK this tick: its samples are to come
                 continue
             acked += delta
             # ACKs so far: segments in, on an upload; on macOS about one per two segments.

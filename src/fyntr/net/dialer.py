@@ -80,6 +80,8 @@ class Dialed(NamedTuple):
     transport: asyncio.Transport
     protocol: UpstreamPending
     address: IPAddress
+    connect_s: float  # the successful attempt, SYN to established
+    timeouts: int  # attempts that timed out before it: their SYNs were lost
 
 
 class _Attempt:
@@ -173,11 +175,14 @@ class Dialer:
         getpid() system call, and two of them cost 2% of a tunnel set-up."""
         delay = self._timeouts.dial_backoff_s
         last: BaseException = ConnectionError("no address to dial")
+        timeouts = 0
         for round_no in range(1, DIAL_ROUNDS + 1):
             for ip in addrs:
+                started = loop.time()
                 try:
                     transport, protocol = await self._attempt(loop, ip, port)
                 except TimeoutError:
+                    timeouts += 1
                     last = TimeoutError(
                         f"connect to {format_host_port(ip, port)} timed out after "
                         f"{self._timeouts.dial_attempt_s:g}s"
@@ -187,7 +192,7 @@ class Dialer:
                         raise out_of_descriptors(exc) from None
                     last = exc
                 else:
-                    return Dialed(transport, protocol, ip)
+                    return Dialed(transport, protocol, ip, loop.time() - started, timeouts)
             if round_no < DIAL_ROUNDS:
                 log.warning(
                     "flow%d: connect round %d/%d failed for all %d addresses; backing off %dms",

@@ -22,6 +22,7 @@ from fyntr.limits import (
     ACCEPT_BATCH,
     ACCEPT_RETRY_DELAY_S,
     AUTORATE_UNSENT_BYTES,
+    CONNECT_AUTO_BURST,
     FD_HEADROOM,
     FDS_PER_CONNECTION,
     FDS_PER_SPLICED_TUNNEL,
@@ -34,7 +35,7 @@ from fyntr.limits import (
     SWEEP_INTERVAL_MAX_S,
 )
 from fyntr.log import format_bytes, log
-from fyntr.metrics import FlowInfo, Snapshot, Stats
+from fyntr.metrics import FlowInfo, RateInfo, Snapshot, Stats
 from fyntr.net import splice, tcpinfo
 from fyntr.net.autorate import AutoRateDriver
 from fyntr.net.dialer import Dialed, Dialer
@@ -46,6 +47,7 @@ from fyntr.net.sockopt import limit_unsent
 from fyntr.policy.rules import Policy
 from fyntr.policy.threat import ThreatAction, ThreatIndex, is_mixed_script, load_feed_files
 from fyntr.sched.admission import Admission, FifoBucket
+from fyntr.sched.connectrate import ConnectRate
 from fyntr.sched.drr import TokenBucket
 from fyntr.wire.target import Target, format_host_port
 
@@ -199,6 +201,7 @@ class Server:
             max_waiting=min(limit, MAX_CAP_WAITERS) if settings.max_connections_wait_s > 0 else 0,
         )
         self.pacer: FifoBucket[asyncio.Future[None]] | None = None
+        self.connect_auto: ConnectRate | None = None  # --connect-rate auto
         self._pacer_timer: asyncio.TimerHandle | None = None
         self.metrics = Stats()
         self.handshakes: set[Inbound] = set()
@@ -293,7 +296,12 @@ class Server:
             except ConfigError:
                 listeners[0][0].close()
                 raise
-        if settings.connect_rate != AUTO and settings.connect_rate > 0:
+        if settings.connect_rate == AUTO:
+            self.connect_auto = ConnectRate()
+            assert self.connect_auto.rate is not None
+            burst = float(settings.connect_burst or CONNECT_AUTO_BURST)
+            self.pacer = FifoBucket(TokenBucket(self.connect_auto.rate, burst, self.loop.time()))
+        elif settings.connect_rate > 0:
             burst = float(settings.connect_burst or settings.connect_rate)
             self.pacer = FifoBucket(
                 TokenBucket(settings.connect_rate, max(1.0, burst), self.loop.time())
@@ -370,7 +378,28 @@ class Server:
                 FlowInfo(t.flow_id, t.target, round(now - t.started, 3), t.up.nbytes, t.down.nbytes)
                 for t in top
             ],
+            rates=self._rates(now),
         )
+
+    def _rates(self, now: float) -> dict[str, RateInfo]:
+        upload, download = self.pumps
+        auto_up = self.settings.upload_rate == AUTO
+        rates = {
+            "upload": (
+                self.autorate.info(now)
+                if self.autorate is not None
+                else RateInfo(upload.rate, auto_up, "unavailable" if auto_up else None)
+            ),
+            "download": RateInfo(download.rate, auto=False),
+        }
+        if self.connect_auto is not None:
+            rate = self.connect_auto.rate
+            rates["connect"] = RateInfo(rate, True, "unpaced" if rate is None else "paced")
+        else:
+            rates["connect"] = RateInfo(
+                None if self.pacer is None else self.pacer.bucket.rate, auto=False
+            )
+        return rates
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -511,27 +540,31 @@ class Server:
                 self._threat_log(inbound, target, "ip", f"matched_ip={ip}")
             if hits and block:
                 raise forbidden("threat_blocked", "blocked by threat feed (resolved address)")
-        if self.pacer is not None:
-            await self._paced(inbound)
+        paced = False
+        if self.pacer is not None and (self.connect_auto is None or self.connect_auto.rate):
+            paced = await self._paced(inbound)
         try:
             dialed = await self.dialer.dial(self.loop, inbound.flow_id, addrs, target.port)
         except HandshakeError:
             self.metrics.dial_failures += 1
             raise
+        if self.connect_auto is not None:
+            self._observe_connect(dialed, paced=paced)
         if dialed.protocol.lost:
             dialed.transport.close()
             self.metrics.dial_failures += 1
             raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
         return dialed
 
-    async def _paced(self, inbound: Inbound) -> None:
-        """Wait for a --connect-rate token in FIFO order, within the handshake budget."""
+    async def _paced(self, inbound: Inbound) -> bool:
+        """Wait for a --connect-rate token in FIFO order, within the handshake budget.
+        True when it had to wait."""
         assert self.pacer is not None
         loop = self.loop
         budget = self.settings.timeouts.handshake_budget_s
         ticket: asyncio.Future[None] = loop.create_future()
         if self.pacer.offer(ticket, loop.time()):
-            return
+            return False
         self._arm_pacer()
         try:
             async with asyncio.timeout_at(inbound.accepted_at + budget):
@@ -546,6 +579,33 @@ class Server:
             if not ticket.done():
                 ticket.cancel()
                 self.pacer.cancel(ticket)
+        return True
+
+    def _observe_connect(self, dialed: Dialed, *, paced: bool) -> None:
+        """--connect-rate auto: learn from the dial; put its rate in force."""
+        assert self.connect_auto is not None and self.pacer is not None
+        sample = tcpinfo.read(dialed.transport.get_extra_info("socket"))
+        syn_lost = dialed.timeouts > 0 or (sample is not None and sample.total_retrans > 0)
+        before = self.connect_auto.rate
+        rate = self.connect_auto.observe(
+            self.loop.time(), dialed.address, dialed.connect_s, syn_lost=syn_lost, paced=paced
+        )
+        if rate == before:
+            return
+        if rate is None:
+            log.info("auto connect rate: connects are healthy; unpaced")
+            for ticket in self.pacer.waiters:
+                ticket.set_result(None)
+            self.pacer.waiters.clear()
+            return
+        bucket = self.pacer.bucket
+        bucket.reset(rate, bucket.burst, self.loop.time())
+        if before is None or rate < before:
+            log.info(
+                "auto connect rate: %s; pacing new connections at %.0f/s",
+                "a SYN was lost" if syn_lost else "connects queued",
+                rate,
+            )
 
     def _arm_pacer(self) -> None:
         assert self.pacer is not None

@@ -22,7 +22,8 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
   at the rate;
 * while the delay is low and the rate is nearly used, the rate rises by
   ``AUTORATE_RAISE`` per tick, probing for a link that got faster, or by
-  ``AUTORATE_RECOVER`` while it is below half the highest rate achieved;
+  ``AUTORATE_RECOVER`` while it is well below the highest rate achieved since the
+  last cut;
 * the rate never goes below ``AUTORATE_FLOOR_BYTES_S``, and rises only while the flows use
   it (so never far above the highest rate achieved); after ``AUTORATE_RELEASE_S``
   without bloat while the rate does not bind, shaping stops.
@@ -101,8 +102,10 @@ class AutoRate:
         """One tick: the delay (None when no socket carried data) and the achieved rate
         in bytes/s. Returns the rate to put in force (None: unlimited)."""
         self.delay_s = delay_s
-        # ACKs come in bursts (one tick saw 4.5 MB/s on a 2.5 MB/s link): smooth them.
-        achieved = self.achieved = self.achieved + AUTORATE_SMOOTHING * (achieved - self.achieved)
+        # ACKs come in bursts (one tick saw 4.5 MB/s on a 2.5 MB/s link): smooth them;
+        # but a cut is of what the link carries now, which a rising average lags.
+        self.achieved += AUTORATE_SMOOTHING * (achieved - self.achieved)
+        carried, achieved = max(achieved, self.achieved), self.achieved
         self.ceiling = max(self.ceiling, achieved)
         if delay_s is not None:
             self._recent.append(delay_s > AUTORATE_DELAY_THRESHOLD_S)
@@ -112,7 +115,7 @@ class AutoRate:
         phase = self.phase
         if phase is Phase.UNSHAPED:
             if bloated:
-                self._drain(now, achieved)
+                self._drain(now, carried)
         elif phase is Phase.DRAINING:
             assert self.rate is not None
             calm = delay_s is not None and delay_s < AUTORATE_DELAY_THRESHOLD_S
@@ -128,7 +131,7 @@ class AutoRate:
             # shaper before it drain at the link's speed, and are no reason to cut again.
             assert self.rate is not None
             if now >= self._hold_until and achieved <= AUTORATE_IN_CONTROL * self.rate:
-                self._cut(now, delay_s, achieved)  # type: ignore[arg-type]
+                self._cut(now, delay_s, carried)  # type: ignore[arg-type]
         else:
             self._adjust(now, delay_s, achieved)
         self.history.append(Point(now, self.rate, achieved, delay_s))
