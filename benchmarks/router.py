@@ -1,6 +1,6 @@
 """A simulated home router: why fyntr helps, with no flags (SPEC §5.1, §7).
 
-    sudo python benchmarks/router.py [--scenarios a,b,c] [--uplink 20mbit]
+    sudo python benchmarks/router.py [--scenarios a,b,c] [--uplink 20mbit] [--quick]
                                      [--buffer-ms 300] [--json PATH] [--plot PATH]
 
 Two network namespaces made here and removed afterwards, even on failure: a client side
@@ -17,12 +17,13 @@ exist only inside these namespaces. Scenarios:
   byte 33 with a 20-byte IP header), SYNs beyond it are dropped; 40 uploads of 128 KiB.
 
 While the burst runs a probe makes small round trips. Each scenario runs direct and
-through fyntr with auto rates; (a) also through fyntr unshaped and shaped by hand a
-little below the uplink. Reported: the probe's latency during the burst, the burst's
-makespan and failures, the latest upload's start, SYNs the router dropped, and fyntr's
-rate over time (from its /status). ``--plot`` draws the probe's RTT over time per
-scenario with fyntr's rate overlaid (matplotlib: pip install '.[bench]'). Needs root;
-without it, says so and exits 0. A benchmark, not a test.
+through fyntr with no flags (auto rates); (a) also through fyntr unshaped
+(``--upload-rate 0 --connect-rate 0``) and shaped by hand a little below the uplink.
+Reported: the probe's latency during the burst, the burst's makespan and failures, the
+latest upload's start, SYNs the router dropped, and fyntr's rate over time (from its
+/status). ``--plot`` draws the probe's RTT over time per scenario with fyntr's rate
+overlaid (matplotlib: pip install '.[bench]'). Needs root; without it, says so and exits
+0. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -337,10 +338,9 @@ def rate_bytes(text: str) -> float:
     return float(parse_rate(text))
 
 
-def cases(scenario: Scenario, uplink: str) -> list[tuple[str, list[str] | None]]:
-    auto = ["--upload-rate", "auto", "--connect-rate", "auto"]
-    out: list[tuple[str, list[str] | None]] = [("direct", None), ("fyntr auto", auto)]
-    if scenario.key == "a":
+def cases(scenario: Scenario, uplink: str, quick: bool) -> list[tuple[str, list[str] | None]]:
+    out: list[tuple[str, list[str] | None]] = [("direct", None), ("fyntr, no flags", [])]
+    if scenario.key == "a" and not quick:
         shaped = int(rate_bytes(uplink) * 0.9)  # a little below the uplink
         out += [
             ("fyntr unshaped", ["--upload-rate", "0", "--connect-rate", "0"]),
@@ -393,7 +393,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig, axes = plt.subplots(len(keys), 1, figsize=(10, 3.2 * len(keys)), squeeze=False)
     for ax, key in zip(axes[:, 0], keys, strict=True):
         for row in (r for r in rows if r["scenario"] == key):
-            if row["case"] not in ("direct", "fyntr auto"):
+            if row["case"] not in ("direct", "fyntr, no flags"):
                 continue
             when = [t for t, _ in row["probe_samples"]]
             ax.plot(when, [rtt for _, rtt in row["probe_samples"]], lw=0.8, label=row["case"])
@@ -425,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenarios", default="a,b,c", help="comma list of a, b, c")
     ap.add_argument("--uplink", default="20mbit", help="router uplink rate (tc syntax)")
     ap.add_argument("--buffer-ms", type=int, default=300, help="uplink FIFO depth, ms")
+    ap.add_argument("--quick", action="store_true", help="direct and fyntr with no flags only")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="write a PNG (needs matplotlib)")
     args = ap.parse_args(argv)
@@ -438,7 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for scenario in chosen:
             with network(args.uplink, args.buffer_ms, scenario.syn_limit):
-                for name, fyntr_args in cases(scenario, args.uplink):
+                for name, fyntr_args in cases(scenario, args.uplink, args.quick):
                     print(f"running ({scenario.key}) {name} ...", file=sys.stderr, flush=True)
                     rows.append(run_case(name, fyntr_args, scenario, args, Path(tmp)))
     print_table(rows)

@@ -216,7 +216,7 @@ OPTIONS = (
     Option(
         "--upload-rate",
         parse_rate_or_auto,
-        0,
+        AUTO,
         "aggregate client->upstream RATE, or auto: found from the upstream sockets' RTT "
         "(0 = unlimited)",
     ),
@@ -224,7 +224,7 @@ OPTIONS = (
     Option(
         "--connect-rate",
         _connect_rate,
-        0.0,
+        AUTO,
         "new upstream connections per second, or auto: paced only when SYNs are lost "
         "(0 = unlimited)",
     ),

@@ -96,9 +96,9 @@ class Settings:
     threat_feed_files: tuple[str, ...] = ()
     threat_action: ThreatAction = ThreatAction.WARN
     log_level: str = "info"
-    upload_rate: int | Auto = 0  # bytes/s, 0 = unlimited, or adaptive (SPEC §5.1)
+    upload_rate: int | Auto = AUTO  # bytes/s, 0 = unlimited, or adaptive (SPEC §5.1)
     download_rate: int = 0
-    connect_rate: float | Auto = 0.0  # new upstream dials per second, 0 = unlimited
+    connect_rate: float | Auto = AUTO  # new upstream dials per second, 0 = unlimited
     connect_burst: int | None = None  # None = the rate
     max_connections_wait_s: float = 0.0
     metrics_port: int | None = None

@@ -1,0 +1,57 @@
+"""fyntr with no flags tames a bloated uplink (SPEC §5.1): benchmarks/router.py's
+scenario (a) in network namespaces this test makes and removes (a 20 Mbit/s tbf with a
+300 ms FIFO, addresses of 198.18.0.0/15 inside them only), direct and through fyntr."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+pytestmark = [
+    pytest.mark.skipif(
+        os.name != "posix" or os.geteuid() != 0,
+        reason="needs root to make network namespaces (ip netns, tc)",
+    ),
+    pytest.mark.skipif(
+        shutil.which("ip") is None or shutil.which("tc") is None, reason="needs iproute2"
+    ),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_uplink(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "router.json"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "router.py"),
+            "--scenarios",
+            "a",
+            "--quick",
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=280,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {row["case"]: row for row in json.loads(out.read_text())["rows"]}
+    direct, fyntr = rows["direct"], rows["fyntr, no flags"]
+    assert direct["probe_p50_ms"] > 50  # the uplink really bloats
+    assert fyntr["probe_p50_ms"] < direct["probe_p50_ms"] / 5
+    assert fyntr["failures"] == 0
+    assert fyntr["rate_history"], "fyntr's /status shows the auto rate's history"
+    assert any(rate for _t, rate, _achieved, _delay in fyntr["rate_history"])  # it shaped
