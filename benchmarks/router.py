@@ -409,7 +409,9 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
                     label="fyntr auto upload rate",
                 )
                 rate_ax.set_ylabel("rate Mbit/s (0: unlimited)", color="tab:green")
+                rate_ax.set_ylim(bottom=0)
         ax.set_yscale("symlog", linthresh=1)
+        ax.set_ylim(bottom=0)
         ax.set_ylabel("probe RTT ms")
         ax.set_title(f"({key}) {SCENARIOS[key].title}")
         ax.legend(loc="upper right")

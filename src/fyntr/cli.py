@@ -23,8 +23,8 @@ from fyntr._version import __version__
 from fyntr.config import (
     AUTO,
     LOG_LEVELS,
-    Auto,
     Settings,
+    or_auto,
     parse_rate,
     parse_rate_or_auto,
     parse_seconds,
@@ -92,15 +92,6 @@ def _float_at_least_zero(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise ValueError(f"{text} must be a finite number, 0 or more")
     return value
-
-
-def _connect_rate(text: str) -> float | Auto:
-    if text.strip().lower() == AUTO:
-        return AUTO
-    try:
-        return _float_at_least_zero(text)
-    except ValueError as exc:
-        raise ValueError(f"{exc}, or auto") from None
 
 
 def _choice(*choices: str, fold: bool = False) -> Convert:
@@ -223,7 +214,7 @@ OPTIONS = (
     Option("--download-rate", parse_rate, 0, "aggregate upstream->client RATE (0 = unlimited)"),
     Option(
         "--connect-rate",
-        _connect_rate,
+        or_auto(_float_at_least_zero),
         AUTO,
         "new upstream connections per second, or auto: paced only when SYNs are lost "
         "(0 = unlimited)",

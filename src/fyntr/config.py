@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, TypeVar
 
 from fyntr import limits
 from fyntr.errors import ConfigError
@@ -44,16 +45,24 @@ def parse_rate(text: str) -> int:
 
 AUTO: Final = "auto"
 Auto = Literal["auto"]
+T = TypeVar("T")
 
 
-def parse_rate_or_auto(text: str) -> int | Auto:
-    """RATE, or ``auto`` (SPEC §5.1). Raises ValueError."""
-    if text.strip().lower() == AUTO:
-        return AUTO
-    try:
-        return parse_rate(text)
-    except ValueError as exc:
-        raise ValueError(f"{exc}, or auto") from None
+def or_auto(parse: Callable[[str], T]) -> Callable[[str], T | Auto]:
+    """``parse``, or the word ``auto`` (SPEC §5.1), for a flag that takes either."""
+
+    def convert(text: str) -> T | Auto:
+        if text.strip().lower() == AUTO:
+            return AUTO
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise ValueError(f"{exc}, or auto") from None
+
+    return convert
+
+
+parse_rate_or_auto = or_auto(parse_rate)
 
 
 def parse_seconds(text: str) -> float:

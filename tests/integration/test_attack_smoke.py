@@ -7,34 +7,26 @@ fails."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.scripts import run_benchmark
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_attack_run_small_finds_no_hole(tmp_path: Path) -> None:
     out = tmp_path / "attack.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "attack.py"),
-            "--scale",
-            "0.05",
-            "--soak-s",
-            "10",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_benchmark(
+        "attack.py",
+        "--scale",
+        "0.05",
+        "--soak-s",
+        "10",
+        "--json",
+        str(out),
         timeout=280,
-        check=False,
     )
     results = json.loads(out.read_text())
     failed = {name: r for name, r in results.items() if not r["ok"]}

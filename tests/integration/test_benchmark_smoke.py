@@ -4,29 +4,22 @@ the figures themselves are not checked)."""
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.scripts import REPO, run_benchmark
 
 
 def test_benchmark_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "run.py"),
-            "--smoke",
-            "--only",
-            "direct,fyntr,fyntr-drr,fyntr-shaped,bare-relay",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_benchmark(
+        "run.py",
+        "--smoke",
+        "--only",
+        "direct,fyntr,fyntr-drr,fyntr-shaped,bare-relay",
+        "--json",
+        str(out),
         timeout=300,
-        check=False,
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(out.read_text())

@@ -7,13 +7,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.scripts import run_benchmark
 
 pytestmark = [
     pytest.mark.skipif(
@@ -32,20 +30,14 @@ def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_uplink(
     tmp_path: Path,
 ) -> None:
     out = tmp_path / "router.json"
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "benchmarks" / "router.py"),
-            "--scenarios",
-            "a",
-            "--quick",
-            "--json",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
+    result = run_benchmark(
+        "router.py",
+        "--scenarios",
+        "a",
+        "--quick",
+        "--json",
+        str(out),
         timeout=280,
-        check=False,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     rows = {row["case"]: row for row in json.loads(out.read_text())["rows"]}
