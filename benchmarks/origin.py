@@ -4,6 +4,8 @@ A client sends one command line, then:
 
 * ``SOURCE <n>\\n``: the origin sends n bytes and closes;
 * ``SINK <n>\\n``: the client sends n bytes, the origin answers ``OK\\n``;
+* ``TSINK <n>\\n``: the same, but the answer is ``OK <json>\\n``, the bytes received in
+  each 10 ms window (``{window: bytes}``, windows of time.monotonic() x 100);
 * ``ECHO\\n``: everything is echoed back.
 
 Usage: ``python benchmarks/origin.py [HOST] [ACCEPTS_FILE]`` prints the port it listens
@@ -30,6 +32,7 @@ class OriginProtocol(asyncio.Protocol):
         self.mode = ""
         self.remaining = 0
         self.paused = False
+        self.windows: dict[int, int] | None = None  # TSINK: bytes per 10 ms window
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ACCEPTED.append(time.monotonic())
@@ -51,16 +54,25 @@ class OriginProtocol(asyncio.Protocol):
             self.remaining = int(arg or 0)
             if command == "SOURCE":
                 self._source()
-            elif command == "SINK":
+            elif command in ("SINK", "TSINK"):
+                self.mode = "SINK"
+                if command == "TSINK":
+                    self.windows = {}
                 self._sink(len(rest))
             elif command == "ECHO" and rest:
                 self.transport.write(rest)
 
     def _sink(self, n: int) -> None:
         self.remaining -= n
+        if self.windows is not None and n:
+            window = int(time.monotonic() * 100)
+            self.windows[window] = self.windows.get(window, 0) + n
         if self.remaining <= 0 and self.mode == "SINK":
             self.mode = "DONE"
-            self.transport.write(b"OK\n")
+            if self.windows is None:
+                self.transport.write(b"OK\n")
+            else:
+                self.transport.write(b"OK " + json.dumps(self.windows).encode() + b"\n")
 
     def _source(self) -> None:
         while self.remaining > 0 and not self.paused:

@@ -87,6 +87,7 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("burst", "burst_p50_s", "burst per-flow completion p50 s", False),
     ("burst", "burst_p99_s", "burst per-flow completion p99 s", False),
     ("burst", "burst_jain", "burst Jain fairness", True),
+    ("burst", "burst_jain_competing", "burst Jain while competing (10 ms windows)", True),
     ("burst", "burst_start_spread_ms", "burst tunnels up, first to last, ms", False),
     ("burst", "burst_mb_s", "burst aggregate MB/s (first byte to last)", True),
 ]
