@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib.util
 import json
 import math
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,7 +64,7 @@ main()
 REFERENCES = frozenset({"direct", "bare-relay"})
 
 # rss first: "idle" means a proxy that has not yet carried anything.
-WORKLOADS = ("rss", "download", "upload", "parallel", "setups", "latency", "burst")
+WORKLOADS = ("rss", "download", "upload", "parallel", "setups", "latency", "burst", "burst_name")
 
 # Figures: (workload, key, label, higher_is_better)
 FIGURES: list[tuple[str, str, str, bool]] = [
@@ -90,6 +92,14 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ("burst", "burst_jain_competing", "burst Jain while competing (10 ms windows)", True),
     ("burst", "burst_start_spread_ms", "burst tunnels up, first to last, ms", False),
     ("burst", "burst_mb_s", "burst aggregate MB/s (first byte to last)", True),
+    (
+        "burst_name",
+        "burst_start_spread_ms",
+        "burst to a name: tunnels up, first to last, ms",
+        False,
+    ),
+    ("burst_name", "burst_failures", "burst to a name: failures", False),
+    ("burst_name", "resolver_calls", "burst to a name: resolver calls (fyntr's count)", False),
 ]
 
 # Figures about the proxy process itself: a direct connection has none.
@@ -101,6 +111,7 @@ PROXY_ONLY = frozenset(
         "setup_sys_us",
         "proxy_user_cores",
         "proxy_sys_cores",
+        "resolver_calls",
     }
 )
 
@@ -225,6 +236,18 @@ class Contender:
     def is_fyntr(self) -> bool:
         return self.name.startswith("fyntr")
 
+    @functools.cached_property
+    def metrics_port(self) -> int:
+        return free_port()
+
+    def dns_lookups(self) -> int | None:
+        """fyntr's count of resolver calls, from its /status."""
+        if not self.is_fyntr or self.proc is None:
+            return None
+        url = f"http://127.0.0.1:{self.metrics_port}/status"
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return int(json.load(reply)["dns_lookups"])
+
     def command(self, port: int) -> list[str]:
         if self.is_fyntr:
             return fyntr_command(
@@ -235,6 +258,12 @@ class Contender:
                 "0",
                 "--log-level",
                 "error",
+                # localhost is also ::1, which --allow-cidr 127.0.0.0/8 does not allow:
+                # drop it from the answer (burst_name) instead of refusing the request
+                "--allow-domain",
+                "localhost",
+                "--metrics-port",
+                str(self.metrics_port),
                 *self.extra,
             )
         if self.name == "pproxy":
@@ -364,6 +393,15 @@ def measure(c: Contender, workload: str, sizes: Sizes) -> dict[str, Any]:
         before = listen_overflows()
         result = load("burst", {**base, "clients": sizes.burst_clients, "size": sizes.burst_size})
         return {**result, "listen_overflows": listen_overflows() - before}
+    if workload == "burst_name":  # the same burst to "localhost": DNS at burst scale
+        lookups = c.dns_lookups()
+        result = load(
+            "burst",
+            {**base, "host": "localhost", "clients": sizes.burst_clients, "size": sizes.burst_size},
+        )
+        if lookups is not None:
+            result["resolver_calls"] = (c.dns_lookups() or 0) - lookups
+        return result
     if workload == "rss":
         if c.proc is None:
             return {}

@@ -154,6 +154,14 @@ OPTIONS = (
         "cap on handshakes plus tunnels (0 = unlimited)",
     ),
     Option(
+        "--happy-eyeballs-delay",
+        parse_seconds,
+        limits.DEFAULT_HAPPY_EYEBALLS_DELAY_S,
+        "race a host's addresses, the next one S seconds after the last (RFC 8305); "
+        "0 = one after another",
+        settings_field="happy_eyeballs_delay_s",
+    ),
+    Option(
         "--max-connections-wait",
         parse_seconds,
         0.0,

@@ -110,6 +110,7 @@ class Settings:
     connect_rate: float | Auto = AUTO  # new upstream dials per second, 0 = unlimited
     connect_burst: int | None = None  # None = the rate
     max_connections_wait_s: float = 0.0
+    happy_eyeballs_delay_s: float = limits.DEFAULT_HAPPY_EYEBALLS_DELAY_S  # 0 = one by one
     metrics_port: int | None = None
     metrics_bind: str = limits.DEFAULT_METRICS_BIND
     shutdown_grace_s: float = limits.DEFAULT_SHUTDOWN_GRACE_S

@@ -120,6 +120,11 @@ class Snapshot:
     handshake_sum: float
     top_flows: list[FlowInfo] = field(default_factory=list)
     rates: dict[str, RateInfo] = field(default_factory=dict)  # upload, download, connect
+    dns_lookups: int = 0  # resolver calls
+    dns_lookups_coalesced: int = 0  # tunnels that waited for a lookup under way instead
+    dns_lookup_failures: int = 0
+    connect_attempts: dict[str, int] = field(default_factory=dict)  # by family: ipv4, ipv6
+    connect_wins: dict[str, int] = field(default_factory=dict)  # the attempts that connected
 
 
 def render_status(snap: Snapshot) -> bytes:
@@ -146,6 +151,15 @@ def render_status(snap: Snapshot) -> bytes:
         "rejected": data.pop("rejections"),
     }
     return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
+
+
+def _by_family(name: str, doc: str, counts: dict[str, int]) -> Any:
+    from prometheus_client.core import CounterMetricFamily  # noqa: PLC0415
+
+    family = CounterMetricFamily(name, doc, labels=["family"])
+    for label, count in sorted(counts.items()):
+        family.add_metric([label], count)
+    return family
 
 
 def _rate_families(snap: Snapshot) -> list[Any]:
@@ -247,6 +261,15 @@ def render_prometheus(snap: Snapshot) -> bytes:
         ),
         gauge("fyntr_uptime_seconds", "Seconds since start.", snap.uptime_s),
         *_rate_families(snap),
+        counter("fyntr_dns_lookups", "DNS lookups made.", snap.dns_lookups),
+        counter(
+            "fyntr_dns_lookups_coalesced",
+            "Tunnels that waited for a lookup of the same name under way.",
+            snap.dns_lookups_coalesced,
+        ),
+        counter("fyntr_dns_lookup_failures", "DNS lookups that failed.", snap.dns_lookup_failures),
+        _by_family("fyntr_connect_attempts", "Upstream connect attempts.", snap.connect_attempts),
+        _by_family("fyntr_connect_wins", "Upstream connects that won.", snap.connect_wins),
     ]
 
     class _Collector:

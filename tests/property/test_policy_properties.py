@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fyntr.errors import HandshakeError
-from fyntr.policy.rules import Policy
+from fyntr.policy.rules import Policy, happy_eyeballs_order
 from fyntr.policy.threat import ThreatIndex
-from fyntr.wire.target import canonical_ip, parse_domain_target
+from fyntr.wire.target import IPAddress, canonical_ip, parse_domain_target
 
 ipv4 = st.integers(0, 2**32 - 1).map(ipaddress.IPv4Address)
 ipv6 = st.integers(0, 2**128 - 1).map(ipaddress.IPv6Address)
@@ -76,3 +76,20 @@ def test_denied_by_agrees_with_network_membership(policy: Policy, data: st.DataO
     assert policy.denied_by(ip) == reference_denied_by(policy, ip)
     other = data.draw(st.one_of(ipv4, ipv6))
     assert policy.denied_by(other) == reference_denied_by(policy, other)
+
+
+@given(st.lists(st.one_of(ipv4, ipv6), max_size=32, unique=True))
+def test_happy_eyeballs_order_interleaves_families_ipv6_first(addrs: list[IPAddress]) -> None:
+    """RFC 8305 §4: a permutation (each address once, none added), IPv6 first, families
+    alternating while both last, each family in the order given."""
+    order = happy_eyeballs_order(addrs)
+    assert sorted(order, key=str) == sorted(addrs, key=str)
+    versions = [ip.version for ip in order]
+    if 6 in versions:
+        assert versions[0] == 6
+    both = 2 * min(versions.count(4), versions.count(6))
+    assert all(versions[i] != versions[i + 1] for i in range(both - 1))
+    for version in (4, 6):
+        assert [ip for ip in order if ip.version == version] == [
+            ip for ip in addrs if ip.version == version
+        ]

@@ -136,7 +136,14 @@ async def local_names_only(name: str, port: int) -> list[Any]:
 
 @contextlib.asynccontextmanager
 async def proxy(settings: Settings, **kwargs: Any) -> AsyncIterator[Server]:
-    kwargs.setdefault("dialer", Dialer(settings.timeouts, resolver=local_names_only))
+    kwargs.setdefault(
+        "dialer",
+        Dialer(
+            settings.timeouts,
+            resolver=local_names_only,
+            happy_eyeballs_delay=settings.happy_eyeballs_delay_s,
+        ),
+    )
     server = Server(settings, **kwargs)
     await server.start()
     try:

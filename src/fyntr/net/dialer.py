@@ -14,13 +14,16 @@ import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final, NamedTuple
 
+import aiohappyeyeballs
+from aiohappyeyeballs import AddrInfoType
+
 from fyntr.config import Timeouts
 from fyntr.errors import HandshakeError, Rep, bad_gateway, unavailable
 from fyntr.limits import DIAL_BACKOFF_MAX_S, DIAL_ROUNDS
 from fyntr.log import log
 from fyntr.net.relay import UpstreamPending
-from fyntr.policy.rules import collect_addresses
-from fyntr.wire.target import Host, IPAddress, format_host_port
+from fyntr.policy.rules import collect_addresses, happy_eyeballs_order
+from fyntr.wire.target import Host, IPAddress, canonical_ip, format_host_port
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 Connector = Callable[
@@ -76,6 +79,11 @@ def out_of_descriptors(exc: OSError) -> HandshakeError:
     )
 
 
+def describe(addrs: Sequence[IPAddress], port: int) -> str:
+    first = format_host_port(addrs[0], port)
+    return first if len(addrs) == 1 else f"{first} and {len(addrs) - 1} more addresses"
+
+
 class Dialed(NamedTuple):
     transport: asyncio.Transport
     protocol: UpstreamPending
@@ -95,6 +103,19 @@ class _Attempt:
         self.expired = False
 
 
+class DialStats:
+    """What the dialer counts, for /metrics and /status."""
+
+    __slots__ = ("attempts", "lookups", "lookups_coalesced", "lookups_failed", "wins")
+
+    def __init__(self) -> None:
+        self.lookups = 0  # resolver calls
+        self.lookups_coalesced = 0  # tunnels that waited for a lookup under way instead
+        self.lookups_failed = 0
+        self.attempts = {4: 0, 6: 0}  # connect attempts started, by IP version
+        self.wins = {4: 0, 6: 0}  # connects that won, by IP version
+
+
 class Dialer:
     def __init__(
         self,
@@ -102,29 +123,59 @@ class Dialer:
         resolver: Resolver = system_resolve,
         connector: Connector = tcp_connect,
         sleep: Sleep = asyncio.sleep,
+        *,
+        happy_eyeballs_delay: float = 0.0,
     ) -> None:
+        """``happy_eyeballs_delay``: 0 dials a host's addresses one after another, as
+        upstream; more races them (RFC 8305) through aiohappyeyeballs, which dials real
+        sockets: ``connector`` serves one-at-a-time dialing (and tests)."""
         self._timeouts = timeouts
         self._resolver = resolver
         self._connector = connector
         self._sleep = sleep
+        self.happy_eyeballs_delay = happy_eyeballs_delay
+        self.stats = DialStats()
         self._attempts: collections.deque[_Attempt] = collections.deque()  # by deadline
         self._timer: asyncio.TimerHandle | None = None
         self._timer_loop: asyncio.AbstractEventLoop | None = None
+        # (name, port) -> the lookup under way: a burst to one name asks once.
+        self._lookups: dict[tuple[str, int], asyncio.Future[list[IPAddress]]] = {}
 
     async def resolve(self, host: Host, port: int) -> list[IPAddress]:
-        """Canonical, de-duplicated, sorted addresses; 502 / SOCKS5 0x04 on failure."""
+        """Canonical, de-duplicated, sorted addresses; 502 / SOCKS5 0x04 on failure.
+
+        While a lookup of (name, port) is under way, later tunnels wait for its answer
+        instead of asking again (each still judged by the policy on its own); its
+        failure fails them all at once. No answer is kept once given: getaddrinfo()
+        says nothing of a TTL, and a cache of our own would outlive DNS changes."""
         if host.ip is not None:
             return [host.ip]
+        key = (host.dns_name, port)
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            self.stats.lookups += 1
+            lookup = asyncio.ensure_future(self._lookup(host.dns_name, port))
+            self._lookups[key] = lookup
+            lookup.add_done_callback(lambda _done: self._lookups.pop(key, None))
+        else:
+            self.stats.lookups_coalesced += 1
+        # shield: a client that leaves stops waiting, the lookup goes on for the others
+        return await asyncio.shield(lookup)
+
+    async def _lookup(self, name: str, port: int) -> list[IPAddress]:
         try:
             async with asyncio.timeout(self._timeouts.dns_s):
-                answers = await self._resolver(host.dns_name, port)
+                answers = await self._resolver(name, port)
         except TimeoutError:
+            self.stats.lookups_failed += 1
             raise bad_gateway(
                 "resolve_failed", f"DNS lookup timed out after {self._timeouts.dns_s:g}s"
             ) from None
         except OSError as exc:
+            self.stats.lookups_failed += 1
             raise bad_gateway("resolve_failed", f"DNS lookup failed: {exc}") from None
         if not answers:
+            self.stats.lookups_failed += 1
             raise bad_gateway("resolve_failed", "DNS answer was empty")
         return collect_addresses(answers)
 
@@ -166,32 +217,99 @@ class Dialer:
                 attempt.task.cancel()
         self._timer = loop.call_at(attempts[0].deadline, self._expire, loop) if attempts else None
 
+    def _race_timeout(self, addresses: int) -> float:
+        """Every attempt of a race gets the attempt timeout from its own start."""
+        return self._timeouts.dial_attempt_s + self.happy_eyeballs_delay * (addresses - 1)
+
+    async def _race(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        flow_id: int,
+        addrs: Sequence[IPAddress],
+        port: int,
+    ) -> tuple[asyncio.Transport, UpstreamPending, IPAddress]:
+        """RFC 8305: the next address's attempt starts after the delay, or as soon as
+        the previous one fails; the first to connect wins, the others are closed."""
+        stats = self.stats
+
+        def new_socket(info: AddrInfoType) -> socket.socket:
+            family, kind, proto = info[0], info[1], info[2]
+            stats.attempts[6 if family == socket.AF_INET6 else 4] += 1
+            sock = socket.socket(family, kind, proto)
+            sock.setblocking(False)
+            return sock
+
+        infos: list[AddrInfoType] = [
+            (
+                socket.AF_INET6 if ip.version == 6 else socket.AF_INET,
+                socket.SOCK_STREAM,
+                socket.IPPROTO_TCP,
+                "",
+                (str(ip), port),
+            )
+            for ip in addrs
+        ]
+        async with asyncio.timeout(self._race_timeout(len(infos))):
+            sock = await aiohappyeyeballs.start_connection(
+                infos,
+                happy_eyeballs_delay=self.happy_eyeballs_delay,
+                interleave=0,  # already in RFC 8305 order
+                loop=loop,
+                socket_factory=new_socket,
+            )
+        try:
+            winner = canonical_ip(ipaddress.ip_address(sock.getpeername()[0]))
+            transport, protocol = await loop.create_connection(UpstreamPending, sock=sock)
+        except BaseException:
+            sock.close()
+            raise
+        if len(addrs) > 1:
+            log.info(
+                "flow%d: happy eyeballs: %s won of %d addresses",
+                flow_id,
+                format_host_port(winner, port),
+                len(addrs),
+            )
+        return transport, protocol, winner
+
     async def dial(
         self, loop: asyncio.AbstractEventLoop, flow_id: int, addrs: Sequence[IPAddress], port: int
     ) -> Dialed:
-        """Try every address in order, 3 rounds, 3 s each, 200/400 ms apart (upstream §6.7).
+        """Try every address, 3 rounds 200/400 ms apart (upstream §6.7): one after
+        another, 3 s each, or raced (RFC 8305, ``happy_eyeballs_delay``).
 
         The caller passes its loop: on Python 3.11 every ``get_running_loop()`` is a
         getpid() system call, and two of them cost 2% of a tunnel set-up."""
         delay = self._timeouts.dial_backoff_s
         last: BaseException = ConnectionError("no address to dial")
         timeouts = 0
+        racing = self.happy_eyeballs_delay > 0 and len(addrs) > 1
+        # One race of every address per round, or each address in turn.
+        tries: list[Sequence[IPAddress]] = (
+            [happy_eyeballs_order(addrs)] if racing else [[ip] for ip in addrs]
+        )
         for round_no in range(1, DIAL_ROUNDS + 1):
-            for ip in addrs:
+            for candidates in tries:
                 started = loop.time()
                 try:
-                    transport, protocol = await self._attempt(loop, ip, port)
+                    if racing:
+                        transport, protocol, ip = await self._race(loop, flow_id, candidates, port)
+                    else:
+                        ip = candidates[0]
+                        self.stats.attempts[ip.version] += 1
+                        transport, protocol = await self._attempt(loop, ip, port)
                 except TimeoutError:
                     timeouts += 1
                     last = TimeoutError(
-                        f"connect to {format_host_port(ip, port)} timed out after "
-                        f"{self._timeouts.dial_attempt_s:g}s"
+                        f"connect to {describe(candidates, port)} timed out after "
+                        f"{self._race_timeout(len(candidates)):g}s"
                     )
                 except OSError as exc:
                     if exc.errno in _LOCAL_FD_ERRNOS:
                         raise out_of_descriptors(exc) from None
                     last = exc
                 else:
+                    self.stats.wins[ip.version] += 1
                     return Dialed(transport, protocol, ip, loop.time() - started, timeouts)
             if round_no < DIAL_ROUNDS:
                 log.warning(

@@ -186,7 +186,9 @@ class Server:
         """``clock`` replaces the loop's for deadlines and the idle sweep (tests)."""
         self.settings = settings
         self._clock = clock
-        self.dialer = dialer or Dialer(settings.timeouts)
+        self.dialer = dialer or Dialer(
+            settings.timeouts, happy_eyeballs_delay=settings.happy_eyeballs_delay_s
+        )
         self.policy = Policy.build(
             allow_ports=settings.allow_ports,
             default_port=settings.default_allow_port,
@@ -352,6 +354,7 @@ class Server:
         now = self.loop.time()
         up, down = self.totals()
         stats = self.metrics
+        dial = self.dialer.stats
         top = sorted(self.tunnels, key=lambda t: t.activity, reverse=True)[:STATUS_TOP_FLOWS]
         return Snapshot(
             version=__version__,
@@ -379,6 +382,11 @@ class Server:
                 for t in top
             ],
             rates=self._rates(now),
+            dns_lookups=dial.lookups,
+            dns_lookups_coalesced=dial.lookups_coalesced,
+            dns_lookup_failures=dial.lookups_failed,
+            connect_attempts={f"ipv{v}": n for v, n in dial.attempts.items()},
+            connect_wins={f"ipv{v}": n for v, n in dial.wins.items()},
         )
 
     def _rates(self, now: float) -> dict[str, RateInfo]:

@@ -63,6 +63,19 @@ def collect_addresses(ips: Iterable[IPAddress], limit: int = MAX_RESOLVED_ADDRS)
     return sorted(unique, key=lambda ip: (ip.version, int(ip)))
 
 
+def happy_eyeballs_order(addrs: Sequence[IPAddress]) -> list[IPAddress]:
+    """RFC 8305 §4: families interleaved, IPv6 first (RFC 6724's default policy prefers
+    it), each family in the order given. Unlike the original's IPv4-first order, which
+    ``collect_addresses`` keeps for one-at-a-time dialing."""
+    v6 = [ip for ip in addrs if ip.version == 6]
+    v4 = [ip for ip in addrs if ip.version == 4]
+    first, second = (v6, v4) if v6 else (v4, v6)
+    out: list[IPAddress] = []
+    for i in range(max(len(first), len(second))):
+        out.extend(family[i] for family in (first, second) if i < len(family))
+    return out
+
+
 # (network as an int, netmask as an int, the network): a membership test is one AND.
 Ranges = tuple[tuple[int, int, Network], ...]
 

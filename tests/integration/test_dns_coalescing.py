@@ -1,0 +1,75 @@
+"""A burst to one name asks the resolver once: 200 CONNECTs at once, an injected resolver
+that counts its calls (and answers slowly enough for all of them to be waiting)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import time
+
+from fyntr.errors import STATUS_LINES, Status
+from fyntr.net.dialer import Dialer
+from tests.support.net import echo, exchange, http_port, loopback_settings, origin, proxy
+
+BURST = 200
+
+
+class CountingResolver:
+    def __init__(self, answer: list[str] | None, delay: float = 0.3) -> None:
+        self.answer = answer
+        self.delay = delay
+        self.calls = 0
+
+    async def __call__(self, name: str, port: int) -> list[object]:
+        self.calls += 1
+        await asyncio.sleep(self.delay)
+        if self.answer is None:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [ipaddress.ip_address(a) for a in self.answer]
+
+
+async def burst(port: int, target: str) -> list[bytes]:
+    request = f"CONNECT {target} HTTP/1.1\r\n\r\n".encode()
+    return await asyncio.gather(*(exchange(port, request, eof=True) for _ in range(BURST)))
+
+
+async def test_one_lookup_serves_a_burst_and_every_tunnel_is_judged() -> None:
+    resolver = CountingResolver(["127.0.0.1"])
+    async with origin(echo) as o:
+        settings = loopback_settings(o.port, max_connections=0)
+        dialer = Dialer(settings.timeouts, resolver=resolver)  # type: ignore[arg-type]
+        async with proxy(settings, dialer=dialer) as server:
+            replies = await burst(http_port(server), f"burst.test:{o.port}")
+            assert replies == [STATUS_LINES[Status.OK]] * BURST
+            assert resolver.calls == 1
+            snap = server.snapshot()
+            assert (snap.dns_lookups, snap.dns_lookups_coalesced) == (1, BURST - 1)
+            # The next burst, once the answer is given, asks again: no cache.
+            await burst(http_port(server), f"burst.test:{o.port}")
+            assert resolver.calls == 2
+
+
+async def test_the_policy_judges_every_tunnel_of_a_coalesced_lookup() -> None:
+    resolver = CountingResolver(["10.0.0.1"])  # denied by the built-in list
+    async with origin(echo) as o:
+        settings = loopback_settings(o.port, max_connections=0)
+        dialer = Dialer(settings.timeouts, resolver=resolver)  # type: ignore[arg-type]
+        async with proxy(settings, dialer=dialer) as server:
+            replies = await burst(http_port(server), f"private.test:{o.port}")
+            assert replies == [STATUS_LINES[Status.FORBIDDEN]] * BURST
+            assert resolver.calls == 1
+            assert server.metrics.rejections["cidr_denied"] == BURST
+
+
+async def test_a_failed_lookup_fails_every_waiter_at_once() -> None:
+    resolver = CountingResolver(None)
+    async with proxy(loopback_settings(443, max_connections=0)) as server:
+        server.dialer = Dialer(server.settings.timeouts, resolver=resolver)  # type: ignore[arg-type]
+        started = time.monotonic()
+        replies = await burst(http_port(server), "nxdomain.test:443")
+        elapsed = time.monotonic() - started
+        assert replies == [STATUS_LINES[Status.BAD_GATEWAY]] * BURST
+        assert resolver.calls == 1
+        assert elapsed < 2.0  # one lookup's 0.3 s, not one per tunnel
+        assert server.snapshot().dns_lookup_failures == 1
