@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Install what the tests need (curl, fyntr with its test extras in .venv) and run the
+# Install what the tests need (curl, tmux, fyntr with its test extras in .venv) and run the
 # linters, the type checker and the whole test suite.
 source "$(dirname "$0")/_venv.sh"
-command -v curl >/dev/null 2>&1 || apt_install curl ca-certificates
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl ca-certificates)
+command -v tmux >/dev/null 2>&1 || missing+=(tmux)  # fyntr top is tested on a real terminal
+[ ${#missing[@]} -eq 0 ] || apt_install "${missing[@]}"
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[test]'
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks

@@ -347,8 +347,16 @@ def run(settings: Settings) -> int:
         return 1
 
 
+VIEWS = ("status", "top")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parsed = parse_args(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    if args and args[0] in VIEWS:  # fyntr status / fyntr top: a client of /status
+        from fyntr.top import main as view  # noqa: PLC0415  (never in the proxy)
+
+        return view(args[0], args[1:])
+    parsed = parse_args(args)
     if isinstance(parsed, int):
         return parsed
     return run(parsed)

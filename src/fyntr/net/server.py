@@ -9,7 +9,6 @@ import enum
 import ipaddress
 import logging
 import math
-import resource
 import signal
 import socket
 from collections.abc import Callable
@@ -41,6 +40,7 @@ from fyntr.net.autorate import AutoRateDriver
 from fyntr.net.dialer import Dialed, Dialer
 from fyntr.net.inbound import HttpInbound, Inbound
 from fyntr.net.memory import release_memory
+from fyntr.net.platform import Signals, fallbacks, resource
 from fyntr.net.pump import Pump
 from fyntr.net.relay import Tunnel, log_tunnel_closed
 from fyntr.net.sockopt import limit_unsent
@@ -128,6 +128,8 @@ def raise_fd_limit(max_connections: int, extra: int = 0) -> int | None:
     limit allows; warn when the cap's share cannot be had. Returns the soft limit."""
     soft: int | None
     hard: int | None
+    if resource is None:  # no such limit to raise here (net/platform.py)
+        return None
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     except (OSError, ValueError):
@@ -219,6 +221,7 @@ class Server:
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._next_flow_id = 1
         self._stopping = False
+        self._signals: Signals | None = None
         self._stopped = asyncio.Event()
         self._exit_code = 0
         self._last_stats = (0.0, -1)
@@ -268,6 +271,9 @@ class Server:
         self._last_stats = (self.clock(), 0)  # the first stats line comes after a minute
         if signals:
             self.install_signal_handlers()
+        stand_ins = fallbacks(self.loop, self._signals is None or self._signals.on_loop)
+        if stand_ins:
+            log.info("platform: %s", "; ".join(stand_ins))
         self.threats = self.load_threats()
         auto_upload = settings.upload_rate == AUTO
         self.pumps = (
@@ -746,14 +752,17 @@ class Server:
             log.error("threat feed reload failed, keeping the previous index: %s", exc)
 
     def install_signal_handlers(self) -> None:
-        loop = self.loop
+        signals = self._signals = Signals(self.loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._on_stop_signal, sig)
-        loop.add_signal_handler(signal.SIGHUP, self.reload_threats)
+            signals.add(sig, self._on_stop_signal, sig)
+        if hasattr(signal, "SIGHUP"):  # not on Windows
+            signals.add(signal.SIGHUP, self.reload_threats)
 
     def remove_signal_handlers(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            self.loop.remove_signal_handler(sig)
+        """The handlers in place before start come back (as uvicorn does)."""
+        if self._signals is not None:
+            self._signals.restore()
+            self._signals = None
 
     def _on_stop_signal(self, sig: signal.Signals) -> None:
         if self._stopping:

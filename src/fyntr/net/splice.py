@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import fcntl
 import os
 import socket
 from collections.abc import Callable
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 
 AVAILABLE = hasattr(os, "splice")
 _FLAGS = (os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK) if AVAILABLE else 0
-_F_SETPIPE_SZ = getattr(fcntl, "F_SETPIPE_SZ", 1031)
+_F_SETPIPE_SZ = 1031  # fcntl.F_SETPIPE_SZ (Linux): fcntl itself is imported only to splice
 
 
 class _Detached(asyncio.Protocol):
@@ -106,6 +105,8 @@ class Splicer:
 
 
 def _pipe() -> tuple[int, int]:
+    import fcntl  # noqa: PLC0415  (POSIX only; splice() is Linux only anyway)
+
     pipe = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
     # Where the size is refused, the default pipe (64 KiB) is smaller: backpressure only
     # comes sooner.

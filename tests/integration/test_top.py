@@ -1,0 +1,147 @@
+"""``fyntr status`` and ``fyntr top`` as a person uses them: against a live fyntr (a
+process, with --metrics-port) that is moving real bytes; ``top`` on a real terminal
+(tmux), read with capture-pane, quit with ``q``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.support.net import fyntr_process, origin, run_fyntr
+
+TMUX = shutil.which("tmux")
+
+
+async def moving_bytes(proxy_port: int, origin_port: int, seconds: float) -> int:
+    """A tunnel through fyntr downloading for ``seconds``; bytes received."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port)
+    writer.write(f"CONNECT 127.0.0.1:{origin_port} HTTP/1.1\r\n\r\n".encode())
+    await reader.readuntil(b"\r\n\r\n")
+    got = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        got += len(await reader.read(1 << 16))
+        await asyncio.sleep(0.01)  # a slow reader: the tunnel lives a while
+    writer.close()
+    return got
+
+
+async def slow_source(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    while True:
+        writer.write(bytes(64 * 1024))
+        await writer.drain()
+        await asyncio.sleep(0.01)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def tmux(*args: str) -> str:
+    assert TMUX is not None
+    out = subprocess.run(
+        [TMUX, "-L", f"fyntr-test-{os.getpid()}", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout
+
+
+async def test_status_is_one_screen_in_plain_text_when_not_a_terminal() -> None:
+    metrics = free_port()
+    async with origin(slow_source) as o:
+        with fyntr_process(
+            "--port",
+            "0",
+            "--metrics-port",
+            str(metrics),
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--allow-port",
+            str(o.port),
+        ) as proc:
+            mover = asyncio.ensure_future(moving_bytes(proc.ports[0], o.port, 2.0))
+            await asyncio.sleep(1.0)
+            out = await asyncio.to_thread(run_fyntr, "status", "--metrics-port", str(metrics))
+            await mover
+    assert out.returncode == 0, out.stderr
+    assert "\x1b[" not in out.stdout  # no colour codes in a pipe
+    assert "tunnels  1 active" in out.stdout
+    assert f"127.0.0.1:{o.port}" in out.stdout  # the flow's target
+    assert "upload   auto" in out.stdout and "connect  auto" in out.stdout
+
+
+def test_status_without_a_port_or_a_fyntr_says_which_flag() -> None:
+    out = run_fyntr("status")
+    assert out.returncode == 2
+    assert "--metrics-port" in out.stderr
+    port = free_port()
+    out = run_fyntr("status", "--metrics-port", str(port))
+    assert out.returncode == 1
+    assert f"--metrics-port {port}" in out.stderr and "nothing answers" in out.stderr
+
+
+@pytest.mark.skipif(TMUX is None, reason="tmux is installed by the test command")
+async def test_top_renders_on_a_terminal_refreshes_and_quits_with_q() -> None:
+    metrics = free_port()
+    async with origin(slow_source) as o:
+        with fyntr_process(
+            "--port",
+            "0",
+            "--metrics-port",
+            str(metrics),
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--allow-port",
+            str(o.port),
+        ) as proc:
+            mover = asyncio.ensure_future(moving_bytes(proc.ports[0], o.port, 6.0))
+            await asyncio.sleep(0.5)
+            command = f"{sys.executable} -m fyntr top --metrics-port {metrics}"
+            env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "TERM": "xterm-256color"}
+            tmux(
+                "new-session",
+                "-d",
+                "-s",
+                "top",
+                "-x",
+                "140",
+                "-y",
+                "40",
+                *[f"-e{k}={v}" for k, v in env.items()],
+                command,
+            )
+            try:
+                started = time.monotonic()
+                screen = ""
+                while "top flows" not in screen and time.monotonic() - started < 5:
+                    await asyncio.sleep(0.1)
+                    screen = tmux("capture-pane", "-p", "-t", "top")
+                rendered_after = time.monotonic() - started
+                await asyncio.sleep(2.2)  # two refreshes: the bytes move on screen
+                later = tmux("capture-pane", "-p", "-t", "top")
+                tmux("send-keys", "-t", "top", "q")
+                for _ in range(50):
+                    await asyncio.sleep(0.1)
+                    if "top" not in tmux("list-sessions", "-F", "#{session_name}"):
+                        break
+                still_there = "top" in tmux("list-sessions", "-F", "#{session_name}")
+            finally:
+                tmux("kill-server")
+            await mover
+    assert rendered_after < 1.5, (rendered_after, screen)  # within 1 s of start, and tmux
+    assert f"127.0.0.1:{o.port}" in screen and "tunnels  1 active" in screen
+    assert "upload   auto" in screen
+    assert later != screen  # refreshed: uptime and bytes moved
+    assert not still_there, "q quits"
