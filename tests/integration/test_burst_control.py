@@ -12,6 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fyntr.config import Timeouts
 from fyntr.errors import STATUS_LINES, Status
+from fyntr.limits import MAX_CAP_WAITERS
+from fyntr.net.server import waiting_capacity
 from tests.support.net import (
     FakeClock,
     connect_via,
@@ -109,6 +111,29 @@ async def test_waiter_at_the_cap_gets_the_slot_when_a_tunnel_closes() -> None:
         w2.write(b"hi")
         assert await r2.readexactly(2) == b"hi"
         w2.close()
+
+
+async def test_a_burst_larger_than_the_cap_waits_instead_of_being_refused() -> None:
+    """terraform apply -parallelism=20 through --max-connections 3
+    --max-connections-wait 60: everything beyond the cap waits for a slot (bounded by the
+    FD budget, not by the cap), and every tunnel gets its 200 in turn."""
+    cap, burst = 3, 40
+    async with origin(echo) as o:
+        settings = loopback_settings(o.port, max_connections=cap, max_connections_wait_s=60)
+        async with proxy(settings) as server:
+            port = http_port(server)
+            assert server.admission.max_waiting >= burst
+
+            async def one(n: int) -> bytes:
+                reader, writer, head = await connect_via(port, f"127.0.0.1:{o.port}")
+                writer.write(b"%03d" % n)
+                echoed = await reader.readexactly(3)
+                writer.close()  # frees the slot for the next waiter
+                return head + echoed
+
+            replies = await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(burst))), 30)
+            assert replies == [OK + b"%03d" % n for n in range(burst)]
+            assert "max_connections" not in server.metrics.rejections
 
 
 async def test_waiter_at_the_cap_gets_503_after_the_wait() -> None:
@@ -279,3 +304,13 @@ async def test_stats_line_every_minute_while_there_is_traffic(
         server.sweep()
         assert len([r for r in caplog.records if r.getMessage().startswith("stats:")]) == 1
         writer.close()
+
+
+def test_waiters_are_bounded_by_the_fd_budget_not_by_the_cap() -> None:
+    share = 3 * 2 + 64  # --max-connections 3: two sockets each, plus headroom
+    assert waiting_capacity(3, share + 500, spliced=0) == 500  # one descriptor each
+    assert waiting_capacity(3, share + 500 + 4 * 10, spliced=10) == 500  # pipes come first
+    assert waiting_capacity(3, 10**6, spliced=0) == MAX_CAP_WAITERS
+    assert waiting_capacity(3, share - 1, spliced=0) == 0
+    assert waiting_capacity(0, 10**6, spliced=0) == 0  # no cap, nobody waits
+    assert waiting_capacity(3, None, spliced=0) == MAX_CAP_WAITERS  # no FD limit known

@@ -152,6 +152,20 @@ def raise_fd_limit(max_connections: int, extra: int = 0) -> int | None:
     return soft
 
 
+def waiting_capacity(max_connections: int, soft: int | None, spliced: int) -> int:
+    """How many connections --max-connections-wait may hold at the cap: one descriptor
+    each, from what the FD limit leaves beyond the cap's sockets and the splice pipes,
+    at most MAX_CAP_WAITERS (not the cap itself: a burst of 200 at a cap of 3 must wait,
+    not get 197 503s)."""
+    if max_connections == 0:
+        return 0  # no cap: nobody waits
+    if soft is None:  # no FD limit to go by (no resource module): the fixed bound
+        return MAX_CAP_WAITERS
+    spare = soft - (max_connections * FDS_PER_CONNECTION + FD_HEADROOM)
+    spare -= spliced * FDS_PER_SPLICED_TUNNEL
+    return max(0, min(MAX_CAP_WAITERS, spare))
+
+
 def splice_capacity(max_connections: int, soft: int | None) -> int:
     """How many tunnels may be spliced at once: what the FD limit leaves beyond the cap's
     own sockets, four descriptors each, at most SPLICE_MAX_TUNNELS."""
@@ -200,10 +214,7 @@ class Server:
         )
         self.threats = ThreatIndex()
         limit = settings.effective_max_connections
-        self.admission: Admission[Waiting] = Admission(
-            limit,
-            max_waiting=min(limit, MAX_CAP_WAITERS) if settings.max_connections_wait_s > 0 else 0,
-        )
+        self.admission: Admission[Waiting] = Admission(limit)  # waiting: set at start
         self.pacer: FifoBucket[asyncio.Future[None]] | None = None
         self.connect_auto: ConnectRate | None = None  # --connect-rate auto
         self._pacer_timer: asyncio.TimerHandle | None = None
@@ -286,12 +297,21 @@ class Server:
             else:
                 log.warning("--upload-rate auto: no TCP_INFO on this platform; upload unlimited")
         splicing = splice.AVAILABLE and not any(pump.shaped for pump in self.pumps)
+        waiting = settings.max_connections_wait_s > 0
         soft = raise_fd_limit(
             self.admission.limit,
-            SPLICE_MAX_TUNNELS * FDS_PER_SPLICED_TUNNEL if splicing else 0,
+            (SPLICE_MAX_TUNNELS * FDS_PER_SPLICED_TUNNEL if splicing else 0)
+            + (MAX_CAP_WAITERS if waiting else 0),
         )
-        if splicing and (capacity := splice_capacity(self.admission.limit, soft)):
+        capacity = splice_capacity(self.admission.limit, soft) if splicing else 0
+        if capacity:
             self.splicer = splice.Splicer(self.loop, capacity)
+        if waiting:
+            self.admission.max_waiting = waiting_capacity(self.admission.limit, soft, capacity)
+            log.info(
+                "--max-connections-wait: up to %d connections wait at the cap",
+                self.admission.max_waiting,
+            )
         listeners: list[tuple[socket.socket, InboundFactory]] = [
             (open_listener(settings.bind, settings.port), HttpInbound)
         ]
