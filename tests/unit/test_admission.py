@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -22,10 +23,14 @@ def test_pending_and_active_share_the_cap() -> None:
     assert all(unlimited.try_reserve() for _ in range(10_000))
 
 
-def test_releases_saturate_at_zero() -> None:
+def test_a_double_release_is_caught_not_hidden() -> None:
     adm: Admission[str] = Admission(1)
+    assert adm.try_reserve()
     adm.release_pending()
-    adm.release_active()
+    with pytest.raises(AssertionError, match="released twice"):
+        adm.release_pending()
+    with pytest.raises(AssertionError, match="released twice"):
+        adm.release_active()
     assert (adm.pending, adm.active) == (0, 0)
 
 

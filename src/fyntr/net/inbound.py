@@ -115,8 +115,7 @@ class Inbound(asyncio.Protocol):
     def _release(self) -> None:
         if self.reserved:
             self.reserved = False
-            self.server.admission.release_pending()
-            self.server.slot_freed()
+            self.server.release_slot(active=False)
         self.server.handshakes.discard(self)
 
     def fail(self, err: HandshakeError) -> None:

@@ -509,13 +509,20 @@ class Server:
                 log.warning("flow%d: cannot adopt accepted socket: %s", flow_id, exc)
                 conn.close()
                 if admitted:
-                    self.admission.release_pending()
-                    self.slot_freed()
+                    self.release_slot(active=False)
 
         self._spawn(adopt(), f"fyntr-flow{flow_id}-adopt")
 
-    def slot_freed(self) -> None:
-        """A slot came free: the longest-waiting connection at the cap gets it."""
+    def release_slot(self, *, active: bool) -> None:
+        """The one place a slot is given back (a handshake's, or a tunnel's when
+        ``active``); the longest-waiting connection at the cap gets it."""
+        if active:
+            self.admission.release_active()
+        else:
+            self.admission.release_pending()
+        self._admit_waiting()
+
+    def _admit_waiting(self) -> None:
         if self.admission.waiting:
             for conn, factory, flow_id in self.admission.admit_waiting():
                 self._start(conn, factory, flow_id, admitted=True)
@@ -688,8 +695,7 @@ class Server:
 
     def _tunnel_closed(self, tunnel: Tunnel) -> None:
         self.tunnels.discard(tunnel)
-        self.admission.release_active()
-        self.slot_freed()
+        self.release_slot(active=True)
         self.metrics.closed_up_bytes += tunnel.up.nbytes
         self.metrics.closed_down_bytes += tunnel.down.nbytes
         log_tunnel_closed(tunnel, self.clock())

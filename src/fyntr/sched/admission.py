@@ -39,7 +39,9 @@ class Admission(Generic[T]):
         return True
 
     def release_pending(self) -> None:
-        self.pending = max(0, self.pending - 1)
+        # A release without its reservation is a bug to hear of, not to hide at zero.
+        assert self.pending > 0, "a pending slot released twice"
+        self.pending -= 1
 
     def activate(self) -> None:
         """A reserved handshake became a tunnel: the slot changes kind, not count."""
@@ -47,7 +49,8 @@ class Admission(Generic[T]):
         self.active += 1
 
     def release_active(self) -> None:
-        self.active = max(0, self.active - 1)
+        assert self.active > 0, "an active slot released twice"
+        self.active -= 1
 
     def wait(self, item: T, deadline: float) -> bool:
         """Queue ``item`` for a slot until ``deadline``; False when the queue is full."""
