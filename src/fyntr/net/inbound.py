@@ -203,10 +203,9 @@ class HttpInbound(Inbound):
         self.linger()
 
     def data_received(self, data: bytes) -> None:
+        # Reading is paused from the end of the head until the tunnel starts (establish),
+        # so no byte arrives while dialing: what came with the head is in ``leftover``.
         if self.lingering:
-            return
-        if self.target is not None and self._task is not None:
-            self.leftover += data  # bytes after the head, while dialing: forwarded later
             return
         try:
             events = self.parser.feed(data)
@@ -237,9 +236,8 @@ class HttpInbound(Inbound):
         return True
 
     def expire(self) -> None:
+        # Past the head (Phase.DONE) the deadline is infinite: the sweep never calls this.
         phase = self.parser.phase
-        if phase is Phase.DONE:
-            return
         limit = (
             self.server.settings.timeouts.request_line_s
             if phase is Phase.REQUEST_LINE

@@ -203,13 +203,11 @@ class Tunnel:
         return False
 
     def close(self, reason: str) -> None:
-        """Graceful: what is buffered is still written before the sockets close (a
-        spliced tunnel closes through its relay, which ends on both FINs by itself)."""
+        """Graceful: what is buffered is still written before the sockets close. Only
+        the transports call it (both FINs passed, or a side closed): a spliced tunnel's
+        transports are detached, and its relay ends on both FINs by itself."""
         if self.reason is None:
             self.reason = reason
-        if self.splice is not None:
-            self.splice.finish(reason)
-            return
         self.client.close()
         self.upstream.close()
 

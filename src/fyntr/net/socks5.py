@@ -32,10 +32,7 @@ class Socks5Inbound(Inbound):
         self.transport.close()  # upstream closes without a byte
 
     def data_received(self, data: bytes) -> None:
-        if self.lingering:
-            return
-        if self.target is not None:
-            self.leftover += data
+        if self.lingering:  # reading is paused while dialing (establish): no byte then
             return
         phase = self.parser.phase
         try:

@@ -8,7 +8,7 @@ client cannot make it hold more than a line's limit of bytes.
 from __future__ import annotations
 
 from enum import Enum
-from typing import NamedTuple
+from typing import NamedTuple, NoReturn
 
 from fyntr.errors import HandshakeError, Rep, Status, TargetError, bad_request
 from fyntr.limits import (
@@ -85,16 +85,15 @@ class ConnectParser:
         self._check_partial(len(buf))
         return events
 
-    def feed_eof(self) -> list[Event]:
-        """The client closed its side. A partial request line counts as complete."""
+    def feed_eof(self) -> NoReturn:
+        """The client closed its side before the head was complete: always a 400. A
+        partial request line counts as complete, so that its own error, if it has one,
+        is the one reported (upstream §6.1)."""
         if self.phase is Phase.REQUEST_LINE and self._buf:
             line = bytes(self._buf)
             self._buf.clear()
-            event = self._line(line)
-            if event is not None:
-                # The line parsed, but the headers can never end now.
-                raise bad_request("EOF before the end of the CONNECT headers")
-        if self.phase is Phase.REQUEST_LINE:
+            self._line(line)  # raises for a bad line; a good one leaves the headers open
+        elif self.phase is Phase.REQUEST_LINE:
             raise bad_request("empty request line")
         raise bad_request("EOF before the end of the CONNECT headers")
 
