@@ -37,7 +37,7 @@ PROG = "fyntr"
 
 # argparse, not click: click costs 1.7 MB of RSS against argparse's 0.4 MB (measured on
 # Python 3.11 after asyncio and uvloop), a third of what an idle fyntr may use on top of
-# the interpreter (issue 4: <= 24 MiB). The environment layer is the small part below.
+# the interpreter (the idle budget: 24 MiB). The environment layer is the small part below.
 
 Convert = Callable[[str], Any]
 
@@ -64,7 +64,7 @@ def _columns() -> int:
 
 class _Formatter(argparse.HelpFormatter):
     """Without a width, argparse imports shutil to ask for one, on every add_argument,
-    and shutil brings bz2, lzma and zlib: 0.6 MB of RSS (issue 4: idle <= 24 MiB)."""
+    and shutil brings bz2, lzma and zlib: 0.6 MB of RSS (the idle budget: 24 MiB)."""
 
     def __init__(self, prog: str) -> None:
         super().__init__(prog, width=_columns() - 2)

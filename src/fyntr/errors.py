@@ -20,17 +20,31 @@ class Status(IntEnum):
     VERSION_NOT_SUPPORTED = 505
 
 
+# Every reason phrase fyntr sends, on the proxy port and the metrics port (RFC 9110 §15;
+# 414 as RFC 9110 names it, which http.HTTPStatus of Python 3.11 does not).
+REASON_PHRASES: dict[int, str] = {
+    200: "OK",
+    400: "Bad Request",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    414: "URI Too Long",
+    431: "Request Header Fields Too Large",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+
+# The bare status lines of the CONNECT port (upstream §6.6): a 200 there is
+# "Connection Established".
 STATUS_LINES: dict[Status, bytes] = {
-    Status.OK: b"HTTP/1.1 200 Connection Established\r\n\r\n",
-    Status.BAD_REQUEST: b"HTTP/1.1 400 Bad Request\r\n\r\n",
-    Status.FORBIDDEN: b"HTTP/1.1 403 Forbidden\r\n\r\n",
-    Status.METHOD_NOT_ALLOWED: b"HTTP/1.1 405 Method Not Allowed\r\n\r\n",
-    Status.REQUEST_TIMEOUT: b"HTTP/1.1 408 Request Timeout\r\n\r\n",
-    Status.URI_TOO_LONG: b"HTTP/1.1 414 URI Too Long\r\n\r\n",
-    Status.HEADERS_TOO_LARGE: b"HTTP/1.1 431 Request Header Fields Too Large\r\n\r\n",
-    Status.BAD_GATEWAY: b"HTTP/1.1 502 Bad Gateway\r\n\r\n",
-    Status.SERVICE_UNAVAILABLE: b"HTTP/1.1 503 Service Unavailable\r\n\r\n",
-    Status.VERSION_NOT_SUPPORTED: b"HTTP/1.1 505 HTTP Version Not Supported\r\n\r\n",
+    status: b"HTTP/1.1 %d %s\r\n\r\n"
+    % (
+        status,
+        b"Connection Established" if status is Status.OK else REASON_PHRASES[status].encode(),
+    )
+    for status in Status
 }
 
 

@@ -120,7 +120,7 @@ MAX_CONNECTIONS_CAP: Final = (2**64 - 1 - FD_HEADROOM) // FDS_PER_CONNECTION
 # --- Port numbers -------------------------------------------------------------------------
 PORT_MAX: Final = 65535
 
-# --- Metrics endpoint (issue 8) -----------------------------------------------------------
+# --- Metrics endpoint (SPEC §6) -----------------------------------------------------------
 METRICS_REQUEST_MAX_BYTES: Final = 8192  # request line plus headers of a metrics request
 METRICS_REQUEST_TIMEOUT_S: Final = 10.0
 METRICS_MAX_CLIENTS: Final = 16  # concurrent metrics connections; more get 503

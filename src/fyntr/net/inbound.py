@@ -7,7 +7,7 @@ import logging
 import math
 from typing import TYPE_CHECKING, ClassVar, cast
 
-from fyntr.errors import STATUS_LINES, HandshakeError, Rep, Status
+from fyntr.errors import REASON_PHRASES, STATUS_LINES, HandshakeError, Rep, Status
 from fyntr.limits import LINGER_S
 from fyntr.log import log
 from fyntr.net.sockopt import tune_transport
@@ -256,7 +256,7 @@ class HttpInbound(Inbound):
         return STATUS_LINES[err.status]
 
     def describe(self, err: HandshakeError) -> str:
-        return STATUS_LINES[err.status][9:-4].decode()
+        return f"{err.status.value} {REASON_PHRASES[err.status]}"
 
     def reply_success(self, dialed: Dialed) -> None:
         self.transport.write(STATUS_LINES[Status.OK])

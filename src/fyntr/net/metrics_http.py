@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
 
+from fyntr.errors import REASON_PHRASES
 from fyntr.limits import (
     METRICS_MAX_CLIENTS,
     METRICS_REQUEST_MAX_BYTES,
@@ -26,22 +27,13 @@ ROUTES: dict[str, tuple[str, Callable[[Snapshot], bytes]]] = {
     "/metrics": (PROMETHEUS_TYPE, render_prometheus),
     "/status": ("application/json", render_status),
 }
-REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    408: "Request Timeout",
-    431: "Request Header Fields Too Large",
-    503: "Service Unavailable",
-}
 
 
 def response(
     status: int, body: bytes, content_type: str = "text/plain; charset=utf-8", extra: str = ""
 ) -> bytes:
     head = (
-        f"HTTP/1.1 {status} {REASONS[status]}\r\nContent-Type: {content_type}\r\n"
+        f"HTTP/1.1 {status} {REASON_PHRASES[status]}\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\n{extra}Connection: close\r\n\r\n"
     )
     return head.encode() + body

@@ -176,7 +176,8 @@ class Pump:
         """The chunk cannot go straight through: it waits for its DRR turn, unless only
         the rate was in question, the budget allows it now and it is no bigger than a
         quantum. A whole 256 KiB read let through at the start of a burst would give the
-        first flows a head start DRR cannot take back (burst Jain 0.93 -> 0.98)."""
+        first flows a head start DRR cannot take back (shaped burst Jain: 0.93 letting
+        whole reads through, 0.98 holding them to a quantum)."""
         sched = self.scheduler
         if not (lane.queued or lane.parked or sched.backlogged):
             bucket = sched.bucket

@@ -16,7 +16,7 @@ has carried ``SPLICE_AFTER_BYTES``, so the handshakes and small API calls of a b
 neither side has sent its FIN. The sockets are taken from the loop's transports (which
 own their descriptors) by duplicating them; each direction gets a pipe of
 ``HIGH_WATERMARK_BYTES``: what sits in the pipe is what fyntr holds for that direction,
-so backpressure is the pipe being full, with the same bound as before.
+so backpressure is the pipe being full, with the same bound as on the transports.
 """
 
 from __future__ import annotations
@@ -239,7 +239,7 @@ class SpliceLane:
             return
         self.eof_sent = True
         try:
-            self.dst.shutdown(socket.SHUT_WR)  # half-close, as before (SPEC §4.2)
+            self.dst.shutdown(socket.SHUT_WR)  # half-close (SPEC §4.2)
         except OSError as exc:
             self._relay.failed(self, exc, reading=False)
             return
