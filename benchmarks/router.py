@@ -43,7 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from run import fyntr_command  # benchmarks/ is on sys.path when run as a script
+from load import percentile  # benchmarks/ is on sys.path when run as a script
+from run import fyntr_command, load
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -169,28 +170,6 @@ def fetch_status(port: int) -> tuple[float, dict[str, Any]]:
     return float(at), status
 
 
-def load(workload: str, params: dict[str, Any]) -> dict[str, Any]:
-    out = subprocess.run(
-        in_ns(CLIENT_NS, sys.executable, str(HERE / "load.py"), workload, json.dumps(params)),
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=600,
-    )
-    if out.returncode != 0:
-        raise RuntimeError(out.stderr.strip()[-500:])
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return (
-        ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
-        if ordered
-        else float("nan")
-    )
-
-
 @dataclass(frozen=True)
 class Scenario:
     key: str
@@ -278,7 +257,11 @@ def run_case(
 
             threading.Thread(target=halve, daemon=True).start()
         size = int(rate_bytes(scenario.size))
-        burst = load("burst", {**params, "clients": scenario.clients, "size": size})
+        burst = load(
+            "burst",
+            {**params, "clients": scenario.clients, "size": size},
+            prefix=("ip", "netns", "exec", CLIENT_NS),
+        )
         if proxy is not None:
             status = fetch_status(METRICS_PORT)
         time.sleep(0.5)

@@ -333,9 +333,13 @@ class Contender:
             self.proc = None
 
 
-def load(workload: str, params: dict[str, Any], timeout: float = 600) -> dict[str, Any]:
+def load(
+    workload: str, params: dict[str, Any], timeout: float = 600, prefix: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Run a load generator (benchmarks/load.py) in a process of its own, ``prefix``
+    first (``ip netns exec NS`` for the router benchmark); its one JSON object."""
     out = subprocess.run(
-        [*LOAD, workload, json.dumps(params)],
+        [*prefix, *LOAD, workload, json.dumps(params)],
         capture_output=True,
         text=True,
         timeout=timeout,
