@@ -4,12 +4,15 @@ that counts its calls (and answers slowly enough for all of them to be waiting).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import time
+from collections.abc import AsyncIterator
 
 from fyntr.errors import STATUS_LINES, Status
 from fyntr.net.dialer import Dialer
+from fyntr.net.server import Server
 from tests.support.net import echo, exchange, http_port, loopback_settings, origin, proxy
 
 BURST = 200
@@ -34,32 +37,36 @@ async def burst(port: int, target: str) -> list[bytes]:
     return await asyncio.gather(*(exchange(port, request, eof=True) for _ in range(BURST)))
 
 
-async def test_one_lookup_serves_a_burst_and_every_tunnel_is_judged() -> None:
-    resolver = CountingResolver(["127.0.0.1"])
+@contextlib.asynccontextmanager
+async def resolving(resolver: CountingResolver) -> AsyncIterator[tuple[Server, int]]:
+    """A proxy whose dialer asks ``resolver``, and an echo origin: (server, its port)."""
     async with origin(echo) as o:
         settings = loopback_settings(o.port, max_connections=0)
         dialer = Dialer(settings.timeouts, resolver=resolver)  # type: ignore[arg-type]
         async with proxy(settings, dialer=dialer) as server:
-            replies = await burst(http_port(server), f"burst.test:{o.port}")
-            assert replies == [STATUS_LINES[Status.OK]] * BURST
-            assert resolver.calls == 1
-            snap = server.snapshot()
-            assert (snap.dns_lookups, snap.dns_lookups_coalesced) == (1, BURST - 1)
-            # The next burst, once the answer is given, asks again: no cache.
-            await burst(http_port(server), f"burst.test:{o.port}")
-            assert resolver.calls == 2
+            yield server, o.port
+
+
+async def test_one_lookup_serves_a_burst_and_every_tunnel_is_judged() -> None:
+    resolver = CountingResolver(["127.0.0.1"])
+    async with resolving(resolver) as (server, port):
+        replies = await burst(http_port(server), f"burst.test:{port}")
+        assert replies == [STATUS_LINES[Status.OK]] * BURST
+        assert resolver.calls == 1
+        snap = server.snapshot()
+        assert (snap.dns_lookups, snap.dns_lookups_coalesced) == (1, BURST - 1)
+        # The next burst, once the answer is given, asks again: no cache.
+        await burst(http_port(server), f"burst.test:{port}")
+        assert resolver.calls == 2
 
 
 async def test_the_policy_judges_every_tunnel_of_a_coalesced_lookup() -> None:
     resolver = CountingResolver(["10.0.0.1"])  # denied by the built-in list
-    async with origin(echo) as o:
-        settings = loopback_settings(o.port, max_connections=0)
-        dialer = Dialer(settings.timeouts, resolver=resolver)  # type: ignore[arg-type]
-        async with proxy(settings, dialer=dialer) as server:
-            replies = await burst(http_port(server), f"private.test:{o.port}")
-            assert replies == [STATUS_LINES[Status.FORBIDDEN]] * BURST
-            assert resolver.calls == 1
-            assert server.metrics.rejections["cidr_denied"] == BURST
+    async with resolving(resolver) as (server, port):
+        replies = await burst(http_port(server), f"private.test:{port}")
+        assert replies == [STATUS_LINES[Status.FORBIDDEN]] * BURST
+        assert resolver.calls == 1
+        assert server.metrics.rejections["cidr_denied"] == BURST
 
 
 async def test_a_failed_lookup_fails_every_waiter_at_once() -> None:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.netns import needs_netns
+
 REPO = Path(__file__).resolve().parents[2]
 SUFFIX = str(os.getpid())
 CLIENT_NS, ORIGIN_NS = f"fyntr-hec-{SUFFIX}", f"fyntr-heo-{SUFFIX}"
@@ -38,15 +40,7 @@ LINK_ADD = ["ip", "link", "add", CLIENT_IF, "netns", CLIENT_NS, "type", "veth", 
             ORIGIN_IF, "netns", ORIGIN_NS]  # fmt: skip
 DEAD = (("198.18.0.10", "02:00:00:00:00:10"), ("2001:db8::10", "02:00:00:00:00:11"))
 
-pytestmark = [
-    pytest.mark.skipif(
-        os.name != "posix" or os.geteuid() != 0,
-        reason="needs root to make network namespaces (ip netns)",
-    ),
-    pytest.mark.skipif(
-        shutil.which("ip") is None or shutil.which("curl") is None, reason="needs iproute2, curl"
-    ),
-]
+pytestmark = needs_netns("curl")
 
 
 def sh(*args: str) -> str:

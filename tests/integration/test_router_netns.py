@@ -5,23 +5,14 @@ scenario (a) in network namespaces this test makes and removes (a 20 Mbit/s tbf 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from tests.support.netns import needs_netns
 from tests.support.scripts import run_benchmark
 
-pytestmark = [
-    pytest.mark.skipif(
-        os.name != "posix" or os.geteuid() != 0,
-        reason="needs root to make network namespaces (ip netns, tc)",
-    ),
-    pytest.mark.skipif(
-        shutil.which("ip") is None or shutil.which("tc") is None, reason="needs iproute2"
-    ),
-]
+pytestmark = needs_netns("tc")
 
 
 @pytest.mark.slow

@@ -5,11 +5,13 @@ process, with --metrics-port) that is moving real bytes; ``top`` on a real termi
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -39,6 +41,18 @@ async def slow_source(_r: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         await asyncio.sleep(0.01)
 
 
+@contextlib.asynccontextmanager
+async def live_fyntr(seconds: float) -> AsyncIterator[tuple[int, str, asyncio.Future[int]]]:
+    """A fyntr process with its metrics port, one tunnel downloading through it for
+    ``seconds``: (metrics port, the tunnel's target, the download)."""
+    metrics = free_port()
+    async with origin(slow_source) as o:
+        args = ["--metrics-port", str(metrics), "--allow-cidr", "127.0.0.0/8"]
+        with fyntr_process("--port", "0", "--allow-port", str(o.port), *args) as proc:
+            mover = asyncio.ensure_future(moving_bytes(proc.ports[0], o.port, seconds))
+            yield metrics, f"127.0.0.1:{o.port}", mover
+
+
 def free_port() -> int:
     import socket
 
@@ -59,26 +73,14 @@ def tmux(*args: str) -> str:
 
 
 async def test_status_is_one_screen_in_plain_text_when_not_a_terminal() -> None:
-    metrics = free_port()
-    async with origin(slow_source) as o:
-        with fyntr_process(
-            "--port",
-            "0",
-            "--metrics-port",
-            str(metrics),
-            "--allow-cidr",
-            "127.0.0.0/8",
-            "--allow-port",
-            str(o.port),
-        ) as proc:
-            mover = asyncio.ensure_future(moving_bytes(proc.ports[0], o.port, 2.0))
-            await asyncio.sleep(1.0)
-            out = await asyncio.to_thread(run_fyntr, "status", "--metrics-port", str(metrics))
-            await mover
+    async with live_fyntr(seconds=2.0) as (metrics, target, mover):
+        await asyncio.sleep(1.0)
+        out = await asyncio.to_thread(run_fyntr, "status", "--metrics-port", str(metrics))
+        await mover
     assert out.returncode == 0, out.stderr
     assert "\x1b[" not in out.stdout  # no colour codes in a pipe
     assert "tunnels  1 active" in out.stdout
-    assert f"127.0.0.1:{o.port}" in out.stdout  # the flow's target
+    assert target in out.stdout  # the flow's
     assert "upload   auto" in out.stdout and "connect  auto" in out.stdout
 
 
@@ -94,54 +96,42 @@ def test_status_without_a_port_or_a_fyntr_says_which_flag() -> None:
 
 @pytest.mark.skipif(TMUX is None, reason="tmux is installed by the test command")
 async def test_top_renders_on_a_terminal_refreshes_and_quits_with_q() -> None:
-    metrics = free_port()
-    async with origin(slow_source) as o:
-        with fyntr_process(
-            "--port",
-            "0",
-            "--metrics-port",
-            str(metrics),
-            "--allow-cidr",
-            "127.0.0.0/8",
-            "--allow-port",
-            str(o.port),
-        ) as proc:
-            mover = asyncio.ensure_future(moving_bytes(proc.ports[0], o.port, 6.0))
-            await asyncio.sleep(0.5)
-            command = f"{sys.executable} -m fyntr top --metrics-port {metrics}"
-            env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "TERM": "xterm-256color"}
-            tmux(
-                "new-session",
-                "-d",
-                "-s",
-                "top",
-                "-x",
-                "140",
-                "-y",
-                "40",
-                *[f"-e{k}={v}" for k, v in env.items()],
-                command,
-            )
-            try:
-                started = time.monotonic()
-                screen = ""
-                while "top flows" not in screen and time.monotonic() - started < 5:
-                    await asyncio.sleep(0.1)
-                    screen = tmux("capture-pane", "-p", "-t", "top")
-                rendered_after = time.monotonic() - started
-                await asyncio.sleep(2.2)  # two refreshes: the bytes move on screen
-                later = tmux("capture-pane", "-p", "-t", "top")
-                tmux("send-keys", "-t", "top", "q")
-                for _ in range(50):
-                    await asyncio.sleep(0.1)
-                    if "top" not in tmux("list-sessions", "-F", "#{session_name}"):
-                        break
-                still_there = "top" in tmux("list-sessions", "-F", "#{session_name}")
-            finally:
-                tmux("kill-server")
-            await mover
+    async with live_fyntr(seconds=6.0) as (metrics, target, mover):
+        await asyncio.sleep(0.5)
+        command = f"{sys.executable} -m fyntr top --metrics-port {metrics}"
+        env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "TERM": "xterm-256color"}
+        tmux(
+            "new-session",
+            "-d",
+            "-s",
+            "top",
+            "-x",
+            "140",
+            "-y",
+            "40",
+            *[f"-e{k}={v}" for k, v in env.items()],
+            command,
+        )
+        try:
+            started = time.monotonic()
+            screen = ""
+            while "top flows" not in screen and time.monotonic() - started < 5:
+                await asyncio.sleep(0.1)
+                screen = tmux("capture-pane", "-p", "-t", "top")
+            rendered_after = time.monotonic() - started
+            await asyncio.sleep(2.2)  # two refreshes: the bytes move on screen
+            later = tmux("capture-pane", "-p", "-t", "top")
+            tmux("send-keys", "-t", "top", "q")
+            for _ in range(50):
+                await asyncio.sleep(0.1)
+                if "top" not in tmux("list-sessions", "-F", "#{session_name}"):
+                    break
+            still_there = "top" in tmux("list-sessions", "-F", "#{session_name}")
+        finally:
+            tmux("kill-server")
+        await mover
     assert rendered_after < 1.5, (rendered_after, screen)  # within 1 s of start, and tmux
-    assert f"127.0.0.1:{o.port}" in screen and "tunnels  1 active" in screen
+    assert target in screen and "tunnels  1 active" in screen
     assert "upload   auto" in screen
     assert later != screen  # refreshed: uptime and bytes moved
     assert not still_there, "q quits"
