@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fyntr.config import Timeouts
 from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import MAX_CAP_WAITERS
-from fyntr.net.server import waiting_capacity
+from fyntr.net.listen import waiting_capacity
 from tests.support.net import (
     FakeClock,
     connect_via,
@@ -70,10 +70,9 @@ async def test_a_paced_client_that_leaves_frees_its_place() -> None:
         assert first[2] == OK
         _reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(f"CONNECT 127.0.0.1:{o.port} HTTP/1.1\r\n\r\n".encode())
-        assert server.pacer is not None
-        await until(lambda: len(server.pacer.waiters) == 1)  # type: ignore[union-attr]
+        await until(lambda: server.pacing.waiters == 1)
         writer.close()
-        await until(lambda: not server.pacer.waiters)  # type: ignore[union-attr]
+        await until(lambda: not server.pacing.waiters)
         first[1].close()
 
 

@@ -15,8 +15,9 @@ from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import SPLICE_AFTER_BYTES, SPLICE_MAX_TUNNELS
 from fyntr.metrics import render_prometheus
 from fyntr.net import splice
+from fyntr.net.listen import splice_capacity
 from fyntr.net.relay import Tunnel
-from fyntr.net.server import Server, splice_capacity
+from fyntr.net.server import Server
 from tests.support.net import (
     FakeClock,
     connect_via,

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
-import ipaddress
 import logging
 import math
 import signal
@@ -16,16 +15,12 @@ from typing import TypeAlias
 
 from fyntr._version import __version__
 from fyntr.config import AUTO, Settings, validate_bind_address
-from fyntr.errors import ConfigError, HandshakeError, bad_gateway, forbidden, unavailable
+from fyntr.errors import ConfigError, HandshakeError, bad_gateway, forbidden
 from fyntr.limits import (
     ACCEPT_BATCH,
     ACCEPT_RETRY_DELAY_S,
     AUTORATE_UNSENT_BYTES,
-    CONNECT_AUTO_BURST,
-    FD_HEADROOM,
-    FDS_PER_CONNECTION,
     FDS_PER_SPLICED_TUNNEL,
-    LISTEN_BACKLOG,
     MAX_CAP_WAITERS,
     SHUTDOWN_POLL_S,
     SPLICE_MAX_TUNNELS,
@@ -39,142 +34,27 @@ from fyntr.net import splice, tcpinfo
 from fyntr.net.autorate import AutoRateDriver
 from fyntr.net.dialer import Dialed, Dialer
 from fyntr.net.inbound import HttpInbound, Inbound
+from fyntr.net.listen import (
+    format_sockname,
+    is_loopback,
+    open_listener,
+    raise_fd_limit,
+    splice_capacity,
+    waiting_capacity,
+)
 from fyntr.net.memory import release_memory
-from fyntr.net.platform import Signals, fallbacks, resource
+from fyntr.net.pacing import ConnectGate
+from fyntr.net.platform import Signals, fallbacks
 from fyntr.net.pump import Pump
 from fyntr.net.relay import Tunnel, log_tunnel_closed
 from fyntr.net.sockopt import limit_unsent
 from fyntr.policy.rules import Policy
 from fyntr.policy.threat import ThreatAction, ThreatIndex, is_mixed_script, load_feed_files
-from fyntr.sched.admission import Admission, FifoBucket
-from fyntr.sched.connectrate import ConnectRate
-from fyntr.sched.drr import TokenBucket
+from fyntr.sched.admission import Admission
 from fyntr.wire.target import Target, format_host_port
 
 InboundFactory: TypeAlias = Callable[["Server", int, bool], Inbound]
 Waiting: TypeAlias = tuple[socket.socket, InboundFactory, int]
-
-
-def bind_candidates(text: str, port: int) -> list[tuple[int, str]]:
-    """(family, address) to try in order: an IP as is, a name resolved IPv4-first (§1.2)."""
-    value = validate_bind_address(text)
-    try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
-        pass
-    else:
-        return [(socket.AF_INET if ip.version == 4 else socket.AF_INET6, str(ip))]
-    try:
-        infos = socket.getaddrinfo(value, port, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise ConfigError(f"cannot resolve bind address '{value}': {exc}") from None
-    seen: list[tuple[int, str]] = []
-    for family, *_rest, sockaddr in infos:
-        item = (int(family), str(sockaddr[0]))
-        if item not in seen and family in (socket.AF_INET, socket.AF_INET6):
-            seen.append(item)
-    if not seen:
-        raise ConfigError(f"bind address '{value}' resolved to no address")
-    return sorted(seen, key=lambda item: item[0] != socket.AF_INET)
-
-
-def open_listener(text: str, port: int) -> socket.socket:
-    """A non-blocking listening socket on the first candidate that binds."""
-    last: OSError | None = None
-    for family, address in bind_candidates(text, port):
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                # Dual-stack like the original (asyncio would force V6ONLY).
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-            sock.bind((address, port))
-            sock.listen(LISTEN_BACKLOG)
-        except OSError as exc:
-            sock.close()
-            last = OSError(exc.errno, f"{address}:{port}: {exc.strerror}")
-            continue
-        sock.setblocking(False)
-        return sock
-    raise ConfigError(f"cannot listen on {text}:{port}: {last}")
-
-
-def format_sockname(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return format_host_port(host, port)
-
-
-def fd_limit_warnings(max_connections: int, soft: int | None, hard: int | None) -> list[str]:
-    """Upstream §3.6 step 5, as text."""
-    if soft is None or hard is None:
-        return ["failed to get nofile limits; cannot check the FD budget"]
-    if max_connections == 0:
-        return [
-            f"max_connections is unlimited; the soft FD limit is {soft}: set a specific "
-            "--max-connections or raise the ulimit to avoid EMFILE"
-        ]
-    required = max_connections * FDS_PER_CONNECTION + FD_HEADROOM
-    if required > soft:
-        return [
-            f"required FDs ({required}) for --max-connections {max_connections} "
-            f"exceed soft FD limit (soft={soft}, hard={hard}); raise the ulimit or lower "
-            "--max-connections"
-        ]
-    return []
-
-
-def raise_fd_limit(max_connections: int, extra: int = 0) -> int | None:
-    """Raise the soft RLIMIT_NOFILE to what the cap needs, plus ``extra`` where the hard
-    limit allows; warn when the cap's share cannot be had. Returns the soft limit."""
-    soft: int | None
-    hard: int | None
-    if resource is None:  # no such limit to raise here (net/platform.py)
-        return None
-    try:
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    except (OSError, ValueError):
-        soft = hard = None
-    if soft is not None and hard is not None and max_connections > 0:
-        required = max_connections * FDS_PER_CONNECTION + FD_HEADROOM
-        wanted = required + extra
-        if soft < wanted:
-            target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
-            try:
-                resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-            except (OSError, ValueError) as exc:
-                log.warning("cannot raise soft FD limit to %d (hard %d): %s", target, hard, exc)
-            else:
-                log.info("Raised soft FD limit to %d", target)
-            soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        log.info("FD limits: soft=%d, hard=%d", soft, hard)
-    for warning in fd_limit_warnings(max_connections, soft, hard):
-        log.warning("%s", warning)
-    return soft
-
-
-def waiting_capacity(max_connections: int, soft: int | None, spliced: int) -> int:
-    """How many connections --max-connections-wait may hold at the cap: one descriptor
-    each, from what the FD limit leaves beyond the cap's sockets and the splice pipes,
-    at most MAX_CAP_WAITERS (not the cap itself: a burst of 200 at a cap of 3 must wait,
-    not get 197 503s)."""
-    if max_connections == 0:
-        return 0  # no cap: nobody waits
-    if soft is None:  # no FD limit to go by (no resource module): the fixed bound
-        return MAX_CAP_WAITERS
-    spare = soft - (max_connections * FDS_PER_CONNECTION + FD_HEADROOM)
-    spare -= spliced * FDS_PER_SPLICED_TUNNEL
-    return max(0, min(MAX_CAP_WAITERS, spare))
-
-
-def splice_capacity(max_connections: int, soft: int | None) -> int:
-    """How many tunnels may be spliced at once: what the FD limit leaves beyond the cap's
-    own sockets, four descriptors each, at most SPLICE_MAX_TUNNELS."""
-    if soft is None:
-        return 0
-    spare = soft - (max_connections * FDS_PER_CONNECTION + FD_HEADROOM)
-    if max_connections == 0:  # unlimited: pipes may take a quarter of the limit at most
-        spare = (soft - FD_HEADROOM) // 4
-    return max(0, min(SPLICE_MAX_TUNNELS, spare // FDS_PER_SPLICED_TUNNEL))
 
 
 def settings_dict(settings: Settings) -> dict[str, object]:
@@ -183,10 +63,6 @@ def settings_dict(settings: Settings) -> dict[str, object]:
     for key, value in dataclasses.asdict(settings).items():
         out[key] = value.value if isinstance(value, enum.Enum) else value
     return out
-
-
-def is_loopback(sock: socket.socket) -> bool:
-    return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
 
 
 class Server:
@@ -215,9 +91,7 @@ class Server:
         self.threats = ThreatIndex()
         limit = settings.effective_max_connections
         self.admission: Admission[Waiting] = Admission(limit)  # waiting: set at start
-        self.pacer: FifoBucket[asyncio.Future[None]] | None = None
-        self.connect_auto: ConnectRate | None = None  # --connect-rate auto
-        self._pacer_timer: asyncio.TimerHandle | None = None
+        self.pacing: ConnectGate
         self.metrics = Stats()
         self.handshakes: set[Inbound] = set()
         self.tunnels: set[Tunnel] = set()
@@ -324,16 +198,7 @@ class Server:
             except ConfigError:
                 listeners[0][0].close()
                 raise
-        if settings.connect_rate == AUTO:
-            self.connect_auto = ConnectRate()
-            assert self.connect_auto.rate is not None
-            burst = float(settings.connect_burst or CONNECT_AUTO_BURST)
-            self.pacer = FifoBucket(TokenBucket(self.connect_auto.rate, burst, self.loop.time()))
-        elif settings.connect_rate > 0:
-            burst = float(settings.connect_burst or settings.connect_rate)
-            self.pacer = FifoBucket(
-                TokenBucket(settings.connect_rate, max(1.0, burst), self.loop.time())
-            )
+        self.pacing = ConnectGate(self.loop, settings)
         for sock, factory in listeners:
             log.info("Starting Fyntr on %s", format_sockname(sock))
             if not is_loopback(sock):
@@ -389,7 +254,7 @@ class Server:
             active_flows=len(self.tunnels),
             spliced_flows=self.splicer.active if self.splicer is not None else 0,
             pending_handshakes=len(self.handshakes),
-            connect_waiters=len(self.pacer.waiters) if self.pacer is not None else 0,
+            connect_waiters=self.pacing.waiters,
             cap_waiters=len(self.admission.waiting),
             queued_up_bytes=self.pumps[0].queued_bytes,
             queued_down_bytes=self.pumps[1].queued_bytes,
@@ -418,22 +283,15 @@ class Server:
     def _rates(self, now: float) -> dict[str, RateInfo]:
         upload, download = self.pumps
         auto_up = self.settings.upload_rate == AUTO
-        rates = {
+        return {
             "upload": (
                 self.autorate.info(now)
                 if self.autorate is not None
                 else RateInfo(upload.rate, auto_up, "unavailable" if auto_up else None)
             ),
             "download": RateInfo(download.rate, auto=False),
+            "connect": self.pacing.info(),
         }
-        if self.connect_auto is not None:
-            rate = self.connect_auto.rate
-            rates["connect"] = RateInfo(rate, True, "unpaced" if rate is None else "paced")
-        else:
-            rates["connect"] = RateInfo(
-                None if self.pacer is None else self.pacer.bucket.rate, auto=False
-            )
-        return rates
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -581,84 +439,18 @@ class Server:
                 self._threat_log(inbound, target, "ip", f"matched_ip={ip}")
             if hits and block:
                 raise forbidden("threat_blocked", "blocked by threat feed (resolved address)")
-        paced = False
-        if self.pacer is not None and (self.connect_auto is None or self.connect_auto.rate):
-            paced = await self._paced(inbound)
+        paced = await self.pacing.wait(inbound.accepted_at)
         try:
             dialed = await self.dialer.dial(self.loop, inbound.flow_id, addrs, target.port)
         except HandshakeError:
             self.metrics.dial_failures += 1
             raise
-        if self.connect_auto is not None:
-            self._observe_connect(dialed, paced=paced)
+        self.pacing.observe(dialed, paced=paced)
         if dialed.protocol.lost:
             dialed.transport.close()
             self.metrics.dial_failures += 1
             raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
         return dialed
-
-    async def _paced(self, inbound: Inbound) -> bool:
-        """Wait for a --connect-rate token in FIFO order, within the handshake budget.
-        True when it had to wait."""
-        assert self.pacer is not None
-        loop = self.loop
-        budget = self.settings.timeouts.handshake_budget_s
-        ticket: asyncio.Future[None] = loop.create_future()
-        if self.pacer.offer(ticket, loop.time()):
-            return False
-        self._arm_pacer()
-        try:
-            async with asyncio.timeout_at(inbound.accepted_at + budget):
-                await ticket
-        except TimeoutError:
-            self.pacer.cancel(ticket)
-            raise unavailable(
-                "connect_rate", f"no --connect-rate token within {budget:g}s of accept"
-            ) from None
-        finally:
-            # A client gone while waiting (the task is cancelled) frees its place at once.
-            if not ticket.done():
-                ticket.cancel()
-                self.pacer.cancel(ticket)
-        return True
-
-    def _observe_connect(self, dialed: Dialed, *, paced: bool) -> None:
-        """--connect-rate auto: learn from the dial; put its rate in force."""
-        assert self.connect_auto is not None and self.pacer is not None
-        sample = tcpinfo.read(dialed.transport.get_extra_info("socket"))
-        syn_lost = dialed.timeouts > 0 or (sample is not None and sample.total_retrans > 0)
-        before = self.connect_auto.rate
-        rate = self.connect_auto.observe(
-            self.loop.time(), dialed.address, dialed.connect_s, syn_lost=syn_lost, paced=paced
-        )
-        if rate == before:
-            return
-        if rate is None:
-            log.info("auto connect rate: connects are healthy; unpaced")
-            for ticket in self.pacer.waiters:
-                ticket.set_result(None)
-            self.pacer.waiters.clear()
-            return
-        bucket = self.pacer.bucket
-        bucket.reset(rate, bucket.burst, self.loop.time())
-        if before is None or rate < before:
-            log.info(
-                "auto connect rate: %s; pacing new connections at %.0f/s",
-                "a SYN was lost" if syn_lost else "connects queued",
-                rate,
-            )
-
-    def _arm_pacer(self) -> None:
-        assert self.pacer is not None
-        if self._pacer_timer is None and (delay := self.pacer.next_wake()) is not None:
-            self._pacer_timer = self.loop.call_later(delay, self._pacer_tick)
-
-    def _pacer_tick(self) -> None:
-        assert self.pacer is not None
-        self._pacer_timer = None
-        for ticket in self.pacer.release(self.loop.time()):
-            ticket.set_result(None)
-        self._arm_pacer()
 
     def start_tunnel(self, inbound: Inbound, target: Target, dialed: Dialed) -> None:
         self.admission.activate()
@@ -847,8 +639,7 @@ class Server:
             self.autorate.close()
         if self._metrics_listener is not None:
             self._metrics_listener.close()
-        if self._pacer_timer is not None:
-            self._pacer_timer.cancel()
+        self.pacing.close()
         for task in list(self._tasks):
             task.cancel()
         for conn in self._adopting:  # their tasks may never have started
