@@ -209,14 +209,18 @@ class _Upload:
 
 
 def burst(p: Result) -> Result:
-    """``clients`` connections at once, each uploading ``size`` bytes to the sink.
+    """``clients`` connections at once, each uploading ``size`` bytes to the sink (or,
+    with ``direction`` "download", downloading them from the source).
 
     One thread drives every client with non-blocking sockets and epoll: a few system
     calls per client, so that the load generator does not stagger the tunnels itself
     (200 asyncio stream clients in one process took 12-17 ms to get going)."""
     size, clients = int(p["size"]), int(p["clients"])
     request = connect_request(p) if p["proxy"] else b""
-    payload = memoryview(b"TSINK %d\n" % size + bytes(size))  # shared by every client
+    download = p.get("direction") == "download"  # each client downloads ``size`` instead
+    payload = memoryview(
+        b"SOURCE %d\n" % size if download else b"TSINK %d\n" % size + bytes(size)
+    )  # shared by every client
     deadline = time.monotonic() + float(p.get("timeout", 120))
     ep = select.epoll()
     clients_by_fd: dict[int, _Upload] = {}
@@ -266,6 +270,12 @@ def burst(p: Result) -> Result:
             if c.sent == len(payload):
                 c.phase = "ok"
                 ep.modify(c.sock, select.EPOLLIN)
+        elif download:
+            n = len(c.sock.recv(1 << 16))
+            c.sent += n
+            if c.sent >= len(payload) + size or not n:
+                c.end = time.monotonic()
+                finish(c, c.sent == len(payload) + size)
         else:
             data = c.sock.recv(1 << 16)
             c.got += data

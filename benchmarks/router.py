@@ -1,6 +1,6 @@
 """A simulated home router: why fyntr helps, with no flags (SPEC §5.1, §7).
 
-    sudo python benchmarks/router.py [--scenarios a,b,c] [--uplink 20mbit] [--quick]
+    sudo python benchmarks/router.py [--scenarios a,b,c,d] [--uplink 20mbit] [--quick]
                                      [--buffer-ms 300] [--json PATH] [--plot PATH]
 
 Two network namespaces made here and removed afterwards, even on failure: a client side
@@ -14,7 +14,9 @@ exist only inside these namespaces. Scenarios:
   into the burst: Wi-Fi, DOCSIS or LTE changing under the user;
 * (c) a router that cannot take more than ~25 new connections a second: SYNs go to an
   ``htb`` class of 16 kbit with a 4-packet ``pfifo`` (a ``u32`` filter on the SYN flag,
-  byte 33 with a 20-byte IP header), SYNs beyond it are dropped; 40 uploads of 128 KiB.
+  byte 33 with a 20-byte IP header), SYNs beyond it are dropped; 40 uploads of 128 KiB;
+* (d) 30 downloads of 512 KiB, the downlink (origin to client) a token bucket with the
+  same deep FIFO: the ISP's side of the line.
 
 While the burst runs a probe makes small round trips. Each scenario runs direct and
 through fyntr with no flags (auto rates); (a) also through fyntr unshaped
@@ -65,7 +67,7 @@ def in_ns(ns: str, *args: str) -> list[str]:
 
 
 @contextlib.contextmanager
-def network(uplink: str, buffer_ms: int, syn_limit: bool) -> Iterator[None]:
+def network(uplink: str, buffer_ms: int, syn_limit: bool, downlink: bool) -> Iterator[None]:
     """Make the two namespaces; always remove them again."""
     try:
         sh("ip", "netns", "add", CLIENT_NS)
@@ -110,6 +112,26 @@ def network(uplink: str, buffer_ms: int, syn_limit: bool) -> Iterator[None]:
                 "cubic",
             )
         uplink_qdisc(uplink, buffer_ms, syn_limit)
+        if downlink:  # the same token bucket and FIFO on the way back: the ISP's downlink
+            sh(
+                "ip",
+                "netns",
+                "exec",
+                ORIGIN_NS,
+                "tc",
+                "qdisc",
+                "add",
+                "dev",
+                ORIGIN_IF,
+                "root",
+                "tbf",
+                "rate",
+                uplink,
+                "burst",
+                "32kb",
+                "latency",
+                f"{buffer_ms}ms",
+            )
         yield
     finally:
         for ns in (CLIENT_NS, ORIGIN_NS):
@@ -178,12 +200,14 @@ class Scenario:
     size: str
     syn_limit: bool = False
     halve_after_s: float | None = None  # the uplink falls to half this long into the burst
+    download: bool = False  # the burst downloads, through a bloated downlink
 
 
 SCENARIOS = {
     "a": Scenario("a", "uplink bloat", 30, "512KiB"),
     "b": Scenario("b", "uplink halves 2 s into the burst", 30, "1MiB", halve_after_s=2.0),
     "c": Scenario("c", "router takes ~25 new connections/s", 40, "128KiB", syn_limit=True),
+    "d": Scenario("d", "download burst, downlink bloat", 30, "512KiB", download=True),
 }
 
 METRICS_PORT = 17999
@@ -259,7 +283,12 @@ def run_case(
         size = int(rate_bytes(scenario.size))
         burst = load(
             "burst",
-            {**params, "clients": scenario.clients, "size": size},
+            {
+                **params,
+                "clients": scenario.clients,
+                "size": size,
+                "direction": "download" if scenario.download else "upload",
+            },
             prefix=("ip", "netns", "exec", CLIENT_NS),
         )
         if proxy is not None:
@@ -407,7 +436,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--scenarios", default="a,b,c", help="comma list of a, b, c")
+    ap.add_argument("--scenarios", default="a,b,c,d", help="comma list of a, b, c, d")
     ap.add_argument("--uplink", default="20mbit", help="router uplink rate (tc syntax)")
     ap.add_argument("--buffer-ms", type=int, default=300, help="uplink FIFO depth, ms")
     ap.add_argument("--quick", action="store_true", help="direct and fyntr with no flags only")
@@ -423,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for scenario in chosen:
-            with network(args.uplink, args.buffer_ms, scenario.syn_limit):
+            with network(args.uplink, args.buffer_ms, scenario.syn_limit, scenario.download):
                 for name, fyntr_args in cases(scenario, args.uplink, args.quick):
                     print(f"running ({scenario.key}) {name} ...", file=sys.stderr, flush=True)
                     rows.append(run_case(name, fyntr_args, scenario, args, Path(tmp)))
