@@ -10,4 +10,7 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)  # fyntr top is tested on a r
 .venv/bin/ruff check src tests benchmarks
 .venv/bin/ruff format --check src tests benchmarks
 .venv/bin/mypy
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+# Once more on the standard asyncio loop (fyntr's fallback where uvloop is missing). The
+# slow tests drive fyntr processes, whose loop this setting does not choose.
+FYNTR_TEST_LOOP=asyncio exec .venv/bin/python -m pytest -q -m "not slow" "$@"

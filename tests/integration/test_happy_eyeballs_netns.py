@@ -174,6 +174,7 @@ def fetch(name: str) -> float:
     return float(out.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_a_dead_first_address_costs_a_quarter_second_not_three(tmp_path: Path) -> None:
     log = tmp_path / "fyntr.log"
