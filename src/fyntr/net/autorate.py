@@ -4,7 +4,8 @@ Every ``AUTORATE_TICK_S`` while tunnels are open, the upstream socket of each tu
 with unacknowledged upload is read (``TCP_INFO``; net/tcpinfo.py): what the origin
 acknowledged since the last tick (the achieved rate: what the network delivered, not
 what fyntr wrote into socket buffers) and, from the sockets that carried data, the
-smoothed RTT above the socket's own floor (the queueing delay). The pure controller
+recent RTT (the kernel's smoothing undone) above the socket's own floor (the queueing
+delay). The pure controller
 (sched/autorate.py) turns that into a rate for the upload pump. Tunnels with nothing
 unacknowledged cost one comparison a tick; no timer runs while no tunnel is open.
 """
