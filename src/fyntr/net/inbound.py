@@ -184,7 +184,7 @@ class Inbound(asyncio.Protocol):
         if log.isEnabledFor(logging.INFO):  # formatting the authority costs: skip it when silent
             log.info("flow%d: %s%s", self.flow_id, self.LOG_VERB, target.authority)
         try:
-            self.server.check_host(self, target)
+            self.server.threats.check_host(self, target)
         except HandshakeError as err:
             self.fail(err)
             return False

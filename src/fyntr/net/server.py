@@ -15,7 +15,7 @@ from typing import TypeAlias
 
 from fyntr._version import __version__
 from fyntr.config import AUTO, Settings, validate_bind_address
-from fyntr.errors import ConfigError, HandshakeError, bad_gateway, forbidden
+from fyntr.errors import ConfigError, HandshakeError, bad_gateway
 from fyntr.limits import (
     ACCEPT_BATCH,
     ACCEPT_RETRY_DELAY_S,
@@ -48,8 +48,8 @@ from fyntr.net.platform import Signals, fallbacks
 from fyntr.net.pump import Pump
 from fyntr.net.relay import Tunnel, log_tunnel_closed
 from fyntr.net.sockopt import limit_unsent
+from fyntr.net.threats import ThreatGuard
 from fyntr.policy.rules import Policy
-from fyntr.policy.threat import ThreatAction, ThreatIndex, is_mixed_script, load_feed_files
 from fyntr.sched.admission import Admission
 from fyntr.wire.target import Target, format_host_port
 
@@ -88,11 +88,11 @@ class Server:
             allow_cidrs=settings.allow_cidrs,
             allow_domains=settings.allow_domains,
         )
-        self.threats = ThreatIndex()
         limit = settings.effective_max_connections
         self.admission: Admission[Waiting] = Admission(limit)  # waiting: set at start
         self.pacing: ConnectGate
         self.metrics = Stats()
+        self.threats = ThreatGuard(settings, self.metrics)
         self.handshakes: set[Inbound] = set()
         self.tunnels: set[Tunnel] = set()
         self.loop: asyncio.AbstractEventLoop
@@ -116,33 +116,6 @@ class Server:
         self._metrics_listener: asyncio.Server | None = None
 
     # --- start-up --------------------------------------------------------------------
-    def load_threats(self) -> ThreatIndex:
-        settings = self.settings
-        if settings.threat_action is ThreatAction.BLOCK and not settings.threat_feed_files:
-            raise ConfigError("--threat-action block needs at least one --threat-feed-file")
-        if not settings.threat_feed_files:
-            return ThreatIndex()
-        index = load_feed_files(settings.threat_feed_files)
-        for f in index.files:
-            log.info(
-                "loaded threat feed file=%s domains=%d ips=%d skipped=%d",
-                f.path,
-                f.domains,
-                f.ips,
-                f.skipped,
-            )
-            if f.skipped:
-                log.warning(
-                    "skipped unsupported threat feed rules file=%s skipped=%d", f.path, f.skipped
-                )
-        log.info(
-            "built threat feed index files=%d domains=%d ips=%d skipped=%d",
-            len(index.files),
-            len(index.domains),
-            len(index.ips),
-            index.skipped,
-        )
-        return index
 
     async def start(self, *, signals: bool = False) -> None:
         """Load feeds, raise the FD limit, bind. Raises ConfigError (exit 1).
@@ -159,7 +132,7 @@ class Server:
         stand_ins = fallbacks(self.loop, self._signals is None or self._signals.on_loop)
         if stand_ins:
             log.info("platform: %s", "; ".join(stand_ins))
-        self.threats = self.load_threats()
+        self.threats.load()
         auto_upload = settings.upload_rate == AUTO
         self.pumps = (
             Pump(self.loop, 0 if settings.upload_rate == AUTO else settings.upload_rate),
@@ -386,59 +359,12 @@ class Server:
                 self._start(conn, factory, flow_id, admitted=True)
 
     # --- the handshake pipeline ------------------------------------------------------
-    def check_host(self, inbound: Inbound, target: Target) -> None:
-        """Mixed-script warning and host-level threat check, before headers and DNS."""
-        host = target.host
-        if host.domain is not None and is_mixed_script(host.raw):
-            log.warning(
-                "flow%d: mixed_script=true reason=mixed_script_host raw_host=%s ascii_host=%s "
-                "%s=%s client_addr=%s",
-                inbound.flow_id,
-                host.raw,
-                host.domain,
-                inbound.TARGET_KEY,
-                target.authority,
-                inbound.peer,
-            )
-        matched = self.threats.match_host(host)
-        if matched is None:
-            return
-        kind = "ip" if host.ip is not None else "domain"
-        extra = (
-            f"matched_ip={matched}"
-            if host.ip is not None
-            else (f"ascii_host={host.domain} matched_domain={matched}")
-        )
-        self._threat_log(inbound, target, kind, extra)
-        if self.settings.threat_action is ThreatAction.BLOCK:
-            raise forbidden("threat_blocked", "blocked by threat feed")
-
-    def _threat_log(self, inbound: Inbound, target: Target, kind: str, extra: str) -> None:
-        self.metrics.threat_matches += 1
-        log.warning(
-            "flow%d: threat_match=true action=%s match_type=%s raw_host=%s %s %s=%s client_addr=%s",
-            inbound.flow_id,
-            self.settings.threat_action.value,
-            kind,
-            target.host.raw,
-            extra,
-            inbound.TARGET_KEY,
-            target.authority,
-            inbound.peer,
-        )
-
     async def open_upstream(self, inbound: Inbound, target: Target) -> Dialed:
         """Port, DNS, CIDR policy, resolved-IP threats, dial (upstream §6.5 order)."""
         self.policy.check_port(target.port)
         addrs = await self.dialer.resolve(target.host, target.port)
         addrs = self.policy.authorize(target.host, addrs)
-        if target.host.ip is None:
-            hits = self.threats.match_ips(addrs)
-            block = self.settings.threat_action is ThreatAction.BLOCK
-            for ip in hits[:1] if block else hits:
-                self._threat_log(inbound, target, "ip", f"matched_ip={ip}")
-            if hits and block:
-                raise forbidden("threat_blocked", "blocked by threat feed (resolved address)")
+        self.threats.check_addresses(inbound, target, addrs)
         paced = await self.pacing.wait(inbound.accepted_at)
         try:
             dialed = await self.dialer.dial(self.loop, inbound.flow_id, addrs, target.port)
@@ -563,18 +489,12 @@ class Server:
         )
 
     # --- lifetime --------------------------------------------------------------------
-    def reload_threats(self) -> None:
-        try:
-            self.threats = self.load_threats()
-        except ConfigError as exc:
-            log.error("threat feed reload failed, keeping the previous index: %s", exc)
-
     def install_signal_handlers(self) -> None:
         signals = self._signals = Signals(self.loop)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signals.add(sig, self._on_stop_signal, sig)
         if hasattr(signal, "SIGHUP"):  # not on Windows
-            signals.add(signal.SIGHUP, self.reload_threats)
+            signals.add(signal.SIGHUP, self.threats.reload)
 
     def remove_signal_handlers(self) -> None:
         """The handlers in place before start come back (as uvicorn does)."""
