@@ -313,3 +313,18 @@ def test_waiters_are_bounded_by_the_fd_budget_not_by_the_cap() -> None:
     assert waiting_capacity(3, share - 1, spliced=0) == 0
     assert waiting_capacity(0, 10**6, spliced=0) == 0  # no cap, nobody waits
     assert waiting_capacity(3, None, spliced=0) == MAX_CAP_WAITERS  # no FD limit known
+
+
+async def test_status_ages_and_uptime_follow_the_one_clock() -> None:
+    """Uptime and tunnel ages come from the clock that stamps the tunnels (virtual here),
+    not from the loop's: one clock, or ages come out negative."""
+    clock = FakeClock()
+    async with origin(echo) as o, proxy(loopback_settings(o.port), clock=clock) as server:
+        _reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        clock.advance(100)
+        snap = server.snapshot()
+        assert snap.uptime_s == pytest.approx(100, abs=0.5)
+        [flow] = snap.top_flows
+        assert flow.age_s == pytest.approx(100, abs=0.5)
+        writer.close()

@@ -125,7 +125,7 @@ class Server:
         settings = self.settings
         self.loop = asyncio.get_running_loop()
         self.clock = self._clock or self.loop.time
-        self.started_at = self.loop.time()
+        self.started_at = self.clock()
         self._last_stats = (self.clock(), 0)  # the first stats line comes after a minute
         if signals:
             self.install_signal_handlers()
@@ -215,7 +215,7 @@ class Server:
         return str(host), int(port)
 
     def snapshot(self) -> Snapshot:
-        now = self.loop.time()
+        now = self.clock()  # the clock of tunnel ages and uptime (virtual in tests)
         up, down = self.totals()
         stats = self.metrics
         dial = self.dialer.stats
@@ -245,7 +245,7 @@ class Server:
                 FlowInfo(t.flow_id, t.target, round(now - t.started, 3), t.up.nbytes, t.down.nbytes)
                 for t in top
             ],
-            rates=self._rates(now),
+            rates=self._rates(self.loop.time()),  # the rate controllers run on the loop's
             dns_lookups=dial.lookups,
             dns_lookups_coalesced=dial.lookups_coalesced,
             dns_lookup_failures=dial.lookups_failed,
