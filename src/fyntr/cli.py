@@ -247,7 +247,8 @@ DESCRIPTION = (
     "optional SOCKS5), Deficit Round-Robin scheduling, connection caps and pacing. Every "
     "flag has a FYNTR_<FLAG> variable; the flag wins over the variable, the variable over "
     "the default. List flags take repeats and comma lists. RATE: bytes/s, or a number "
-    "with kbit mbit gbit kb mb gb kib mib gib (optional /s)."
+    "with kbit mbit gbit kb mb gb kib mib gib (optional /s). "
+    "'fyntr status' and 'fyntr top --metrics-port PORT' show what a running fyntr is doing."
 )
 
 
