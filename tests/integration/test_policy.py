@@ -148,7 +148,7 @@ async def test_sighup_reload_changes_decisions_for_new_tunnels_only(tmp_path: Pa
             assert head == OK
             feed.write_text("||localhost^\n")
             proc.stop(signal.SIGHUP)
-            await asyncio.sleep(0.3)
+            await proc.line_with("built threat feed index files=1 domains=1")
             reply = await exchange(port, f"CONNECT localhost:{o.port} HTTP/1.1\r\n\r\n".encode())
             assert reply == FORBIDDEN
             writer.write(b"still up")  # the existing tunnel is not disturbed
@@ -156,7 +156,7 @@ async def test_sighup_reload_changes_decisions_for_new_tunnels_only(tmp_path: Pa
             # A failed reload keeps the previous index and says why.
             feed.write_text("# nothing usable\n")
             proc.stop(signal.SIGHUP)
-            await asyncio.sleep(0.3)
+            await proc.line_with("threat feed reload failed, keeping the previous index")
             reply = await exchange(port, f"CONNECT localhost:{o.port} HTTP/1.1\r\n\r\n".encode())
             assert reply == FORBIDDEN
             writer.close()

@@ -233,6 +233,19 @@ class Process:
     def output(self) -> str:
         return "".join(self.lines)
 
+    async def line_with(self, text: str, timeout: float = 10) -> str:
+        """The next line of output that contains ``text`` (the lines before it kept):
+        a test waits for what the process says it did, not for a sleep."""
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+        async with asyncio.timeout(timeout):
+            while True:
+                line = (await asyncio.to_thread(stdout.readline)).decode()
+                assert line, f"fyntr exited before saying {text!r}: {self.output}"
+                self.lines.append(line)
+                if text in line:
+                    return line
+
 
 @contextlib.contextmanager
 def fyntr_process(
