@@ -17,14 +17,15 @@ dotted = st.lists(octet, min_size=1, max_size=6).map(".".join)
 
 
 def reference(text: str) -> object:
-    if not text.isascii() or "%" in text:
-        return None
+    """A strict literal in the rule's own words: what ipaddress accepts, without an IPv6
+    zone (a zone names an interface of this host, not a destination)."""
     try:
-        return ipaddress.ip_address(text)
+        ip = ipaddress.ip_address(text)
     except ValueError:
         return None
+    return None if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None else ip
 
 
-@given(st.one_of(dotted, st.text(alphabet="0123456789.:abcdefx\x00 ", max_size=20)))
+@given(st.one_of(dotted, st.text(alphabet="0123456789.:abcdefx%\x00 ٣é", max_size=20)))
 def test_parse_ip_agrees_with_ipaddress(text: str) -> None:
     assert parse_ip(text) == reference(text)
