@@ -265,7 +265,7 @@ async def test_slow_metrics_clients_are_bounded_and_timed_out(
                 r, w = await asyncio.open_connection("127.0.0.1", mport)
                 w.write(b"GET /met")  # and nothing more
                 slow.append((r, w))
-            await until(lambda: server.metrics_clients == METRICS_MAX_CLIENTS)
+            await until(lambda: server.state.metrics_clients == METRICS_MAX_CLIENTS)
             assert (await http_get(mport, "/metrics"))[0] == 503
             reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
             assert head == OK
@@ -274,7 +274,7 @@ async def test_slow_metrics_clients_are_bounded_and_timed_out(
             writer.close()
             for r, _w in slow:
                 assert (await asyncio.wait_for(r.read(), 5)).startswith(b"HTTP/1.1 408 ")
-            await until(lambda: server.metrics_clients == 0)
+            await until(lambda: server.state.metrics_clients == 0)
             assert (await http_get(mport, "/metrics"))[0] == 200
         finally:
             for _r, w in slow:

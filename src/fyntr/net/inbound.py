@@ -11,12 +11,12 @@ from fyntr.errors import REASON_PHRASES, STATUS_LINES, HandshakeError, Rep, Stat
 from fyntr.limits import LINGER_S
 from fyntr.log import log
 from fyntr.net.sockopt import tune_transport
+from fyntr.net.state import ServerState
 from fyntr.wire.http_connect import ConnectParser, HeadComplete, Phase, TargetParsed
 from fyntr.wire.target import Target, format_host_port
 
 if TYPE_CHECKING:
     from fyntr.net.dialer import Dialed
-    from fyntr.net.server import Server
 
 
 def format_peer(transport: asyncio.BaseTransport) -> str:
@@ -33,13 +33,13 @@ class Inbound(asyncio.Protocol):
     TARGET_KEY: ClassVar[str] = "connect_target"
     LOG_VERB: ClassVar[str] = "CONNECT "
 
-    def __init__(self, server: Server, flow_id: int, admitted: bool) -> None:
-        self.server = server
+    def __init__(self, state: ServerState, flow_id: int, admitted: bool) -> None:
+        self.state = state
         self.flow_id = flow_id
         self.transport: asyncio.Transport
         self._peer: str | None = None
         self.reserved = admitted  # holds a pending admission slot
-        self.accepted_at = server.loop.time()
+        self.accepted_at = state.loop.time()
         self.closed = False
         self.lingering = False
         self.deadline = math.inf  # loop time; the server's sweep enforces it
@@ -58,24 +58,24 @@ class Inbound(asyncio.Protocol):
     # --- asyncio callbacks -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        server = self.server
+        state = self.state
         if log.isEnabledFor(logging.INFO):
             log.info(
                 "flow%d: new %s connection from %s", self.flow_id, self.PROTOCOL_NAME, self.peer
             )
         if not self.reserved:
-            server.metrics.rejected("max_connections")
+            state.metrics.rejected("max_connections")
             log.warning(
                 "flow%d: %s connection from %s rejected before parsing: "
                 "max connections (%d) reached",
                 self.flow_id,
                 self.PROTOCOL_NAME,
                 self.peer,
-                server.admission.limit,
+                state.cap,
             )
             self.reject_at_capacity()
             return
-        server.handshakes.add(self)
+        state.handshakes.add(self)
         tune_transport(self.transport)
         self.started()
 
@@ -115,8 +115,8 @@ class Inbound(asyncio.Protocol):
     def _release(self) -> None:
         if self.reserved:
             self.reserved = False
-            self.server.release_slot(active=False)
-        self.server.handshakes.discard(self)
+            self.state.release_pending()
+        self.state.handshakes.discard(self)
 
     def fail(self, err: HandshakeError) -> None:
         self.refuse(
@@ -131,7 +131,7 @@ class Inbound(asyncio.Protocol):
     ) -> None:
         """Log, reply, and linger: half-close and drain what the client still sends,
         so that the reply is not destroyed by a RST (unread input at close)."""
-        self.server.metrics.rejected(reason)
+        self.state.metrics.rejected(reason)
         where = f"{self.target.authority} " if self.target is not None else ""
         log.log(
             level, "flow%d: %s%sfrom %s: %s", self.flow_id, self.LOG_VERB, where, self.peer, message
@@ -150,7 +150,7 @@ class Inbound(asyncio.Protocol):
             # loops connect, bad request, FIN hold a slot for LINGER_S each time.
             self.transport.close()
             return
-        self.deadline = self.server.clock() + LINGER_S
+        self.deadline = self.state.clock() + LINGER_S
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.transport.resume_reading()
@@ -160,13 +160,13 @@ class Inbound(asyncio.Protocol):
         self.target = target
         self.deadline = math.inf
         self.transport.pause_reading()
-        self._task = self.server.loop.create_task(
+        self._task = self.state.loop.create_task(
             self._establish(target), name=f"fyntr-flow{self.flow_id}-establish"
         )
 
     async def _establish(self, target: Target) -> None:
         try:
-            dialed = await self.server.open_upstream(self, target)
+            dialed = await self.state.open_upstream(self, target)
         except HandshakeError as err:
             self.fail(err)
             return
@@ -175,8 +175,8 @@ class Inbound(asyncio.Protocol):
             return
         self._task = None
         self.reserved = False
-        self.server.handshakes.discard(self)
-        self.server.start_tunnel(self, target, dialed)
+        self.state.handshakes.discard(self)
+        self.state.start_tunnel(self, target, dialed)
 
     def check_host(self, target: Target) -> bool:
         """Log the target; warn on mixed scripts; threat-check the host before DNS."""
@@ -184,7 +184,7 @@ class Inbound(asyncio.Protocol):
         if log.isEnabledFor(logging.INFO):  # formatting the authority costs: skip it when silent
             log.info("flow%d: %s%s", self.flow_id, self.LOG_VERB, target.authority)
         try:
-            self.server.threats.check_host(self, target)
+            self.state.threats.check_host(self, target)
         except HandshakeError as err:
             self.fail(err)
             return False
@@ -196,7 +196,7 @@ class HttpInbound(Inbound):
 
     def started(self) -> None:
         self.parser = ConnectParser()
-        self.deadline = self.server.clock() + self.server.settings.timeouts.request_line_s
+        self.deadline = self.state.clock() + self.state.settings.timeouts.request_line_s
 
     def reject_at_capacity(self) -> None:
         self.transport.write(STATUS_LINES[Status.SERVICE_UNAVAILABLE])
@@ -216,7 +216,7 @@ class HttpInbound(Inbound):
             if isinstance(event, TargetParsed):
                 if not self.check_host(event.target):
                     return
-                self.deadline = self.server.clock() + self.server.settings.timeouts.headers_s
+                self.deadline = self.state.clock() + self.state.settings.timeouts.headers_s
             elif isinstance(event, HeadComplete):
                 assert self.target is not None
                 self.leftover = event.leftover
@@ -239,9 +239,9 @@ class HttpInbound(Inbound):
         # Past the head (Phase.DONE) the deadline is infinite: the sweep never calls this.
         phase = self.parser.phase
         limit = (
-            self.server.settings.timeouts.request_line_s
+            self.state.settings.timeouts.request_line_s
             if phase is Phase.REQUEST_LINE
-            else self.server.settings.timeouts.headers_s
+            else self.state.settings.timeouts.headers_s
         )
         self.fail(
             HandshakeError(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from fyntr.errors import REASON_PHRASES
 from fyntr.limits import (
@@ -18,9 +18,7 @@ from fyntr.limits import (
 )
 from fyntr.log import log
 from fyntr.metrics import Snapshot, render_prometheus, render_status
-
-if TYPE_CHECKING:
-    from fyntr.net.server import Server
+from fyntr.net.state import ServerState
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 ROUTES: dict[str, tuple[str, Callable[[Snapshot], bytes]]] = {
@@ -56,21 +54,21 @@ def handle_request(head: bytes, snapshot: Callable[[], Snapshot]) -> bytes:
 
 
 class MetricsProtocol(asyncio.Protocol):
-    def __init__(self, server: Server) -> None:
-        self.server = server
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
         self.buf = b""
         self.transport: asyncio.Transport
         self.timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        server = self.server
-        if server.metrics_clients >= METRICS_MAX_CLIENTS:
+        state = self.state
+        if state.metrics_clients >= METRICS_MAX_CLIENTS:
             self.transport.write(response(503, b"busy\n"))
             self.transport.close()
             return
-        server.metrics_clients += 1
-        self.timer = server.loop.call_later(METRICS_REQUEST_TIMEOUT_S, self._timeout)
+        state.metrics_clients += 1
+        self.timer = state.loop.call_later(METRICS_REQUEST_TIMEOUT_S, self._timeout)
 
     def _timeout(self) -> None:
         self._reply(response(408, b"timeout\n"))
@@ -85,7 +83,7 @@ class MetricsProtocol(asyncio.Protocol):
                 self._reply(response(431, b"request too large\n"))
             return
         try:
-            reply = handle_request(self.buf[:end], self.server.snapshot)
+            reply = handle_request(self.buf[:end], self.state.snapshot)
         except UnicodeDecodeError:
             reply = response(400, b"bad request\n")
         self._reply(reply)
@@ -104,12 +102,12 @@ class MetricsProtocol(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-            self.server.metrics_clients -= 1
+            self.state.metrics_clients -= 1
 
 
-async def start_metrics(server: Server, host: str, port: int) -> asyncio.Server:
-    listener = await server.loop.create_server(
-        lambda: MetricsProtocol(server), host, port, backlog=64
+async def start_metrics(state: ServerState, host: str, port: int) -> asyncio.Server:
+    listener = await state.loop.create_server(
+        lambda: MetricsProtocol(state), host, port, backlog=64
     )
     for sock in listener.sockets:
         address = sock.getsockname()

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import enum
+import functools
 import logging
 import math
 import signal
@@ -48,12 +49,13 @@ from fyntr.net.platform import Signals, fallbacks
 from fyntr.net.pump import Pump
 from fyntr.net.relay import Tunnel, log_tunnel_closed
 from fyntr.net.sockopt import limit_unsent
+from fyntr.net.state import Handshake, ServerState
 from fyntr.net.threats import ThreatGuard
 from fyntr.policy.rules import Policy
 from fyntr.sched.admission import Admission
 from fyntr.wire.target import Target, format_host_port
 
-InboundFactory: TypeAlias = Callable[["Server", int, bool], Inbound]
+InboundFactory: TypeAlias = Callable[[ServerState, int, bool], Inbound]
 Waiting: TypeAlias = tuple[socket.socket, InboundFactory, int]
 
 
@@ -97,6 +99,7 @@ class Server:
         self.tunnels: set[Tunnel] = set()
         self.loop: asyncio.AbstractEventLoop
         self.clock: Callable[[], float]
+        self.state: ServerState  # what the protocols see, from start on
         self.pumps: tuple[Pump, Pump]
         self.splicer: splice.Splicer | None = None  # unshaped: bulk tunnels are spliced
         self.autorate: AutoRateDriver | None = None  # --upload-rate auto
@@ -112,7 +115,6 @@ class Server:
         self._last_stats = (0.0, -1)
         self._accepted_at_release = 0  # connections accepted when memory was last released
         self.started_at = 0.0
-        self.metrics_clients = 0
         self._metrics_listener: asyncio.Server | None = None
 
     # --- start-up --------------------------------------------------------------------
@@ -125,6 +127,19 @@ class Server:
         settings = self.settings
         self.loop = asyncio.get_running_loop()
         self.clock = self._clock or self.loop.time
+        self.state = ServerState(
+            settings=settings,
+            loop=self.loop,
+            clock=self.clock,
+            metrics=self.metrics,
+            threats=self.threats,
+            cap=self.admission.limit,
+            open_upstream=self.open_upstream,
+            start_tunnel=self.start_tunnel,
+            release_pending=functools.partial(self.release_slot, active=False),
+            snapshot=self.snapshot,
+            handshakes=self.handshakes,
+        )
         self.started_at = self.clock()
         self._last_stats = (self.clock(), 0)  # the first stats line comes after a minute
         if signals:
@@ -193,7 +208,7 @@ class Server:
         bind = validate_bind_address(settings.metrics_bind)
         assert settings.metrics_port is not None
         try:
-            self._metrics_listener = await start_metrics(self, bind, settings.metrics_port)
+            self._metrics_listener = await start_metrics(self.state, bind, settings.metrics_port)
         except OSError as exc:
             self.close()
             raise ConfigError(
@@ -332,7 +347,7 @@ class Server:
         async def adopt() -> None:
             try:
                 await self.loop.connect_accepted_socket(
-                    lambda: factory(self, flow_id, admitted), conn
+                    lambda: factory(self.state, flow_id, admitted), conn
                 )
                 self._adopting.discard(conn)
             except OSError as exc:
@@ -359,7 +374,7 @@ class Server:
                 self._start(conn, factory, flow_id, admitted=True)
 
     # --- the handshake pipeline ------------------------------------------------------
-    async def open_upstream(self, inbound: Inbound, target: Target) -> Dialed:
+    async def open_upstream(self, inbound: Handshake, target: Target) -> Dialed:
         """Port, DNS, CIDR policy, resolved-IP threats, dial (upstream §6.5 order)."""
         self.policy.check_port(target.port)
         addrs = await self.dialer.resolve(target.host, target.port)

@@ -26,7 +26,7 @@ class Socks5Inbound(Inbound):
 
     def _arm(self) -> None:
         """Each field read has its own timeout (upstream §7.1)."""
-        self.deadline = self.server.clock() + self.server.settings.timeouts.socks5_read_s
+        self.deadline = self.state.clock() + self.state.settings.timeouts.socks5_read_s
 
     def reject_at_capacity(self) -> None:
         self.transport.close()  # upstream closes without a byte
@@ -68,7 +68,7 @@ class Socks5Inbound(Inbound):
         return True
 
     def expire(self) -> None:
-        limit = self.server.settings.timeouts.socks5_read_s
+        limit = self.state.settings.timeouts.socks5_read_s
         self.refuse(
             b"",
             "timeout",

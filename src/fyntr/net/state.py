@@ -1,0 +1,40 @@
+"""What the protocols see of the server (as uvicorn's ServerState): the settings, the
+clock, the counters and the few calls a handshake makes, never the server itself, so that
+no module the server imports imports it back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from fyntr.config import Settings
+from fyntr.metrics import Snapshot, Stats
+from fyntr.net.dialer import Dialed
+from fyntr.net.threats import Requester, ThreatGuard
+from fyntr.wire.target import Target
+
+
+class Handshake(Requester, Protocol):
+    """A handshake in progress, as the server's calls take it (net/inbound.py)."""
+
+    accepted_at: float
+
+
+@dataclass(eq=False)
+class ServerState:
+    settings: Settings
+    loop: asyncio.AbstractEventLoop
+    clock: Callable[[], float]  # deadlines and tunnel stamps (virtual in tests)
+    metrics: Stats
+    threats: ThreatGuard
+    cap: int  # --max-connections after the clamp, for the log lines
+    # The server's calls: resolve, judge, pace and dial; start the tunnel; give a
+    # handshake's slot back; what /metrics and /status show.
+    open_upstream: Callable[[Handshake, Target], Awaitable[Dialed]]
+    start_tunnel: Callable[[Any, Target, Dialed], None]
+    release_pending: Callable[[], None]  # a handshake's reserved slot
+    snapshot: Callable[[], Snapshot]
+    handshakes: set[Any] = field(default_factory=set)  # in progress: the sweep expires them
+    metrics_clients: int = 0  # connections to the metrics port being served
