@@ -3,11 +3,12 @@
     python benchmarks/run.py [--quick] [--only direct,fyntr,...] [--workloads ...]
                              [--rounds N] [--json PATH]
 
-Contenders: direct (no proxy), fyntr (this checkout), tinyproxy (Debian: apt-get install
-tinyproxy), pproxy (PyPI: pip install pproxy uvloop). Two more runs of fyntr on request:
-fyntr-drr forces every chunk through the DRR queue and token bucket (rates far above the
-machine's), fyntr-shaped sets --upload-rate to half the burst's aggregate that plain fyntr
-reached earlier in the same round. And a reference on request, like direct not a peer:
+Contenders: direct (no proxy), fyntr (this checkout), tinyproxy and squid (Debian:
+apt-get install tinyproxy squid), pproxy (PyPI: pip install pproxy uvloop). Two more
+runs of fyntr on request: fyntr-drr forces every chunk through the DRR queue and token
+bucket (rates far above the machine's), fyntr-shaped sets --upload-rate to half the
+burst's aggregate that plain fyntr reached earlier in the same round, and fyntr-unshaped
+turns auto off. And a reference on request, like direct not a peer:
 bare-relay (benchmarks/bare_relay.py), a CONNECT relay on uvloop with nothing else in
 it: what a proxy costs on fyntr's runtime before fyntr adds anything. A peer that is not
 installed is skipped with a note; nothing is installed here. Every contender talks to the same
@@ -270,6 +271,8 @@ class Contender:
             return [sys.executable, "-c", PPROXY_SHIM, "-l", f"http://127.0.0.1:{port}"]
         if self.name == "bare-relay":
             return [sys.executable, str(HERE / "bare_relay.py"), str(port)]
+        if self.name == "squid":
+            return ["squid", "-N", "-f", str(self.squid_conf(port))]
         conf = self.workdir / "tinyproxy.conf"
         conf.write_text(
             f"Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 4096\n"
@@ -278,8 +281,37 @@ class Contender:
         )
         return ["tinyproxy", "-d", "-c", str(conf)]
 
+    def squid_conf(self, port: int) -> Path:
+        """squid as a plain forward proxy: CONNECT to the origin, no cache, no logs."""
+        run_dir = self.workdir / "squid"
+        run_dir.mkdir(exist_ok=True)
+        run_dir.chmod(0o777)  # squid drops root for its own user
+        conf = run_dir / "squid.conf"
+        conf.write_text(
+            f"http_port 127.0.0.1:{port}\n"
+            "acl local src 127.0.0.0/8\n"
+            f"acl origin port {self.origin}\n"
+            "http_access allow local origin\n"
+            "http_access deny all\n"
+            "cache deny all\n"
+            "cache_mem 8 MB\n"
+            "access_log none\n"
+            f"cache_log {run_dir / 'cache.log'}\n"
+            f"pid_filename {run_dir / 'squid.pid'}\n"
+            f"coredump_dir {run_dir}\n"
+            "max_filedescriptors 65536\n"
+            "shutdown_lifetime 0 seconds\n"
+            "visible_hostname fyntr-benchmark\n"
+        )
+        return conf
+
     def check(self) -> None:
-        if self.name == "tinyproxy" and shutil.which("tinyproxy") is None:
+        if self.name in ("tinyproxy", "squid") and shutil.which(self.name) is None:
+            self.missing = f"{self.name} not installed (apt-get install {self.name})"
+        elif self.name == "squid":
+            out = subprocess.run(["squid", "-v"], capture_output=True, text=True, check=False)
+            self.version = out.stdout.splitlines()[0] if out.stdout else "squid"
+        elif self.name == "tinyproxy" and shutil.which("tinyproxy") is None:
             self.missing = "tinyproxy not installed (apt-get install tinyproxy)"
         elif self.name == "pproxy" and importlib.util.find_spec("pproxy") is None:
             self.missing = "pproxy not installed (pip install pproxy uvloop)"
@@ -519,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--quick", action="store_true", help="smaller sizes, 1 round (< 2 min)")
     ap.add_argument("--smoke", action="store_true", help="tiny sizes: checks that it runs")
-    ap.add_argument("--only", default="direct,fyntr,tinyproxy,pproxy")
+    ap.add_argument("--only", default="direct,fyntr,tinyproxy,squid,pproxy")
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--rounds", type=int, default=None)
     ap.add_argument("--json", type=Path, default=None)
