@@ -3,12 +3,14 @@ with the running kernel (a sane RTT, its floor, bytes acknowledged, the MSS, ACK
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 
 import pytest
 
 from fyntr.net import tcpinfo
+from tests.support.net import echo, origin
 
 pytestmark = pytest.mark.skipif(tcpinfo.PLATFORM != "linux", reason="TCP_INFO layout of Linux")
 
@@ -40,3 +42,17 @@ def test_a_closed_socket_gives_no_sample() -> None:
     sock = socket.socket()
     sock.close()
     assert tcpinfo.read(sock) is None
+
+
+async def test_a_closed_transports_socket_gives_no_sample() -> None:
+    """On uvloop the stand-in for a closed transport's socket raises ValueError, which
+    once stopped the auto rate's timer for good."""
+    async with origin(echo) as o:
+        _reader, writer = await asyncio.open_connection("127.0.0.1", o.port)
+        sock = writer.get_extra_info("socket")
+        try:
+            assert tcpinfo.read(sock) is not None
+        finally:
+            writer.transport.abort()
+            await asyncio.sleep(0)
+        assert tcpinfo.read(sock) is None

@@ -88,6 +88,8 @@ def read(sock: SockLike) -> TcpSample | None:
             retrans = _U64.unpack_from(raw, _MACOS_RETRANS_AT)[0]
             mss = _U32.unpack_from(raw, _MACOS_MAXSEG_AT)[0]
             return TcpSample(srtt_ms / 1e3, None, None, retrans, mss, None)
-    except (OSError, RuntimeError):  # closed, or refused by this kernel
+    # Closed (uvloop's stand-in for a closed transport's socket raises ValueError for
+    # its descriptor of -1), or refused by this kernel.
+    except (OSError, RuntimeError, ValueError):
         return None
     return None
