@@ -85,6 +85,8 @@ AUTORATE_SEGMENTS_PER_ACK: Final = 2  # delayed ACKs (RFC 9293 §3.8.6.3): one R
 AUTORATE_STALE_WEIGHT: Final = 0.5  # per two segments; a socket whose old srtt still
 # weighs more than this in the new one (fewer than ~5 ACKs in the tick) gives no sample
 AUTORATE_FLOOR_BYTES_S: Final = 32_000  # 256 kbit/s: below any uplink worth shaping
+AUTORATE_MIN_LOAD_BYTES_S: Final = AUTORATE_FLOOR_BYTES_S  # less upload in a tick is no
+# sample: it cannot fill an uplink worth shaping (a 64-byte probe every 20 ms: 3.2 kB/s)
 AUTORATE_HISTORY: Final = 600  # ticks kept for /status: one minute
 AUTORATE_UNSENT_BYTES: Final = 16 * KIB  # TCP_NOTSENT_LOWAT of upstream sockets under auto:
 # what sits unsent in a socket is out of the shaper's reach (30 sockets x 16 KiB is 0.2 s

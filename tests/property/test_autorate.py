@@ -129,3 +129,18 @@ def test_shaping_stops_after_a_quiet_spell() -> None:
         controller.update(now, 0.001, 1e3)  # calm, and far below the rate
     assert controller.phase is Phase.UNSHAPED
     assert 30 <= now <= 40
+
+
+def test_a_trickle_of_upload_beside_a_bloated_downlink_is_not_shaped() -> None:
+    """A probe's 64 bytes every 20 ms see a download burst's queue in their round trips
+    (router benchmark (d)); so little upload cannot be what fills a queue: no cut."""
+    controller = AutoRate(0.0)
+    now = 0.0
+    for _ in range(100):
+        now += AUTORATE_TICK_S
+        assert controller.update(now, 0.3, 3_200) is None
+    assert controller.phase is Phase.UNSHAPED
+    for _ in range(3):  # the same delay with an upload that could fill the uplink: bloat
+        now += AUTORATE_TICK_S
+        controller.update(now, 0.3, 2_500_000)
+    assert controller.phase is Phase.DRAINING

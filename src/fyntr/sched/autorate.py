@@ -10,7 +10,8 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
 * no shaping while no inflation is seen: fyntr costs nothing where nothing needs taming;
 * bloat is a delay above ``AUTORATE_DELAY_THRESHOLD_S`` in 2 of the last 3 ticks that
   carried data (a single spike is not bloat, and a silent link gives no samples, so a
-  quiet LTE link is never taken for a bloated one);
+  quiet LTE link is never taken for a bloated one), and at least
+  ``AUTORATE_MIN_LOAD_BYTES_S`` of upload (less cannot be what fills the queue);
 * bloat first seen while unshaped: what the flows had already written beyond fyntr
   keeps the link's queue full until it is sent, whatever rate fyntr sets, so new data is
   held at the floor until the queue drains (``DRAINING``), then shaped at a mild cut
@@ -45,6 +46,7 @@ from fyntr.limits import (
     AUTORATE_HIGH_LOAD,
     AUTORATE_HISTORY,
     AUTORATE_IN_CONTROL,
+    AUTORATE_MIN_LOAD_BYTES_S,
     AUTORATE_PLATEAU,
     AUTORATE_PROBE,
     AUTORATE_RAISE,
@@ -103,6 +105,11 @@ class AutoRate:
     def update(self, now: float, delay_s: float | None, achieved: float) -> float | None:
         """One tick: the delay (None when no socket carried data) and the achieved rate
         in bytes/s. Returns the rate to put in force (None: unlimited)."""
+        if achieved < AUTORATE_MIN_LOAD_BYTES_S:
+            # Too little upload to be what fills a queue: a probe's or an API call's
+            # bytes beside a download burst see the downlink's queue in their round
+            # trips (router benchmark (d)), and shaping the upload would not shorten it.
+            delay_s = None
         self.delay_s = delay_s
         # ACKs come in bursts (one tick saw 4.5 MB/s on a 2.5 MB/s link): smooth them;
         # but a cut is of what the link carries now, which a rising average lags.
