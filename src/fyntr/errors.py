@@ -15,6 +15,7 @@ class Status(IntEnum):
     REQUEST_TIMEOUT = 408
     URI_TOO_LONG = 414
     HEADERS_TOO_LARGE = 431
+    NOT_IMPLEMENTED = 501  # plain HTTP only: Upgrade, transfer codings but chunked
     BAD_GATEWAY = 502
     SERVICE_UNAVAILABLE = 503
     VERSION_NOT_SUPPORTED = 505
@@ -31,6 +32,7 @@ REASON_PHRASES: dict[int, str] = {
     408: "Request Timeout",
     414: "URI Too Long",
     431: "Request Header Fields Too Large",
+    501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
     505: "HTTP Version Not Supported",

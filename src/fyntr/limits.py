@@ -25,6 +25,17 @@ REQUEST_LINE_TIMEOUT_S: Final = 30.0  # -> 408
 HEADERS_TIMEOUT_S: Final = 30.0  # restarted after the request line -> 408
 HANDSHAKE_BUDGET_S: Final = 30.0  # accept to dial: bounds a --connect-rate wait -> 503 / 0x01
 
+# --- Plain HTTP forwarding (SPEC §3; RFC 9110 §7.6, RFC 9112) -----------------------------
+HTTP_DEFAULT_PORT: Final = 80  # RFC 9110 §4.2.1; allowed by default for plain HTTP as 443 is
+# for CONNECT
+HTTP_KEEPALIVE_IDLE_S: Final = 60.0  # a client connection between requests (nginx 75 s,
+# squid 120 s; a client reusing a connection the proxy closed retries idempotent requests)
+POOL_IDLE_S: Final = 4.0  # an idle upstream connection is kept this long: below Apache's
+# default KeepAliveTimeout of 5 s, so fyntr closes first (a request sent just as the origin
+# closes must be retried, and only idempotent ones can be)
+POOL_PER_ORIGIN: Final = 8  # idle connections kept per host and port
+POOL_MAX: Final = 256  # idle connections kept in all; counted in the FD budget
+
 # --- SOCKS5 handshake (upstream §7.1) -----------------------------------------------------
 SOCKS5_READ_TIMEOUT_S: Final = 30.0  # per field read; on expiry the socket is closed
 

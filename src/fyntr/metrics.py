@@ -39,6 +39,7 @@ class Stats:
         "handshake_buckets",
         "handshake_count",
         "handshake_sum",
+        "http_responses",
         "rejections",
         "threat_matches",
         "tunnels_opened",
@@ -50,6 +51,7 @@ class Stats:
         self.dial_failures = 0
         self.threat_matches = 0
         self.rejections: dict[str, int] = {}
+        self.http_responses: dict[str, int] = {}  # plain HTTP, by status code
         self.closed_up_bytes = 0  # bytes of tunnels that have closed; live ones are added
         self.closed_down_bytes = 0
         self.handshake_buckets = [0] * len(HANDSHAKE_BUCKETS_S)  # not cumulative
@@ -58,6 +60,10 @@ class Stats:
 
     def rejected(self, reason: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
+
+    def http_response(self, status: int) -> None:
+        code = str(status)
+        self.http_responses[code] = self.http_responses.get(code, 0) + 1
 
     @property
     def rejected_total(self) -> int:
@@ -125,6 +131,8 @@ class Snapshot:
     dns_lookup_failures: int = 0
     connect_attempts: dict[str, int] = field(default_factory=dict)  # by family: ipv4, ipv6
     connect_wins: dict[str, int] = field(default_factory=dict)  # the attempts that connected
+    http_responses: dict[str, int] = field(default_factory=dict)  # plain HTTP, by code
+    pooled_connections: int = 0  # idle plain-HTTP upstream connections kept
 
 
 def render_status(snap: Snapshot) -> bytes:
@@ -153,12 +161,12 @@ def render_status(snap: Snapshot) -> bytes:
     return json.dumps(data, indent=2, sort_keys=True).encode() + b"\n"
 
 
-def _by_family(name: str, doc: str, counts: dict[str, int]) -> Any:
+def _by_family(name: str, doc: str, counts: dict[str, int], label: str = "family") -> Any:
     from prometheus_client.core import CounterMetricFamily  # noqa: PLC0415
 
-    family = CounterMetricFamily(name, doc, labels=["family"])
-    for label, count in sorted(counts.items()):
-        family.add_metric([label], count)
+    family = CounterMetricFamily(name, doc, labels=[label])
+    for value, count in sorted(counts.items()):
+        family.add_metric([value], count)
     return family
 
 
@@ -270,6 +278,17 @@ def render_prometheus(snap: Snapshot) -> bytes:
         counter("fyntr_dns_lookup_failures", "DNS lookups that failed.", snap.dns_lookup_failures),
         _by_family("fyntr_connect_attempts", "Upstream connect attempts.", snap.connect_attempts),
         _by_family("fyntr_connect_wins", "Upstream connects that won.", snap.connect_wins),
+        _by_family(
+            "fyntr_http_requests",
+            "Plain HTTP requests answered, by status code.",
+            snap.http_responses,
+            "code",
+        ),
+        gauge(
+            "fyntr_http_pooled_connections",
+            "Idle plain-HTTP upstream connections kept for reuse.",
+            snap.pooled_connections,
+        ),
     ]
 
     class _Collector:

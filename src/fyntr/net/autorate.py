@@ -20,7 +20,7 @@ from fyntr.log import format_bytes, log
 from fyntr.metrics import RateInfo
 from fyntr.net import tcpinfo
 from fyntr.net.pump import Pump
-from fyntr.net.relay import Tunnel
+from fyntr.net.relay import Relay
 from fyntr.sched.autorate import AutoRate, Phase, weighted_median
 
 
@@ -41,7 +41,7 @@ class AutoRateDriver:
     __slots__ = ("_last", "_loop", "_timer", "_tunnels", "baseline_s", "controller", "pump")
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop, pump: Pump, tunnels: Collection[Tunnel]
+        self, loop: asyncio.AbstractEventLoop, pump: Pump, tunnels: Collection[Relay]
     ) -> None:
         self._loop = loop
         self.pump = pump
@@ -122,7 +122,8 @@ class AutoRateDriver:
         delays: list[tuple[float, int]] = []
         floors: list[tuple[float, int]] = []
         for tunnel in self._tunnels:
-            if tunnel.up.nbytes < tunnel.acked_mark:  # all acknowledged: nothing to learn
+            sent = tunnel.up.nbytes - tunnel.sent_base  # by this upstream socket
+            if sent < tunnel.acked_mark:  # all acknowledged: nothing to learn
                 tunnel.srtt_mark = 0.0  # idle: its srtt will be old when it sends again
                 continue
             sock = tunnel.upstream_socket()
@@ -130,8 +131,8 @@ class AutoRateDriver:
             if sample is None:
                 continue
             if sample.bytes_acked is None:  # macOS: count what fyntr passed on instead
-                delta = tunnel.up.nbytes + 1 - tunnel.acked_mark
-                tunnel.acked_mark = tunnel.up.nbytes + 1
+                delta = sent + 1 - tunnel.acked_mark
+                tunnel.acked_mark = sent + 1
             else:
                 delta = sample.bytes_acked - tunnel.acked_mark
                 tunnel.acked_mark = sample.bytes_acked

@@ -12,7 +12,7 @@ from fyntr.limits import LINGER_S
 from fyntr.log import log
 from fyntr.net.sockopt import tune_transport
 from fyntr.net.state import ServerState
-from fyntr.wire.http_connect import ConnectParser, HeadComplete, Phase, TargetParsed
+from fyntr.wire.http_connect import ConnectParser, HeadComplete, Phase, PlainRequest, TargetParsed
 from fyntr.wire.target import Target, format_host_port
 
 if TYPE_CHECKING:
@@ -221,6 +221,10 @@ class HttpInbound(Inbound):
                 assert self.target is not None
                 self.leftover = event.leftover
                 self.establish(self.target)
+            elif isinstance(event, PlainRequest):
+                self.reserved = False  # the slot goes with the connection
+                self.state.handshakes.discard(self)
+                self.state.start_forward(self, event.data)
 
     def eof_received(self) -> bool:
         self.client_eof = True  # CONNECT, data, FIN: honoured once the tunnel is up

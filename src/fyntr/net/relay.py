@@ -6,7 +6,7 @@ import asyncio
 import socket
 from collections.abc import Callable
 from enum import Enum
-from typing import cast
+from typing import Protocol, cast
 
 from fyntr.limits import SPLICE_AFTER_BYTES
 from fyntr.log import log
@@ -38,6 +38,36 @@ class UpstreamPending(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+
+
+class Relay(Protocol):
+    """What the server, the sweep, /status and the auto rate see of a relayed connection:
+    a CONNECT or SOCKS5 ``Tunnel``, or a plain HTTP ``Forward`` (net/forward.py)."""
+
+    flow_id: int
+    target: str
+    started: float
+    up: Lane
+    down: Lane
+    reason: str | None
+    idle_mark: int  # the sweep's: bytes both ways when it last looked ...
+    idle_since: float  # ... and since when they have not changed
+    # The auto rate's marks of the current upstream socket (net/autorate.py).
+    sent_base: int  # up.nbytes when that socket started
+    acked_mark: int
+    rtt_floor: float
+    srtt_mark: float
+    segs_mark: float
+
+    @property
+    def activity(self) -> int: ...
+
+    def idle_limit(self, configured: float) -> float:
+        """How long it may stay idle, given --idle-timeout (0 = off, for a tunnel)."""
+
+    def abort(self, reason: str) -> None: ...
+
+    def upstream_socket(self) -> socket.socket | None: ...
 
 
 class Side(Enum):
@@ -88,6 +118,7 @@ class Tunnel:
         "reason",
         "rtt_floor",
         "segs_mark",
+        "sent_base",
         "splice",
         "splicer",
         "srtt_mark",
@@ -124,6 +155,7 @@ class Tunnel:
         self.upstream_open = True
         self._on_closed = on_closed
         # What the auto rate last read of the upstream socket (net/autorate.py).
+        self.sent_base = 0  # one upstream socket for the tunnel's life
         self.acked_mark = 1  # bytes the origin had acknowledged (the SYN counts one)
         self.rtt_floor = float("inf")  # the lowest RTT seen, where the kernel has none
         self.srtt_mark = 0.0  # the smoothed RTT then
@@ -195,6 +227,9 @@ class Tunnel:
     def activity(self) -> int:
         return self.up.nbytes + self.down.nbytes
 
+    def idle_limit(self, configured: float) -> float:
+        return configured
+
     def _eof_sent(self) -> bool:
         """A direction finished; True when that closed the tunnel (both are done)."""
         if self.up.eof_sent and self.down.eof_sent:
@@ -255,7 +290,7 @@ def _closed() -> bool:
     return True
 
 
-def log_tunnel_closed(tunnel: Tunnel, now: float) -> None:
+def log_tunnel_closed(tunnel: Relay, now: float) -> None:
     log.info(
         "flow%d: closed target=%s up_bytes=%d down_bytes=%d duration=%.3fs reason=%s",
         tunnel.flow_id,

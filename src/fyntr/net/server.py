@@ -23,6 +23,7 @@ from fyntr.limits import (
     AUTORATE_UNSENT_BYTES,
     FDS_PER_SPLICED_TUNNEL,
     MAX_CAP_WAITERS,
+    POOL_MAX,
     SHUTDOWN_POLL_S,
     SPLICE_MAX_TUNNELS,
     STATS_INTERVAL_S,
@@ -34,6 +35,7 @@ from fyntr.metrics import FlowInfo, RateInfo, Snapshot, Stats
 from fyntr.net import splice, tcpinfo
 from fyntr.net.autorate import AutoRateDriver
 from fyntr.net.dialer import Dialed, Dialer
+from fyntr.net.forward import Forward, OriginPool
 from fyntr.net.inbound import HttpInbound, Inbound
 from fyntr.net.listen import (
     format_sockname,
@@ -47,13 +49,13 @@ from fyntr.net.memory import release_memory
 from fyntr.net.pacing import ConnectGate
 from fyntr.net.platform import Signals, fallbacks
 from fyntr.net.pump import Pump
-from fyntr.net.relay import Tunnel, log_tunnel_closed
+from fyntr.net.relay import Relay, Tunnel, log_tunnel_closed
 from fyntr.net.sockopt import limit_unsent
 from fyntr.net.state import Handshake, ServerState
 from fyntr.net.threats import ThreatGuard
 from fyntr.policy.rules import Policy
 from fyntr.sched.admission import Admission
-from fyntr.wire.target import Target, format_host_port
+from fyntr.wire.target import IPAddress, Target, format_host_port
 
 InboundFactory: TypeAlias = Callable[[ServerState, int, bool], Inbound]
 Waiting: TypeAlias = tuple[socket.socket, InboundFactory, int]
@@ -96,7 +98,8 @@ class Server:
         self.metrics = Stats()
         self.threats = ThreatGuard(settings, self.metrics)
         self.handshakes: set[Inbound] = set()
-        self.tunnels: set[Tunnel] = set()
+        self.tunnels: set[Relay] = set()  # CONNECT and SOCKS5 tunnels, plain HTTP sessions
+        self.pool = OriginPool()  # idle plain-HTTP upstream connections
         self.loop: asyncio.AbstractEventLoop
         self.clock: Callable[[], float]
         self.state: ServerState  # what the protocols see, from start on
@@ -136,6 +139,9 @@ class Server:
             cap=self.admission.limit,
             open_upstream=self.open_upstream,
             start_tunnel=self.start_tunnel,
+            start_forward=self.start_forward,
+            open_origin=self.open_origin,
+            recheck_origin=self.recheck_origin,
             release_pending=functools.partial(self.release_slot, active=False),
             snapshot=self.snapshot,
             handshakes=self.handshakes,
@@ -163,7 +169,8 @@ class Server:
         soft = raise_fd_limit(
             self.admission.limit,
             (SPLICE_MAX_TUNNELS * FDS_PER_SPLICED_TUNNEL if splicing else 0)
-            + (MAX_CAP_WAITERS if waiting else 0),
+            + (MAX_CAP_WAITERS if waiting else 0)
+            + POOL_MAX,
         )
         capacity = splice_capacity(self.admission.limit, soft) if splicing else 0
         if capacity:
@@ -266,6 +273,8 @@ class Server:
             dns_lookup_failures=dial.lookups_failed,
             connect_attempts={f"ipv{v}": n for v, n in dial.attempts.items()},
             connect_wins={f"ipv{v}": n for v, n in dial.wins.items()},
+            http_responses=dict(stats.http_responses),
+            pooled_connections=len(self.pool),
         )
 
     def _rates(self, now: float) -> dict[str, RateInfo]:
@@ -374,9 +383,12 @@ class Server:
                 self._start(conn, factory, flow_id, admitted=True)
 
     # --- the handshake pipeline ------------------------------------------------------
-    async def open_upstream(self, inbound: Handshake, target: Target) -> Dialed:
-        """Port, DNS, CIDR policy, resolved-IP threats, dial (upstream §6.5 order)."""
-        self.policy.check_port(target.port)
+    async def open_upstream(
+        self, inbound: Handshake, target: Target, *, plain: bool = False
+    ) -> Dialed:
+        """Port, DNS, CIDR policy, resolved-IP threats, dial (upstream §6.5 order).
+        ``plain``: for a plain HTTP request, whose implicit port is 80."""
+        self.policy.check_port(target.port, plain=plain)
         addrs = await self.dialer.resolve(target.host, target.port)
         addrs = self.policy.authorize(target.host, addrs)
         self.threats.check_addresses(inbound, target, addrs)
@@ -392,6 +404,36 @@ class Server:
             self.metrics.dial_failures += 1
             raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
         return dialed
+
+    async def open_origin(self, handshake: Handshake, target: Target) -> Dialed:
+        dialed = await self.open_upstream(handshake, target, plain=True)
+        if self.autorate is not None:
+            limit_unsent(dialed.transport, AUTORATE_UNSENT_BYTES)
+        return dialed
+
+    def recheck_origin(self, handshake: Handshake, target: Target, address: IPAddress) -> None:
+        """A kept connection serves a request only after the checks a dial would make,
+        with the address it is connected to as the one DNS answer."""
+        self.policy.check_port(target.port, plain=True)
+        self.policy.authorize(target.host, [address])
+        self.threats.check_addresses(handshake, target, [address])
+
+    def start_forward(self, inbound: Inbound, data: bytes) -> None:
+        """A plain HTTP request on the CONNECT port: the connection becomes a session."""
+        self.admission.activate()
+        forward = Forward(
+            self.state,
+            inbound.flow_id,
+            inbound.transport,
+            inbound.peer,
+            pumps=self.pumps,
+            pool=self.pool,
+            on_closed=self._tunnel_closed,
+        )
+        self.tunnels.add(forward)
+        if self.autorate is not None:
+            self.autorate.wake()
+        forward.start(data, inbound.client_eof)
 
     def start_tunnel(self, inbound: Inbound, target: Target, dialed: Dialed) -> None:
         self.admission.activate()
@@ -426,7 +468,7 @@ class Server:
         if dialed.protocol.early and dialed.protocol.lost:
             tunnel.down.finish()
 
-    def _tunnel_closed(self, tunnel: Tunnel) -> None:
+    def _tunnel_closed(self, tunnel: Relay) -> None:
         self.tunnels.discard(tunnel)
         self.release_slot(active=True)
         self.metrics.closed_up_bytes += tunnel.up.nbytes
@@ -461,13 +503,14 @@ class Server:
             if activity != tunnel.idle_mark:
                 tunnel.idle_mark = activity
                 tunnel.idle_since = now
-            elif idle > 0 and now - tunnel.idle_since >= idle:
+            elif 0 < tunnel.idle_limit(idle) <= now - tunnel.idle_since:
                 log.info(
-                    "flow%d: idle timeout after %.2fs; closing tunnel",
+                    "flow%d: idle timeout after %.2fs; closing",
                     tunnel.flow_id,
                     now - tunnel.idle_since,
                 )
                 tunnel.abort("idle_timeout")
+        self.pool.expire(now)
         self._maybe_log_stats(now)
         self._release_memory_when_idle()
 
@@ -568,6 +611,7 @@ class Server:
         for _deadline, (conn, _factory, _flow_id) in self.admission.waiting:
             conn.close()
         self.admission.waiting.clear()
+        self.pool.close()
         for pump in self.pumps:
             pump.close()
         if self.autorate is not None:

@@ -13,7 +13,7 @@ from fyntr.config import Settings
 from fyntr.metrics import Snapshot, Stats
 from fyntr.net.dialer import Dialed
 from fyntr.net.threats import Requester, ThreatGuard
-from fyntr.wire.target import Target
+from fyntr.wire.target import IPAddress, Target
 
 
 class Handshake(Requester, Protocol):
@@ -34,6 +34,9 @@ class ServerState:
     # handshake's slot back; what /metrics and /status show.
     open_upstream: Callable[[Handshake, Target], Awaitable[Dialed]]
     start_tunnel: Callable[[Any, Target, Dialed], None]
+    start_forward: Callable[[Any, bytes], None]  # a plain HTTP request: hand the connection on
+    open_origin: Callable[[Handshake, Target], Awaitable[Dialed]]  # open_upstream, plain HTTP
+    recheck_origin: Callable[[Handshake, Target, IPAddress], None]  # a kept connection's
     release_pending: Callable[[], None]  # a handshake's reserved slot
     snapshot: Callable[[], Snapshot]
     handshakes: set[Any] = field(default_factory=set)  # in progress: the sweep expires them

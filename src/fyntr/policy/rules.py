@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from fyntr.errors import ConfigError, TargetError, bad_gateway, forbidden
-from fyntr.limits import DEFAULT_ALLOWED_PORT, MAX_RESOLVED_ADDRS
+from fyntr.limits import DEFAULT_ALLOWED_PORT, HTTP_DEFAULT_PORT, MAX_RESOLVED_ADDRS
 from fyntr.wire.target import Host, IPAddress, canonical_ip, embedded_ipv4, normalize_lenient
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -86,7 +86,8 @@ def _ranges(nets: Iterable[Network], version: int) -> Ranges:
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    allowed_ports: frozenset[int]
+    allowed_ports: frozenset[int]  # CONNECT and SOCKS5
+    plain_ports: frozenset[int]  # plain HTTP: the same, with 80 where CONNECT has 443
     deny: tuple[Network, ...]
     allow: tuple[Network, ...]
     allow_domains: tuple[str, ...]
@@ -108,8 +109,10 @@ class Policy:
         allow_domains: Sequence[str] = (),
     ) -> Policy:
         ports = {p for p in allow_ports if p != 0}
+        plain = set(ports)
         if default_port:
             ports.add(DEFAULT_ALLOWED_PORT)
+            plain.add(HTTP_DEFAULT_PORT)
         deny = tuple(parse_cidr(c) for c in (*BUILTIN_DENY_CIDRS, *deny_cidrs))
         allow = tuple(parse_cidr(c) for c in allow_cidrs)
         domains: list[str] = []
@@ -120,19 +123,22 @@ class Policy:
                 continue  # upstream drops entries that do not normalise, silently
             if isinstance(value, str):
                 domains.append(value)
-        return cls(frozenset(ports), deny, allow, tuple(domains))
+        return cls(frozenset(ports), frozenset(plain), deny, allow, tuple(domains))
 
-    def check_port(self, port: int) -> None:
-        """Runs before any DNS lookup (upstream §4.1)."""
-        if port in self.allowed_ports:
+    def check_port(self, port: int, *, plain: bool = False) -> None:
+        """Runs before any DNS lookup (upstream §4.1). ``plain``: a plain HTTP request,
+        whose implicit port is 80, not 443."""
+        ports = self.plain_ports if plain else self.allowed_ports
+        if port in ports:
             return
-        if not self.allowed_ports:
+        if not ports:
+            kind, implicit = ("plain HTTP", HTTP_DEFAULT_PORT) if plain else ("CONNECT", 443)
             raise forbidden(
                 "port_denied",
-                "no CONNECT ports are enabled; configure --allow-port (or FYNTR_ALLOW_PORT) "
-                "or drop --no-default-allow-port to restore implicit 443",
+                f"no {kind} ports are enabled; configure --allow-port (or FYNTR_ALLOW_PORT) "
+                f"or drop --no-default-allow-port to restore implicit {implicit}",
             )
-        allowed = ", ".join(str(p) for p in sorted(self.allowed_ports))
+        allowed = ", ".join(str(p) for p in sorted(ports))
         raise forbidden(
             "port_denied", f"port {port} is not in allow list; allowed ports are: {allowed}"
         )

@@ -1,5 +1,9 @@
 """Incremental, sans-I/O parser of an HTTP CONNECT request head (upstream §6.1-6.3).
 
+A request line whose method is not CONNECT and whose target is absolute-form
+(``http://...``) is a plain HTTP request: the parser stops there and hands every byte
+back (``PlainRequest``) for net/forward.py, which parses HTTP with h11.
+
 Bytes go in through ``feed``; what comes out is a list of events. The parser never
 rescans what it has already looked at, and every limit is checked as data arrives, so a
 client cannot make it hold more than a line's limit of bytes.
@@ -38,7 +42,13 @@ class HeadComplete(NamedTuple):
     leftover: bytes
 
 
-Event = TargetParsed | HeadComplete
+class PlainRequest(NamedTuple):
+    """An absolute-form request: everything the client sent, from its request line on."""
+
+    data: bytes
+
+
+Event = TargetParsed | HeadComplete | PlainRequest
 
 
 def _reject(status: Status, reason: str, detail: str) -> HandshakeError:
@@ -72,6 +82,9 @@ class ConnectParser:
         newline = buf.find(b"\n", self._scan)
         while newline >= 0:
             event = self._line(bytes(buf[start : newline + 1]))
+            if isinstance(event, PlainRequest):
+                self.phase = Phase.DONE
+                return [PlainRequest(bytes(buf))]
             start = newline + 1
             if event is not None:
                 events.append(event)
@@ -126,6 +139,8 @@ class ConnectParser:
         if self.phase is Phase.REQUEST_LINE:
             self._check_partial(len(line))
             target = parse_request_line(line)
+            if target is None:
+                return PlainRequest(line)
             self.phase = Phase.HEADERS
             return TargetParsed(target)
         self._check_header_size(len(line))
@@ -147,8 +162,9 @@ class ConnectParser:
         return None
 
 
-def parse_request_line(line: bytes) -> Target:
-    """Validate a request line in upstream's order: tokens, version, method, target."""
+def parse_request_line(line: bytes) -> Target | None:
+    """Validate a request line in upstream's order: tokens, version, method, target.
+    None: not CONNECT, but an absolute-form ``http://`` target, to be forwarded."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -160,6 +176,8 @@ def parse_request_line(line: bytes) -> Target:
     if not version.startswith("HTTP/1."):
         raise _reject(Status.VERSION_NOT_SUPPORTED, "bad_version", "unsupported HTTP version")
     if not (method.isascii() and method.upper() == "CONNECT"):
+        if target_text[:7].lower() == "http://":
+            return None
         raise _reject(Status.METHOD_NOT_ALLOWED, "bad_method", "method is not CONNECT")
     try:
         return parse_request_target(target_text)
