@@ -195,6 +195,85 @@ async def _setups(p: Result) -> Result:
     }
 
 
+def http_request(p: Result, close: bool) -> bytes:
+    """A plain HTTP GET: absolute-form to a proxy, origin-form direct."""
+    authority = f"127.0.0.1:{p['origin']}"
+    target = f"http://{authority}/" if p["proxy"] else "/"
+    extra = "Connection: close\r\n" if close else ""
+    return f"GET {target} HTTP/1.1\r\nHost: {authority}\r\n{extra}\r\n".encode()
+
+
+async def _http_response(reader: asyncio.StreamReader) -> bool:
+    """Read one response; True if the connection may carry another request."""
+    head = (await reader.readuntil(b"\r\n\r\n")).lower()
+    if not head.startswith(b"http/1.1 200"):
+        raise ConnectionError(head.split(b"\r\n", 1)[0].decode())
+    length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
+    await reader.readexactly(length)
+    return b"connection: close" not in head
+
+
+async def _http(p: Result) -> Result:
+    """``concurrency`` clients, each sending GETs one after another for ``seconds``:
+    over one kept connection each (``keepalive``), or one connection per request."""
+    deadline = time.perf_counter() + float(p["seconds"])
+    keepalive = bool(p["keepalive"])
+    samples: list[float] = []
+    failures = 0
+
+    async def client() -> None:
+        nonlocal failures
+        conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        request = http_request(p, close=not keepalive)
+        while time.perf_counter() < deadline:
+            t = time.perf_counter()
+            try:
+                if conn is None:
+                    conn = await asyncio.open_connection(*first_hop(p))
+                reader, writer = conn
+                writer.write(request)
+                reusable = await _http_response(reader)
+            except (OSError, asyncio.IncompleteReadError, ValueError, IndexError):
+                failures += 1
+                if conn is not None:
+                    conn[1].close()
+                conn = None
+                continue
+            samples.append((time.perf_counter() - t) * 1e3)
+            if not (keepalive and reusable):
+                writer.close()
+                conn = None
+        if conn is not None:
+            conn[1].close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(client() for _ in range(int(p["concurrency"]))))
+    elapsed = time.perf_counter() - start
+    return {
+        "requests": len(samples),
+        "req_s": len(samples) / elapsed,
+        "req_p50_ms": percentile(samples, 50),
+        "req_p99_ms": percentile(samples, 99),
+        "http_failures": failures,
+    }
+
+
+async def _http_idle(p: Result) -> Result:
+    """``count`` keep-alive clients make one request each, then hold their connections
+    until stdin closes."""
+    conns = []
+    for _ in range(int(p["count"])):
+        reader, writer = await asyncio.open_connection(*first_hop(p))
+        writer.write(http_request(p, close=False))
+        await _http_response(reader)
+        conns.append(writer)
+    print(json.dumps({"open": len(conns)}), flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for writer in conns:
+        writer.close()
+    return {"open": len(conns)}
+
+
 class _Upload:
     """One burst client: connect, CONNECT when there is a proxy, upload, await OK."""
 
@@ -377,6 +456,8 @@ WORKLOADS: dict[str, Callable[[Result], Result]] = {
     "throughput": throughput,
     "latency": latency,
     "setups": _run_async(_setups),
+    "http": _run_async(_http),
+    "http_idle": _run_async(_http_idle),
     "burst": burst,
     "idle": idle,
     "probe": probe,

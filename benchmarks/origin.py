@@ -6,7 +6,9 @@ A client sends one command line, then:
 * ``SINK <n>\\n``: the client sends n bytes, the origin answers ``OK\\n``;
 * ``TSINK <n>\\n``: the same, but the answer is ``OK <json>\\n``, the bytes received in
   each 10 ms window (``{window: bytes}``, windows of time.monotonic() x 100);
-* ``ECHO\\n``: everything is echoed back.
+* ``ECHO\\n``: everything is echoed back;
+* ``GET ...``: plain HTTP/1.1, keep-alive: every request head is answered with 1 KiB
+  (``Connection: close`` in a request closes after its answer).
 
 Usage: ``python benchmarks/origin.py [HOST] [ACCEPTS_FILE]`` prints the port it listens
 on (HOST defaults to 127.0.0.1), then serves until stdin closes; with ACCEPTS_FILE it
@@ -22,6 +24,7 @@ import sys
 import time
 
 CHUNK = memoryview(bytes(1 << 20))
+HTTP_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n" + b"h" * 1024
 ACCEPTED: list[float] = []
 
 
@@ -39,11 +42,25 @@ class OriginProtocol(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
         self.transport.set_write_buffer_limits(high=4 << 20)
 
+    def _http(self, data: bytes) -> None:
+        self.head += data
+        while (end := self.head.find(b"\r\n\r\n")) >= 0:
+            request, self.head = self.head[:end], self.head[end + 4 :]
+            self.transport.write(HTTP_REPLY)
+            if b"\nconnection: close" in request.lower():
+                self.transport.close()
+                return
+
     def data_received(self, data: bytes) -> None:
-        if self.mode == "SINK":
+        if self.mode == "HTTP":
+            self._http(data)
+        elif self.mode == "SINK":
             self._sink(len(data))
         elif self.mode == "ECHO":
             self.transport.write(data)
+        elif not self.mode and not self.head and data.startswith(b"GET "):
+            self.mode = "HTTP"
+            self._http(data)
         elif not self.mode:
             self.head += data
             line, sep, rest = self.head.partition(b"\n")

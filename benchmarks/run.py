@@ -65,7 +65,19 @@ main()
 REFERENCES = frozenset({"direct", "bare-relay"})
 
 # rss first: "idle" means a proxy that has not yet carried anything.
-WORKLOADS = ("rss", "download", "upload", "parallel", "setups", "latency", "burst", "burst_name")
+WORKLOADS = (
+    "rss",
+    "download",
+    "upload",
+    "parallel",
+    "setups",
+    "latency",
+    "burst",
+    "burst_name",
+    "http_keepalive",
+    "http_close",
+    "http_rss",
+)
 
 # Figures: (workload, key, label, higher_is_better)
 FIGURES: list[tuple[str, str, str, bool]] = [
@@ -101,6 +113,14 @@ FIGURES: list[tuple[str, str, str, bool]] = [
     ),
     ("burst_name", "burst_failures", "burst to a name: failures", False),
     ("burst_name", "resolver_calls", "burst to a name: resolver calls (fyntr's count)", False),
+    ("http_keepalive", "req_s", "plain HTTP req/s, 64 keep-alive clients, 1 KiB", True),
+    ("http_keepalive", "req_p99_ms", "plain HTTP keep-alive p99 ms", False),
+    ("http_keepalive", "req_user_us", "proxy CPU per keep-alive request, user us", False),
+    ("http_keepalive", "req_sys_us", "proxy CPU per keep-alive request, system us", False),
+    ("http_keepalive", "http_failures", "plain HTTP keep-alive failures", False),
+    ("http_close", "req_s", "plain HTTP req/s, one request per connection", True),
+    ("http_close", "http_failures", "plain HTTP one-per-connection failures", False),
+    ("http_rss", "rss_http_idle_mib", "RSS with 1000 idle keep-alive HTTP clients MiB", False),
 ]
 
 # Figures about the proxy process itself: a direct connection has none.
@@ -113,6 +133,9 @@ PROXY_ONLY = frozenset(
         "proxy_user_cores",
         "proxy_sys_cores",
         "resolver_calls",
+        "req_user_us",
+        "req_sys_us",
+        "rss_http_idle_mib",
     }
 )
 
@@ -423,6 +446,28 @@ def measure(c: Contender, workload: str, sizes: Sizes) -> dict[str, Any]:
             result["setup_user_us"] = spent["user_s"] / n * 1e6
             result["setup_sys_us"] = spent["sys_s"] / n * 1e6
         return result
+    if workload in ("http_keepalive", "http_close"):
+        with cpu_meter(c) as spent:
+            result = load(
+                "http",
+                {
+                    **base,
+                    "seconds": sizes.setup_seconds,
+                    "concurrency": 64,
+                    "keepalive": workload == "http_keepalive",
+                },
+            )
+        if "user_s" in spent:
+            n = max(1, result["requests"])
+            result["req_user_us"] = spent["user_s"] / n * 1e6
+            result["req_sys_us"] = spent["sys_s"] / n * 1e6
+        return result
+    if workload == "http_rss":
+        if c.proc is None:
+            return {}
+        return {
+            "rss_http_idle_mib": held_rss(c, "http_idle", {**base, "count": sizes.idle_tunnels})
+        }
     if workload == "latency":
         return load("latency", {**base, "count": sizes.pings})
     if workload == "burst":
@@ -442,22 +487,29 @@ def measure(c: Contender, workload: str, sizes: Sizes) -> dict[str, Any]:
         if c.proc is None:
             return {}
         idle_rss = rss_mib(c.proc.pid)
-        holder = subprocess.Popen(
-            [*LOAD, "idle", json.dumps({**base, "count": sizes.idle_tunnels})],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert holder.stdout is not None and holder.stdin is not None
-        ready = holder.stdout.readline()
-        time.sleep(0.5)
-        loaded = rss_mib(c.proc.pid)
-        holder.stdin.close()
-        holder.wait(60)
-        if not ready:
-            raise RuntimeError("could not open the idle tunnels")
+        loaded = held_rss(c, "idle", {**base, "count": sizes.idle_tunnels})
         return {"rss_idle_mib": idle_rss, "rss_1000_mib": loaded}
     raise ValueError(workload)
+
+
+def held_rss(c: Contender, workload: str, params: dict[str, Any]) -> float:
+    """The proxy's RSS while a load generator holds its connections open."""
+    assert c.proc is not None
+    holder = subprocess.Popen(
+        [*LOAD, workload, json.dumps(params)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdin is not None
+    ready = holder.stdout.readline()
+    time.sleep(0.5)
+    loaded = rss_mib(c.proc.pid)
+    holder.stdin.close()
+    holder.wait(60)
+    if not ready:
+        raise RuntimeError(f"could not open the connections ({workload})")
+    return loaded
 
 
 @dataclass

@@ -487,44 +487,51 @@ class Forward(asyncio.Protocol):
 
     # --- the origin side --------------------------------------------------------------
     def origin_readable(self) -> None:
+        """Everything the origin's bytes complete goes to the client in one write."""
         origin, ex = self.origin, self.exchange
+        out: list[bytes] = []
         while origin is not None and ex is not None and self.origin is origin:
             try:
                 event = origin.conn.next_event()
             except h11.RemoteProtocolError as exc:
+                self._to_client(out)
                 self._origin_failed(f"invalid response from the origin: {exc}")
                 return
             if event is h11.NEED_DATA or event is h11.PAUSED:
-                return
-            if isinstance(event, h11.InformationalResponse):
-                if event.status_code == 101:
-                    self._origin_failed("the origin switched protocols")
-                    return
-                self._to_client(
-                    h11.InformationalResponse(
-                        status_code=event.status_code,
-                        headers=forwardable(list(event.headers)),
-                        reason=event.reason,
-                    )
-                )
+                break
+            if isinstance(event, h11.Data):
+                out.append(self.conn.send(event) or b"")
             elif isinstance(event, h11.Response):
                 ex.status = event.status_code
-                self._to_client(
-                    h11.Response(
-                        status_code=event.status_code,
-                        headers=response_fields(list(event.headers)),
-                        reason=event.reason,
+                out.append(
+                    self._serialize(
+                        h11.Response(
+                            status_code=event.status_code,
+                            headers=response_fields(list(event.headers)),
+                            reason=event.reason,
+                        )
                     )
                 )
-            elif isinstance(event, h11.Data):
-                self._to_client(event)
             elif isinstance(event, h11.EndOfMessage):
-                self._to_client(h11.EndOfMessage())
+                out.append(self._serialize(h11.EndOfMessage()))
+                self._to_client(out)
                 self._exchange_done()
                 return
-            else:  # ConnectionClosed before the end of the response
-                self._origin_failed("the origin closed the connection")
+            elif isinstance(event, h11.InformationalResponse) and event.status_code != 101:
+                out.append(
+                    self._serialize(
+                        h11.InformationalResponse(
+                            status_code=event.status_code,
+                            headers=forwardable(list(event.headers)),
+                            reason=event.reason,
+                        )
+                    )
+                )
+            else:  # 101, or the origin closed before the end of the response
+                self._to_client(out)
+                self._origin_failed("the origin closed the connection or switched protocols")
                 return
+        self._to_client(out)
 
     def origin_lost(self, origin: Origin, exc: Exception | None) -> None:
         origin.session = None
@@ -561,13 +568,19 @@ class Forward(asyncio.Protocol):
             log.warning("flow%d: %s %s: %s", self.flow_id, ex.method.decode(), ex.url, detail)
             self.abort("upstream_error")
 
-    def _to_client(self, event: h11.Event) -> None:
+    def _serialize(self, event: h11.Event) -> bytes:
+        """h11 refuses what HTTP/1.1 cannot carry to this client (RFC 9112): a bug of the
+        origin's that reaches the client as a cut connection."""
         try:
-            data = self.conn.send(event)
-        except h11.LocalProtocolError as exc:
-            self._origin_failed(f"cannot forward the response: {exc}")
-            return
-        if data:
+            return self.conn.send(event) or b""
+        except h11.LocalProtocolError:
+            log.warning("flow%d: the origin's response cannot be forwarded", self.flow_id)
+            self.abort("upstream_error")
+            return b""
+
+    def _to_client(self, out: list[bytes]) -> None:
+        data = b"".join(out)
+        if data and not self.client.is_closing():
             self.down.push(data)
 
     def _exchange_done(self) -> None:
