@@ -1,7 +1,7 @@
 """Plain HTTP forwarding (SPEC §3): absolute-form requests on the CONNECT port.
 
 A ``Forward`` is one client connection carrying requests, one exchange at a time
-(pipelined requests wait in h11's buffer and are answered in order). Each request is
+(pipelined requests wait in the reader and are answered in order). Each request is
 checked as a CONNECT is (port, threat feeds, DNS, CIDR policy, connect pacing), then sent
 to an ``Origin``: the upstream connection this session used last when the request is for
 the same host and port, else an idle one from the ``OriginPool``, else a new dial. The
@@ -18,49 +18,43 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
-import h11
-
 from fyntr.errors import REASON_PHRASES, HandshakeError, Rep, Status, bad_gateway, bad_request
-from fyntr.limits import (
-    HEADERS_MAX_BYTES,
-    HTTP_KEEPALIVE_IDLE_S,
-    POOL_IDLE_S,
-    POOL_MAX,
-    POOL_PER_ORIGIN,
-    REQUEST_LINE_MAX_BYTES,
-)
+from fyntr.limits import HTTP_KEEPALIVE_IDLE_S, POOL_IDLE_S, POOL_MAX, POOL_PER_ORIGIN
 from fyntr.log import log
 from fyntr.net.dialer import Dialed
 from fyntr.net.pump import Lane, Pump
 from fyntr.net.state import ServerState
 from fyntr.wire.http_forward import (
-    check_head,
+    END,
+    LAST_CHUNK,
+    Framing,
+    Head,
+    MessageReader,
+    chunk,
     error_response,
-    forwardable,
-    head_end,
     parse_absolute_form,
-    request_fields,
-    response_fields,
+    request_head,
+    response_head,
 )
 from fyntr.wire.target import IPAddress, Target
 
-MAX_HEAD: int = REQUEST_LINE_MAX_BYTES + HEADERS_MAX_BYTES
-# RFC 9110 §9.2.2; a request sent on a pooled connection the origin was closing is
-# sent again on a new one only if it is one of these and has no body.
+NO_FRAMING = Framing(chunked=False, close=False)  # until the response head is read
+# RFC 9110 §9.2.2; a request sent on a kept connection the origin was closing is sent
+# again on a new one only if it is one of these and has no body.
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 
 
 class Origin(asyncio.Protocol):
-    """One upstream connection: h11's client side. Serves one session's exchange, or
-    waits in the pool (reading, so that the origin's close is seen at once)."""
+    """One upstream connection. Serves one session's exchange at a time, or waits in
+    the pool (reading, so that the origin's close is seen at once)."""
 
     __slots__ = (
         "address",
-        "conn",
         "idle_since",
         "key",
         "lost",
         "on_idle_lost",
+        "reader",
         "served",
         "session",
         "transport",
@@ -70,36 +64,36 @@ class Origin(asyncio.Protocol):
         self.key = key  # host:port as the requests name it
         self.address: IPAddress = dialed.address
         self.served = 0  # exchanges begun on it
-        self.conn = h11.Connection(h11.CLIENT, max_incomplete_event_size=MAX_HEAD)
+        self.reader = MessageReader(response=True)
         self.session: Forward | None = None
-        self.lost = False
         self.idle_since = 0.0
         self.on_idle_lost: Callable[[Origin], None] = _ignore
         self.transport = dialed.transport
-        for chunk in dialed.protocol.early:
-            self.conn.receive_data(chunk)
         self.lost = dialed.protocol.lost
         self.transport.set_protocol(self)
+        for data in dialed.protocol.early:  # an origin that talks first is out of step
+            self.data_received(data)
 
     @property
     def usable(self) -> bool:
-        return not (self.lost or self.transport.is_closing()) and (
-            self.conn.our_state is h11.IDLE and self.conn.their_state is h11.IDLE
-        )
+        return not (self.lost or self.transport.is_closing() or self.reader.events)
 
     def data_received(self, data: bytes) -> None:
-        if self.session is None:  # an idle origin that talks is out of step: drop it
+        session = self.session
+        if session is None:  # idle: an origin that talks unasked is out of step
             self.transport.abort()
             return
-        self.conn.receive_data(data)
-        self.session.origin_readable()
+        try:
+            self.reader.feed(data)
+        except HandshakeError as err:
+            session.origin_failed(f"invalid response from the origin: {err.detail}")
+            return
+        session.origin_events()
 
     def eof_received(self) -> bool:
-        if self.session is None:
-            return False  # idle: close
-        self.conn.receive_data(b"")
-        self.session.origin_readable()
-        return True
+        if self.session is not None:
+            self.session.origin_eof()
+        return False
 
     def pause_writing(self) -> None:
         if self.session is not None:
@@ -132,10 +126,10 @@ class OriginPool:
         return len(self._idle)
 
     def put(self, origin: Origin, now: float) -> None:
+        origin.session = None
         if not origin.usable:
             origin.transport.close()
             return
-        origin.session = None
         origin.idle_since = now
         origin.on_idle_lost = self._lost
         same = [o for o in self._idle if o.key == origin.key]
@@ -177,17 +171,28 @@ class OriginPool:
 class Exchange:
     """One request and its response."""
 
-    method: bytes
+    head: Head  # the client's request
     target: Target
     url: str  # for the log: scheme, authority and path, never the query
-    request: h11.Request  # as sent upstream, kept to send it again (IDEMPOTENT)
+    request: bytes  # the head as sent upstream, kept to send it again (IDEMPOTENT)
+    upload: Framing
     started: float
     up_mark: int
     down_mark: int
-    bodyless: bool
-    status: int | None = None  # the response's, once its head has gone to the client
+    request_done: bool = False  # the client's request has been read to its end
+    response: Head | None = None  # the origin's final response head
+    download: Framing = NO_FRAMING
+    informational: bool = False  # inside a 1xx response
     reused: bool = False  # sent on a connection that had served before
     retried: bool = False
+
+    @property
+    def status(self) -> int | None:
+        return None if self.response is None else self.response.status
+
+    @property
+    def bodyless(self) -> bool:
+        return not self.head.chunked and not self.head.length
 
 
 class Forward(asyncio.Protocol):
@@ -218,14 +223,13 @@ class Forward(asyncio.Protocol):
         self.idle_mark = 0
         self.target = "-"  # the last request's host:port, for /status and the close line
         self.reason: str | None = None
-        self.requests = 0
         # What the auto rate last read of the current upstream socket (net/autorate.py).
         self.sent_base = 0  # up.nbytes when this upstream socket started
         self.acked_mark = 1
         self.rtt_floor = float("inf")
         self.srtt_mark = 0.0
         self.segs_mark = 0.0
-        self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        self.reader = MessageReader()
         upload, download = pumps
         # The upload lane's destination and the download lane's source are the origin in
         # use: set per exchange. One download lane for the whole connection, so that a
@@ -235,6 +239,7 @@ class Forward(asyncio.Protocol):
         self.origin: Origin | None = None  # the one in use, or kept for the next request
         self.exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
+        self.client_eof = False
         self.closed = False
 
     # --- the relay interface (net/relay.py) -------------------------------------------
@@ -259,10 +264,7 @@ class Forward(asyncio.Protocol):
             self.reason = reason
         if self._task is not None:
             self._task.cancel()
-        if self.origin is not None:
-            self.origin.session = None
-            self.origin.transport.abort()
-            self.origin = None
+        self._drop_origin()
         self.up.discard()
         self.down.discard()
         self.client.abort()
@@ -270,20 +272,31 @@ class Forward(asyncio.Protocol):
     # --- the client side --------------------------------------------------------------
     def start(self, data: bytes, client_eof: bool) -> None:
         self.client.set_protocol(self)
-        self.conn.receive_data(data)
-        if client_eof:
-            self.conn.receive_data(b"")
         self.client.resume_reading()
-        self._client_events()
+        self.data_received(data)
+        if client_eof:
+            self.eof_received()
 
     def data_received(self, data: bytes) -> None:
-        self.conn.receive_data(data)
+        try:
+            self.reader.feed(data)
+        except HandshakeError as err:
+            ex = self.exchange
+            if ex is not None and ex.status is not None:
+                self.abort("client_protocol_error")  # mid-response: nothing can be said
+            else:
+                self._refuse(err, ex)
+            return
         self._client_events()
 
     def eof_received(self) -> bool:
-        self.conn.receive_data(b"")
-        self._client_events()
-        return True  # the response still goes out; _exchange_done closes
+        self.client_eof = True
+        ex = self.exchange
+        if ex is None and not self.reader.events:
+            self._finish("client_closed")
+        elif ex is not None and not ex.request_done:
+            self.abort("client_closed")  # went away mid-request
+        return True  # a response on its way still goes out; then the connection closes
 
     def pause_writing(self) -> None:
         self.down.dst_paused_writing()
@@ -318,95 +331,59 @@ class Forward(asyncio.Protocol):
         self.on_closed(self)
 
     def _client_events(self) -> None:
-        conn = self.conn
-        while not self.closed and self.reason is None:
-            if self._task is not None:
-                return  # dialing: the body waits in h11's buffer
-            if conn.their_state is h11.IDLE and not self._head_ok():
-                return
-            try:
-                event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._client_failed(exc)
-                return
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return
-            if isinstance(event, h11.Request):
+        events = self.reader.events
+        while events and self.reason is None and self._task is None:
+            event = events[0]
+            if isinstance(event, Head):
+                if self.exchange is not None:
+                    break  # pipelined: answered after the one in progress
+                events.popleft()
                 self._request(event)
-            elif isinstance(event, h11.Data | h11.EndOfMessage):
+            elif isinstance(event, bytes):
+                events.popleft()
                 self._to_origin(event)
-            elif isinstance(event, h11.ConnectionClosed):
-                if self.exchange is None:
-                    self._finish("client_closed")
-                return
+            else:
+                events.popleft()
+                self._request_end()
+        # What cannot go on now waits in the reader; reading resumes when it has gone.
+        if events:
+            self.client.pause_reading()
+        elif self.reason is None and not self.up.src_paused:
+            self.client.resume_reading()
 
-    def _head_ok(self) -> bool:
-        """Check the next request head on its raw bytes before h11 reads it."""
-        buf = self.conn.trailing_data[0].lstrip(b"\r\n")
-        end = head_end(buf)
-        if end < 0:
-            return True  # incomplete: h11 waits, and refuses one over MAX_HEAD
-        try:
-            check_head(buf[:end])
-        except HandshakeError as err:
-            self._refuse(err, None)
-            return False
-        return True
-
-    def _client_failed(self, exc: h11.RemoteProtocolError) -> None:
-        ex = self.exchange
-        if ex is not None and ex.status is not None:
-            self.abort("client_protocol_error")  # mid-response: nothing can be said
-        elif self.conn.their_state is h11.CLOSED or "peer closed" in str(exc):
-            self.abort("client_closed")  # went away mid-request
-        elif exc.error_status_hint == Status.HEADERS_TOO_LARGE:
-            self._refuse(
-                HandshakeError(
-                    Status.HEADERS_TOO_LARGE,
-                    Rep.GENERAL_FAILURE,
-                    "headers_too_large",
-                    f"request head too large (max {MAX_HEAD} bytes)",
-                ),
-                ex,
-            )
-        else:
-            self._refuse(bad_request(f"malformed request: {exc}"), ex)
-
-    def _request(self, request: h11.Request) -> None:
+    def _request(self, head: Head) -> None:
         self.accepted_at = self.state.loop.time()
-        self.requests += 1
         try:
-            if request.method == b"CONNECT":
+            if head.method == b"CONNECT":
                 raise HandshakeError(
                     Status.METHOD_NOT_ALLOWED,
                     Rep.GENERAL_FAILURE,
                     "bad_method",
                     "CONNECT after a plain HTTP request on one connection",
                 )
-            target, path = parse_absolute_form(request.target)
+            target, path = parse_absolute_form(head.target)
+            if head.version == "1.1" and not any(n == b"host" for n, _ in head.headers):
+                raise bad_request("HTTP/1.1 request without Host (RFC 9112 §3.2)")
         except HandshakeError as err:
             self._refuse(err, None)
             return
         url = f"http://{target.authority}{path.partition(b'?')[0].decode()}"
         self.target = target.authority
+        request, upload = request_head(head, target, path)
         ex = self.exchange = Exchange(
-            method=request.method,
+            head=head,
             target=target,
             url=url,
-            request=h11.Request(
-                method=request.method,
-                target=path,
-                headers=request_fields(list(request.headers), target),
-            ),
+            request=request,
+            upload=upload,
             started=self.state.clock(),
             up_mark=self.up.nbytes,
             down_mark=self.down.nbytes,
-            bodyless=bodyless(request),
         )
         if log.isEnabledFor(logging.INFO):
-            log.info("flow%d: %s %s", self.flow_id, request.method.decode(), url)
+            log.info("flow%d: %s %s", self.flow_id, head.method.decode(), url)
         try:
-            if any(name.lower() == b"upgrade" for name, _ in request.headers):
+            if head.upgrade:
                 raise HandshakeError(
                     Status.NOT_IMPLEMENTED,
                     Rep.GENERAL_FAILURE,
@@ -431,6 +408,7 @@ class Forward(asyncio.Protocol):
             self.state.recheck_origin(self, target, origin.address)
         except HandshakeError as err:
             self.pool.put(origin, self.state.clock())
+            self.origin = None
             self._refuse(err, ex)
             return
         self._attach(origin)
@@ -459,93 +437,86 @@ class Forward(asyncio.Protocol):
         assert ex is not None
         self.origin = origin
         origin.session = self
+        origin.reader.expect_no_body = ex.head.method == b"HEAD"
         self.up.dst = self.down.src = origin.transport
         self.down.src_paused = False
         self.sent_base, self.acked_mark = self.up.nbytes, 1
         self.rtt_floor, self.srtt_mark, self.segs_mark = float("inf"), 0.0, 0.0
         ex.reused = origin.served > 0
         origin.served += 1
-        self._to_origin(ex.request)
-        if ex.retried:
-            self._to_origin(h11.EndOfMessage())  # bodyless: the client's is long read
-        if not self.up.src_paused:
-            self.client.resume_reading()
+        self.up.push(ex.request)
         origin.transport.resume_reading()
-        self._client_events()
-        self.origin_readable()  # what it sent before the request, or its close
+        self._client_events()  # the body read so far
+        self.origin_events()  # what the origin sent before the request, or its close
 
-    def _to_origin(self, event: h11.Request | h11.Data | h11.EndOfMessage) -> None:
-        origin = self.origin
-        assert origin is not None
-        try:
-            data = origin.conn.send(event)
-        except h11.LocalProtocolError as exc:
-            self._origin_failed(f"cannot forward the request: {exc}")
-            return
-        if data:
-            self.up.push(data)
+    def _to_origin(self, data: bytes) -> None:
+        ex = self.exchange
+        assert ex is not None
+        self.up.push(chunk(data) if ex.upload.chunked else data)
+
+    def _request_end(self) -> None:
+        ex = self.exchange
+        assert ex is not None
+        ex.request_done = True
+        if ex.upload.chunked:
+            self.up.push(LAST_CHUNK)  # trailers are not forwarded (RFC 9110 §6.5.1)
 
     # --- the origin side --------------------------------------------------------------
-    def origin_readable(self) -> None:
+    def origin_events(self) -> None:
         """Everything the origin's bytes complete goes to the client in one write."""
         origin, ex = self.origin, self.exchange
+        if origin is None or ex is None:
+            return
+        events = origin.reader.events
         out: list[bytes] = []
-        while origin is not None and ex is not None and self.origin is origin:
-            try:
-                event = origin.conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._to_client(out)
-                self._origin_failed(f"invalid response from the origin: {exc}")
-                return
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                break
-            if isinstance(event, h11.Data):
-                out.append(self.conn.send(event) or b"")
-            elif isinstance(event, h11.Response):
-                ex.status = event.status_code
-                out.append(
-                    self._serialize(
-                        h11.Response(
-                            status_code=event.status_code,
-                            headers=response_fields(list(event.headers)),
-                            reason=event.reason,
-                        )
-                    )
-                )
-            elif isinstance(event, h11.EndOfMessage):
-                out.append(self._serialize(h11.EndOfMessage()))
-                self._to_client(out)
+        while events:
+            event = events.popleft()
+            if isinstance(event, bytes):
+                out.append(chunk(event) if ex.download.chunked else event)
+            elif isinstance(event, Head):
+                if event.status == 101:
+                    self._flush(out)
+                    self.origin_failed("the origin switched protocols")
+                    return
+                head, framing = response_head(event, ex.head)
+                if event.status < 200:
+                    ex.informational = True  # its END follows; an HTTP/1.0 client gets none
+                    if ex.head.version == "1.1":
+                        out.append(head)
+                    continue
+                ex.response, ex.download = event, framing
+                out.append(head)
+            elif ex.informational:
+                ex.informational = False
+            else:
+                if ex.download.chunked:
+                    out.append(LAST_CHUNK)
+                self._flush(out)
                 self._exchange_done()
                 return
-            elif isinstance(event, h11.InformationalResponse) and event.status_code != 101:
-                out.append(
-                    self._serialize(
-                        h11.InformationalResponse(
-                            status_code=event.status_code,
-                            headers=forwardable(list(event.headers)),
-                            reason=event.reason,
-                        )
-                    )
-                )
-            else:  # 101, or the origin closed before the end of the response
-                self._to_client(out)
-                self._origin_failed("the origin closed the connection or switched protocols")
-                return
-        self._to_client(out)
+        self._flush(out)
+
+    def origin_eof(self) -> None:
+        """An origin's close ends a response framed by nothing else (RFC 9112 §6.3)."""
+        ex = self.exchange
+        origin = self.origin
+        if ex is None or origin is None or origin.reader.events:
+            return
+        response = ex.response
+        if response is not None and response.length is None and not response.chunked:
+            origin.reader.events.append(END)
+            self.origin_events()
 
     def origin_lost(self, origin: Origin, exc: Exception | None) -> None:
         origin.session = None
         if self.origin is origin and self.exchange is not None:
-            self._origin_failed(f"the origin closed the connection ({exc or 'EOF'})")
+            self.origin_failed(f"the origin closed the connection ({exc or 'EOF'})")
         elif self.origin is origin:
             self.origin = None
 
-    def _origin_failed(self, detail: str) -> None:
+    def origin_failed(self, detail: str) -> None:
         ex = self.exchange
-        origin, self.origin = self.origin, None
-        if origin is not None:
-            origin.session = None
-            origin.transport.abort()
+        self._drop_origin()
         if ex is None:
             return
         if (
@@ -553,8 +524,8 @@ class Forward(asyncio.Protocol):
             and ex.reused
             and not ex.retried
             and ex.bodyless
-            and ex.method in IDEMPOTENT
-            and self.conn.their_state is h11.DONE
+            and ex.request_done
+            and ex.head.method in IDEMPOTENT
         ):
             # A kept connection the origin was closing: send it once more, on a new one.
             ex.retried = True
@@ -565,20 +536,16 @@ class Forward(asyncio.Protocol):
         if ex.status is None:
             self._refuse(bad_gateway("upstream_error", detail), ex)
         else:
-            log.warning("flow%d: %s %s: %s", self.flow_id, ex.method.decode(), ex.url, detail)
+            log.warning("flow%d: %s %s: %s", self.flow_id, ex.head.method.decode(), ex.url, detail)
             self.abort("upstream_error")
 
-    def _serialize(self, event: h11.Event) -> bytes:
-        """h11 refuses what HTTP/1.1 cannot carry to this client (RFC 9112): a bug of the
-        origin's that reaches the client as a cut connection."""
-        try:
-            return self.conn.send(event) or b""
-        except h11.LocalProtocolError:
-            log.warning("flow%d: the origin's response cannot be forwarded", self.flow_id)
-            self.abort("upstream_error")
-            return b""
+    def _drop_origin(self) -> None:
+        origin, self.origin = self.origin, None
+        if origin is not None:
+            origin.session = None
+            origin.transport.abort()
 
-    def _to_client(self, out: list[bytes]) -> None:
+    def _flush(self, out: list[bytes]) -> None:
         data = b"".join(out)
         if data and not self.client.is_closing():
             self.down.push(data)
@@ -586,23 +553,16 @@ class Forward(asyncio.Protocol):
     def _exchange_done(self) -> None:
         ex = self.exchange
         origin = self.origin
-        assert ex is not None and origin is not None
-        self._log_exchange(ex, ex.status or 0)
+        assert ex is not None and origin is not None and ex.response is not None
+        self._log_exchange(ex, ex.response.status)
         self.exchange = None
-        if origin.conn.states == {h11.CLIENT: h11.DONE, h11.SERVER: h11.DONE} and not (
-            self.up.queued
-        ):
-            origin.conn.start_next_cycle()  # kept for this connection's next request
-        else:
-            self.origin = None
-            origin.session = None
+        if not (ex.response.keep_alive and ex.request_done and origin.usable) or (self.up.queued):
             self.up.discard()
-            origin.transport.close()
-        if self.conn.states == {h11.CLIENT: h11.DONE, h11.SERVER: h11.DONE}:
-            self.conn.start_next_cycle()
-            self._client_events()
-        else:
+            self._drop_origin()  # else kept for this connection's next request
+        if ex.download.close or self.client_eof or not ex.request_done:
             self._finish("closed")  # HTTP/1.0, Connection: close, or a body left unread
+        else:
+            self._client_events()
 
     def _log_exchange(self, ex: Exchange, status: int) -> None:
         self.state.metrics.http_response(status)
@@ -610,7 +570,7 @@ class Forward(asyncio.Protocol):
             log.info(
                 "flow%d: %s %s -> %d up_bytes=%d down_bytes=%d duration=%.3fs",
                 self.flow_id,
-                ex.method.decode(),
+                ex.head.method.decode(),
                 ex.url,
                 status,
                 self.up.nbytes - ex.up_mark,
@@ -622,12 +582,11 @@ class Forward(asyncio.Protocol):
     def _refuse(self, err: HandshakeError, ex: Exchange | None) -> None:
         """Answer with an error of fyntr's own, then close once it is written."""
         self.state.metrics.rejected(err.reason)
-        where = ex.url if ex is not None else "request"
         log.log(
             logging.ERROR if err.status is Status.BAD_GATEWAY else logging.WARNING,
             "flow%d: %s from %s: %s (%d %s)",
             self.flow_id,
-            where,
+            ex.url if ex is not None else "request",
             self.peer,
             err.detail,
             err.status,
@@ -637,10 +596,8 @@ class Forward(asyncio.Protocol):
         if ex is not None:
             self.exchange = None
             self._log_exchange(ex, err.status)
-            if self.origin is not None and not self.origin.usable:  # mid-exchange
-                self.origin.session = None
-                self.origin.transport.abort()
-                self.origin = None
+            if self.origin is not None and self.origin.session is self:  # mid-exchange
+                self._drop_origin()
         self._finish(err.reason)
 
     def _finish(self, reason: str) -> None:
@@ -653,15 +610,6 @@ class Forward(asyncio.Protocol):
     def _down_finished(self) -> bool:
         self.client.close()
         return True
-
-
-def bodyless(request: h11.Request) -> bool:
-    """No body follows the head (RFC 9112 §6.3: neither framing field, or a length 0)."""
-    for name, value in request.headers:
-        lowered = name.lower()
-        if lowered == b"transfer-encoding" or (lowered == b"content-length" and value != b"0"):
-            return False
-    return True
 
 
 def _no_eof() -> bool:

@@ -2,7 +2,7 @@
 
 A request line whose method is not CONNECT and whose target is absolute-form
 (``http://...``) is a plain HTTP request: the parser stops there and hands every byte
-back (``PlainRequest``) for net/forward.py, which parses HTTP with h11.
+back (``PlainRequest``) for net/forward.py, which reads HTTP with llhttp (httptools).
 
 Bytes go in through ``feed``; what comes out is a list of events. The parser never
 rescans what it has already looked at, and every limit is checked as data arrives, so a
