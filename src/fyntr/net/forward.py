@@ -3,8 +3,8 @@
 A ``Forward`` is one client connection carrying requests, one exchange at a time
 (pipelined requests wait in the reader and are answered in order). Each request is
 checked as a CONNECT is (port, threat feeds, DNS, CIDR policy, connect pacing), then sent
-to an ``Origin``: the upstream connection this session used last when the request is for
-the same host and port, else an idle one from the ``OriginPool``, else a new dial. The
+to an ``Origin``: an idle upstream connection to the same host and port from the
+``OriginPool`` (whichever session used it last), else a new dial. The
 bytes both ways go through the same DRR lanes and rate as a tunnel's.
 """
 
@@ -121,6 +121,7 @@ class OriginPool:
 
     def __init__(self) -> None:
         self._idle: OrderedDict[Origin, None] = OrderedDict()  # oldest first
+        self._count: dict[str, int] = {}  # idle ones by host and port
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -132,19 +133,18 @@ class OriginPool:
             return
         origin.idle_since = now
         origin.on_idle_lost = self._lost
-        same = [o for o in self._idle if o.key == origin.key]
-        if len(same) >= POOL_PER_ORIGIN:
-            self._drop(same[0])
+        if self._count.get(origin.key, 0) >= POOL_PER_ORIGIN:
+            self._drop(next(o for o in self._idle if o.key == origin.key))
         if len(self._idle) >= POOL_MAX:
             self._drop(next(iter(self._idle)))
         self._idle[origin] = None
+        self._count[origin.key] = self._count.get(origin.key, 0) + 1
         origin.transport.resume_reading()
 
     def take(self, key: str) -> Origin | None:
         for origin in reversed(self._idle):
             if origin.key == key:
-                del self._idle[origin]
-                origin.on_idle_lost = _ignore
+                self._forget(origin)
                 if origin.usable:
                     return origin
                 origin.transport.close()
@@ -159,12 +159,20 @@ class OriginPool:
             self._drop(origin)
 
     def _drop(self, origin: Origin) -> None:
-        self._idle.pop(origin, None)
-        origin.on_idle_lost = _ignore
+        self._forget(origin)
         origin.transport.close()
 
+    def _forget(self, origin: Origin) -> None:
+        if self._idle.pop(origin, False) is None:
+            left = self._count[origin.key] - 1
+            if left:
+                self._count[origin.key] = left
+            else:
+                del self._count[origin.key]
+        origin.on_idle_lost = _ignore
+
     def _lost(self, origin: Origin) -> None:
-        self._idle.pop(origin, None)
+        self._forget(origin)
 
 
 @dataclass(eq=False, slots=True)
@@ -236,7 +244,7 @@ class Forward(asyncio.Protocol):
         # response still queued in the scheduler is written before the next one.
         self.up = Lane(upload, client, client, _no_eof)
         self.down = Lane(download, client, client, self._down_finished)
-        self.origin: Origin | None = None  # the one in use, or kept for the next request
+        self.origin: Origin | None = None  # serving the exchange in progress
         self.exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None
         self.client_eof = False
@@ -318,13 +326,7 @@ class Forward(asyncio.Protocol):
             )
         if self._task is not None:
             self._task.cancel()
-        origin, self.origin = self.origin, None
-        if origin is not None:
-            if self.exchange is None:
-                self.pool.put(origin, self.state.clock())
-            else:
-                origin.session = None
-                origin.transport.abort()
+        self._drop_origin()  # mid-exchange: between exchanges, the pool holds it
         self.up.discard()
         self.down.discard()
         self.down.on_eof_sent = self.up.on_eof_sent = _no_eof  # break the cycle
@@ -394,13 +396,7 @@ class Forward(asyncio.Protocol):
         except HandshakeError as err:
             self._refuse(err, ex)
             return
-        origin = self.origin
-        if origin is not None and not (origin.key == target.authority and origin.usable):
-            self.origin = None
-            self.pool.put(origin, self.state.clock())
-            origin = None
-        if origin is None:
-            origin = self.pool.take(target.authority)
+        origin = self.pool.take(target.authority)
         if origin is None:
             self._dial(ex)
             return
@@ -556,9 +552,12 @@ class Forward(asyncio.Protocol):
         assert ex is not None and origin is not None and ex.response is not None
         self._log_exchange(ex, ex.response.status)
         self.exchange = None
-        if not (ex.response.keep_alive and ex.request_done and origin.usable) or (self.up.queued):
+        if ex.response.keep_alive and ex.request_done and not self.up.queued:
+            self.origin = None
+            self.pool.put(origin, self.state.clock())  # which closes it if it cannot serve
+        else:
             self.up.discard()
-            self._drop_origin()  # else kept for this connection's next request
+            self._drop_origin()
         if ex.download.close or self.client_eof or not ex.request_done:
             self._finish("closed")  # HTTP/1.0, Connection: close, or a body left unread
         else:
