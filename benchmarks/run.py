@@ -63,6 +63,8 @@ main()
 
 # Contenders that are yardsticks, not proxies a user would pick instead of fyntr.
 REFERENCES = frozenset({"direct", "bare-relay"})
+# bare-relay relays CONNECT only: the plain HTTP workloads are not for it.
+PLAIN_HTTP = frozenset({"http_keepalive", "http_close", "http_rss"})
 
 # rss first: "idle" means a proxy that has not yet carried anything.
 WORKLOADS = (
@@ -635,6 +637,8 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     c.start()
                     for w in workloads:
+                        if c.name == "bare-relay" and w in PLAIN_HTTP:
+                            continue
                         try:
                             results.add(w, c.name, measure(c, w, sizes))
                         except Exception as exc:
