@@ -18,8 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fyntr.errors import STATUS_LINES, Status
+from fyntr.limits import HTTP_KEEPALIVE_IDLE_S, POOL_PER_ORIGIN
 from tests.support.http_origin import http_origin
-from tests.support.net import exchange, http_port, loopback_settings, proxy, until
+from tests.support.net import FakeClock, exchange, http_port, loopback_settings, proxy, until
 
 
 async def run(*argv: str, env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
@@ -366,3 +367,40 @@ def test_every_split_of_a_request_stream_forwards_the_same(cuts: list[int]) -> N
     ]
     assert reply.count(b"HTTP/1.1 200 OK\r\n") == 3
     assert b"\r\n\r\nhello" in reply and b"abcde" in reply and reply.endswith(b"\r\n\r\nxxxxxxx")
+
+
+async def test_idle_keep_alive_client_closed_after_60s_and_pool_expires() -> None:
+    clock = FakeClock()
+    async with http_origin() as o, proxy(loopback_settings(o.port), clock=clock) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", http_port(server))
+        writer.write(f"GET http://127.0.0.1:{o.port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK") and await reader.readexactly(5) == b"hello"
+        await until(lambda: len(server.pool) == 1)
+        server.sweep()  # sees the exchange's bytes
+        clock.advance(HTTP_KEEPALIVE_IDLE_S - 1)
+        server.sweep()
+        assert len(server.tunnels) == 1  # still waiting for a request
+        assert len(server.pool) == 0  # the idle upstream connection expired long before
+        clock.advance(2)
+        server.sweep()
+        assert await asyncio.wait_for(reader.read(), 5) == b""  # closed, not reset
+        writer.close()
+        await until(lambda: not server.tunnels)
+        assert server.admission.active == 0
+
+
+async def test_pool_keeps_at_most_the_per_origin_bound() -> None:
+    async with http_origin() as o, proxy(loopback_settings(o.port)) as server:
+        clients = []
+        for _ in range(POOL_PER_ORIGIN + 3):  # that many exchanges at once
+            reader, writer = await asyncio.open_connection("127.0.0.1", http_port(server))
+            writer.write(f"GET http://127.0.0.1:{o.port}/slow HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            clients.append((reader, writer))
+        for reader, _writer in clients:
+            await reader.readuntil(b"\r\n\r\n")
+            await reader.readexactly(5)
+        await until(lambda: o.connections == POOL_PER_ORIGIN + 3)
+        await until(lambda: len(server.pool) == POOL_PER_ORIGIN)
+        for _reader, writer in clients:
+            writer.close()

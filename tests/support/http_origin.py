@@ -2,7 +2,8 @@
 
 Paths: ``/size/N`` answers N bytes (``x``); ``/echo`` answers the request body;
 ``/chunked`` answers in three chunks; ``/close`` answers, then closes without saying so;
-``/index/...`` serves the files given; anything else answers ``hello``.
+``/slow`` answers after 0.3 s; ``/index/...`` serves the files given; anything else
+answers ``hello``.
 """
 
 from __future__ import annotations
@@ -61,6 +62,8 @@ async def _serve(state: HttpOrigin, reader: asyncio.StreamReader, w: asyncio.Str
                 Seen(request.method, request.target, list(request.headers), bytes(body))
             )
             path = request.target.decode()
+            if path == "/slow":  # answers later: exchanges overlap
+                await asyncio.sleep(0.3)
             chunks: list[bytes]
             if path.startswith("/size/"):
                 chunks = [b"x" * int(path[6:])]
