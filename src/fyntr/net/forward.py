@@ -181,7 +181,7 @@ class Exchange:
 
     head: Head  # the client's request
     target: Target
-    url: str  # for the log: scheme, authority and path, never the query
+    path: bytes  # origin-form, as sent upstream
     request: bytes  # the head as sent upstream, kept to send it again (IDEMPOTENT)
     upload: Framing
     started: float
@@ -197,6 +197,11 @@ class Exchange:
     @property
     def status(self) -> int | None:
         return None if self.response is None else self.response.status
+
+    @property
+    def url(self) -> str:
+        """For the log: scheme, authority and path, never the query (it may hold keys)."""
+        return f"http://{self.target.authority}{self.path.partition(b'?')[0].decode()}"
 
     @property
     def bodyless(self) -> bool:
@@ -369,13 +374,12 @@ class Forward(asyncio.Protocol):
         except HandshakeError as err:
             self._refuse(err, None)
             return
-        url = f"http://{target.authority}{path.partition(b'?')[0].decode()}"
         self.target = target.authority
         request, upload = request_head(head, target, path)
         ex = self.exchange = Exchange(
             head=head,
             target=target,
-            url=url,
+            path=path,
             request=request,
             upload=upload,
             started=self.state.clock(),
@@ -383,7 +387,7 @@ class Forward(asyncio.Protocol):
             down_mark=self.down.nbytes,
         )
         if log.isEnabledFor(logging.INFO):
-            log.info("flow%d: %s %s", self.flow_id, head.method.decode(), url)
+            log.info("flow%d: %s %s", self.flow_id, head.method.decode(), ex.url)
         try:
             if head.upgrade:
                 raise HandshakeError(
