@@ -13,7 +13,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 Result = dict[str, Any]
@@ -183,15 +183,28 @@ async def _setups(p: Result) -> Result:
                 continue
             samples.append((time.perf_counter() - t) * 1e3)
 
+    elapsed = await concurrently(p, client)
+    return tally(samples, elapsed, failures, ("setups", "setups_s", "setup", "setup_failures"))
+
+
+async def concurrently(p: Result, client: Callable[[], Awaitable[None]]) -> float:
+    """``concurrency`` copies of ``client`` at once; the seconds until the last ends."""
     start = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(int(p["concurrency"]))))
-    elapsed = time.perf_counter() - start
+    return time.perf_counter() - start
+
+
+def tally(
+    samples: list[float], elapsed: float, failures: int, names: tuple[str, str, str, str]
+) -> Result:
+    """Count, rate, latency p50 and p99 (ms) and failures, under the workload's names."""
+    count, rate, latency, failed = names
     return {
-        "setups": len(samples),
-        "setups_s": len(samples) / elapsed,
-        "setup_p50_ms": percentile(samples, 50),
-        "setup_p99_ms": percentile(samples, 99),
-        "setup_failures": failures,
+        count: len(samples),
+        rate: len(samples) / elapsed,
+        f"{latency}_p50_ms": percentile(samples, 50),
+        f"{latency}_p99_ms": percentile(samples, 99),
+        failed: failures,
     }
 
 
@@ -246,16 +259,8 @@ async def _http(p: Result) -> Result:
         if conn is not None:
             conn[1].close()
 
-    start = time.perf_counter()
-    await asyncio.gather(*(client() for _ in range(int(p["concurrency"]))))
-    elapsed = time.perf_counter() - start
-    return {
-        "requests": len(samples),
-        "req_s": len(samples) / elapsed,
-        "req_p50_ms": percentile(samples, 50),
-        "req_p99_ms": percentile(samples, 99),
-        "http_failures": failures,
-    }
+    elapsed = await concurrently(p, client)
+    return tally(samples, elapsed, failures, ("requests", "req_s", "req", "http_failures"))
 
 
 async def _http_idle(p: Result) -> Result:
