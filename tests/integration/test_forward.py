@@ -404,3 +404,15 @@ async def test_pool_keeps_at_most_the_per_origin_bound() -> None:
         await until(lambda: len(server.pool) == POOL_PER_ORIGIN)
         for _reader, writer in clients:
             writer.close()
+
+
+async def test_shutdown_closes_idle_keep_alive_clients_at_once() -> None:
+    async with http_origin() as o, proxy(loopback_settings(o.port)) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", http_port(server))
+        writer.write(f"GET http://127.0.0.1:{o.port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(5)
+        async with asyncio.timeout(2):  # not the 30 s of grace
+            await server.shutdown(grace=30)
+        assert await asyncio.wait_for(reader.read(), 5) == b""
+        writer.close()

@@ -272,6 +272,12 @@ class Forward(asyncio.Protocol):
         sock: socket.socket | None = self.origin.transport.get_extra_info("socket")
         return sock
 
+    def wind_down(self) -> None:
+        """Shutdown: close now between requests, else after the response under way."""
+        self.client_eof = True  # no further request is read
+        if self.exchange is None:
+            self._finish("shutdown")
+
     def abort(self, reason: str) -> None:
         if self.reason is None:
             self.reason = reason

@@ -67,6 +67,9 @@ class Relay(Protocol):
 
     def abort(self, reason: str) -> None: ...
 
+    def wind_down(self) -> None:
+        """Shutdown: end once what is under way is done (a tunnel: when its ends say)."""
+
     def upstream_socket(self) -> socket.socket | None: ...
 
 
@@ -229,6 +232,9 @@ class Tunnel:
 
     def idle_limit(self, configured: float) -> float:
         return configured
+
+    def wind_down(self) -> None:
+        pass  # a tunnel's bytes have no boundaries to stop at
 
     def _eof_sent(self) -> bool:
         """A direction finished; True when that closed the tunnel (both are done)."""

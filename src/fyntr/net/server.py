@@ -585,6 +585,8 @@ class Server:
         """Stop accepting, let tunnels finish for up to ``grace`` seconds, then close."""
         grace = self.settings.shutdown_grace_s if grace is None else grace
         self.stop_accepting()
+        for relay in list(self.tunnels):
+            relay.wind_down()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(grace if math.isfinite(grace) else None):
                 while self.tunnels or self.handshakes:  # noqa: ASYNC110  (once, at exit)
