@@ -4,38 +4,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
-import enum
 import functools
 import logging
 import math
 import signal
 import socket
 from collections.abc import Callable
-from typing import TypeAlias
 
-from fyntr._version import __version__
 from fyntr.config import AUTO, Settings, validate_bind_address
 from fyntr.errors import ConfigError, HandshakeError, bad_gateway
 from fyntr.limits import (
-    ACCEPT_BATCH,
-    ACCEPT_RETRY_DELAY_S,
     AUTORATE_UNSENT_BYTES,
     FDS_PER_SPLICED_TUNNEL,
     MAX_CAP_WAITERS,
     POOL_MAX,
     SHUTDOWN_POLL_S,
     SPLICE_MAX_TUNNELS,
-    STATS_INTERVAL_S,
-    STATUS_TOP_FLOWS,
     SWEEP_INTERVAL_MAX_S,
 )
-from fyntr.log import format_bytes, log
-from fyntr.metrics import FlowInfo, RateInfo, Snapshot, Stats
+from fyntr.log import log
+from fyntr.metrics import Snapshot, Stats
 from fyntr.net import splice, tcpinfo
 from fyntr.net.autorate import AutoRateDriver
 from fyntr.net.dialer import Dialed, Dialer
 from fyntr.net.forward import Forward, OriginPool
+from fyntr.net.gate import Gate, InboundFactory
 from fyntr.net.inbound import HttpInbound, Inbound
 from fyntr.net.listen import (
     format_sockname,
@@ -52,21 +45,10 @@ from fyntr.net.pump import Pump
 from fyntr.net.relay import Relay, Tunnel, log_tunnel_closed
 from fyntr.net.sockopt import limit_unsent
 from fyntr.net.state import Handshake, ServerState
+from fyntr.net.status import Status
 from fyntr.net.threats import ThreatGuard
 from fyntr.policy.rules import Policy
-from fyntr.sched.admission import Admission
 from fyntr.wire.target import IPAddress, Target, format_host_port
-
-InboundFactory: TypeAlias = Callable[[ServerState, int, bool], Inbound]
-Waiting: TypeAlias = tuple[socket.socket, InboundFactory, int]
-
-
-def settings_dict(settings: Settings) -> dict[str, object]:
-    """The effective configuration, JSON-ready."""
-    out: dict[str, object] = {}
-    for key, value in dataclasses.asdict(settings).items():
-        out[key] = value.value if isinstance(value, enum.Enum) else value
-    return out
 
 
 class Server:
@@ -92,10 +74,10 @@ class Server:
             allow_cidrs=settings.allow_cidrs,
             allow_domains=settings.allow_domains,
         )
-        limit = settings.effective_max_connections
-        self.admission: Admission[Waiting] = Admission(limit)  # waiting: set at start
-        self.pacing: ConnectGate
         self.metrics = Stats()
+        self.gate = Gate(settings, self.metrics)
+        self.admission = self.gate.admission
+        self.pacing: ConnectGate
         self.threats = ThreatGuard(settings, self.metrics)
         self.handshakes: set[Inbound] = set()
         self.tunnels: set[Relay] = set()  # CONNECT and SOCKS5 tunnels, plain HTTP sessions
@@ -106,18 +88,14 @@ class Server:
         self.pumps: tuple[Pump, Pump]
         self.splicer: splice.Splicer | None = None  # unshaped: bulk tunnels are spliced
         self.autorate: AutoRateDriver | None = None  # --upload-rate auto
-        self._listeners: list[tuple[socket.socket, InboundFactory]] = []
+        self.status: Status  # from start on
         self._tasks: set[asyncio.Task[object]] = set()
-        self._adopting: set[socket.socket] = set()  # accepted, no transport yet
         self._sweep_handle: asyncio.TimerHandle | None = None
-        self._next_flow_id = 1
         self._stopping = False
         self._signals: Signals | None = None
         self._stopped = asyncio.Event()
         self._exit_code = 0
-        self._last_stats = (0.0, -1)
         self._accepted_at_release = 0  # connections accepted when memory was last released
-        self.started_at = 0.0
         self._metrics_listener: asyncio.Server | None = None
 
     # --- start-up --------------------------------------------------------------------
@@ -142,12 +120,10 @@ class Server:
             start_forward=self.start_forward,
             open_origin=self.open_origin,
             recheck_origin=self.recheck_origin,
-            release_pending=functools.partial(self.release_slot, active=False),
+            release_pending=functools.partial(self.gate.release_slot, active=False),
             snapshot=self.snapshot,
             handshakes=self.handshakes,
         )
-        self.started_at = self.clock()
-        self._last_stats = (self.clock(), 0)  # the first stats line comes after a minute
         if signals:
             self.install_signal_handlers()
         stand_ins = fallbacks(self.loop, self._signals is None or self._signals.on_loop)
@@ -194,16 +170,22 @@ class Server:
                 listeners[0][0].close()
                 raise
         self.pacing = ConnectGate(self.loop, settings)
-        for sock, factory in listeners:
-            log.info("Starting Fyntr on %s", format_sockname(sock))
-            if not is_loopback(sock):
-                log.warning(
-                    "listening on non-loopback address %s: fyntr has no authentication, "
-                    "anyone who can reach it may use it; firewall it or bind to loopback",
-                    format_sockname(sock),
-                )
-            self._listeners.append((sock, factory))
-            self.loop.add_reader(sock, self._on_acceptable, sock, factory)
+        self.status = Status(
+            settings=settings,
+            clock=self.clock,
+            loop_time=self.loop.time,
+            metrics=self.metrics,
+            dial_stats=lambda: self.dialer.stats,
+            gate=self.gate,
+            pacing=self.pacing,
+            pumps=self.pumps,
+            relays=self.tunnels,
+            handshakes=self.handshakes,
+            pool=self.pool,
+            splicer=self.splicer,
+            autorate=self.autorate,
+        )
+        self.gate.open(self.state, listeners)
         if settings.metrics_port is not None:
             await self._start_metrics()
         self._schedule_sweep()
@@ -236,151 +218,17 @@ class Server:
         host, port = self._metrics_listener.sockets[0].getsockname()[:2]
         return str(host), int(port)
 
-    def snapshot(self) -> Snapshot:
-        now = self.clock()  # the clock of tunnel ages and uptime (virtual in tests)
-        up, down = self.totals()
-        stats = self.metrics
-        dial = self.dialer.stats
-        top = sorted(self.tunnels, key=lambda t: t.activity, reverse=True)[:STATUS_TOP_FLOWS]
-        return Snapshot(
-            version=__version__,
-            uptime_s=now - self.started_at,
-            config=settings_dict(self.settings),
-            active_flows=len(self.tunnels),
-            spliced_flows=self.splicer.active if self.splicer is not None else 0,
-            pending_handshakes=len(self.handshakes),
-            connect_waiters=self.pacing.waiters,
-            cap_waiters=len(self.admission.waiting),
-            queued_up_bytes=self.pumps[0].queued_bytes,
-            queued_down_bytes=self.pumps[1].queued_bytes,
-            up_bytes=up,
-            down_bytes=down,
-            accepted=stats.accepted,
-            tunnels_opened=stats.tunnels_opened,
-            dial_failures=stats.dial_failures,
-            threat_matches=stats.threat_matches,
-            rejections=dict(stats.rejections),
-            handshake_buckets=list(stats.handshake_buckets),
-            handshake_count=stats.handshake_count,
-            handshake_sum=stats.handshake_sum,
-            top_flows=[
-                FlowInfo(t.flow_id, t.target, round(now - t.started, 3), t.up.nbytes, t.down.nbytes)
-                for t in top
-            ],
-            rates=self._rates(self.loop.time()),  # the rate controllers run on the loop's
-            dns_lookups=dial.lookups,
-            dns_lookups_coalesced=dial.lookups_coalesced,
-            dns_lookup_failures=dial.lookups_failed,
-            connect_attempts={f"ipv{v}": n for v, n in dial.attempts.items()},
-            connect_wins={f"ipv{v}": n for v, n in dial.wins.items()},
-            http_responses=dict(stats.http_responses),
-            pooled_connections=len(self.pool),
-        )
-
-    def _rates(self, now: float) -> dict[str, RateInfo]:
-        upload, download = self.pumps
-        auto_up = self.settings.upload_rate == AUTO
-        return {
-            "upload": (
-                self.autorate.info(now)
-                if self.autorate is not None
-                else RateInfo(upload.rate, auto_up, "unavailable" if auto_up else None)
-            ),
-            "download": RateInfo(download.rate, auto=False),
-            "connect": self.pacing.info(),
-        }
-
     @property
     def addresses(self) -> list[tuple[str, int]]:
-        return [sock.getsockname()[:2] for sock, _ in self._listeners]
+        return self.gate.addresses
+
+    def snapshot(self) -> Snapshot:
+        return self.status.snapshot()
 
     def _spawn(self, coro: object, name: str) -> None:
         task: asyncio.Task[object] = self.loop.create_task(coro, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # --- accepting -------------------------------------------------------------------
-    def _on_acceptable(self, sock: socket.socket, factory: InboundFactory) -> None:
-        """Accept a batch, then let the loop turn: with both listeners ready, each gets
-        a batch per iteration, so neither starves the other (upstream §2.1, v0.4.0)."""
-        family = sock.family
-        for _ in range(ACCEPT_BATCH):
-            try:
-                # accept() is _accept() plus socket(self.family, self.type, self.proto):
-                # three properties that build enums on every call, 2% of a set-up.
-                fd, _addr = sock._accept()  # type: ignore[attr-defined]
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                # EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: never fatal (SPEC §4.3). Stop
-                # watching the socket for a moment: it stays readable, so retrying at
-                # once would spin.
-                log.warning("accept failed: %s; retrying in %gs", exc, ACCEPT_RETRY_DELAY_S)
-                self.loop.remove_reader(sock)
-                self.loop.call_later(ACCEPT_RETRY_DELAY_S, self._resume_accepting, sock, factory)
-                return
-            # The loop makes it non-blocking and sets TCP_NODELAY (asyncio only when the
-            # proto is TCP, hence IPPROTO_TCP here).
-            self._adopt(socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fd), factory)
-
-    def _resume_accepting(self, sock: socket.socket, factory: InboundFactory) -> None:
-        if not self._stopping:
-            self.loop.add_reader(sock, self._on_acceptable, sock, factory)
-
-    def _adopt(self, conn: socket.socket, factory: InboundFactory) -> None:
-        """Admission happens here, before a byte is read (upstream §2.1)."""
-        flow_id = self._next_flow_id
-        self._next_flow_id += 1
-        self.metrics.accepted += 1
-        admission = self.admission
-        if admission.try_reserve():
-            self._start(conn, factory, flow_id, admitted=True)
-            return
-        wait = self.settings.max_connections_wait_s
-        if wait > 0 and admission.wait((conn, factory, flow_id), self.clock() + wait):
-            log.info(
-                "flow%d: at the cap (%d): waiting up to %gs for a slot (%d waiting)",
-                flow_id,
-                admission.limit,
-                wait,
-                len(admission.waiting),
-            )
-            return
-        self._start(conn, factory, flow_id, admitted=False)
-
-    def _start(
-        self, conn: socket.socket, factory: InboundFactory, flow_id: int, *, admitted: bool
-    ) -> None:
-        self._adopting.add(conn)
-
-        async def adopt() -> None:
-            try:
-                await self.loop.connect_accepted_socket(
-                    lambda: factory(self.state, flow_id, admitted), conn
-                )
-                self._adopting.discard(conn)
-            except OSError as exc:
-                self._adopting.discard(conn)
-                log.warning("flow%d: cannot adopt accepted socket: %s", flow_id, exc)
-                conn.close()
-                if admitted:
-                    self.release_slot(active=False)
-
-        self._spawn(adopt(), f"fyntr-flow{flow_id}-adopt")
-
-    def release_slot(self, *, active: bool) -> None:
-        """The one place a slot is given back (a handshake's, or a tunnel's when
-        ``active``); the longest-waiting connection at the cap gets it."""
-        if active:
-            self.admission.release_active()
-        else:
-            self.admission.release_pending()
-        self._admit_waiting()
-
-    def _admit_waiting(self) -> None:
-        if self.admission.waiting:
-            for conn, factory, flow_id in self.admission.admit_waiting():
-                self._start(conn, factory, flow_id, admitted=True)
 
     # --- the handshake pipeline ------------------------------------------------------
     async def open_upstream(
@@ -470,7 +318,7 @@ class Server:
 
     def _tunnel_closed(self, tunnel: Relay) -> None:
         self.tunnels.discard(tunnel)
-        self.release_slot(active=True)
+        self.gate.release_slot(active=True)
         self.metrics.closed_up_bytes += tunnel.up.nbytes
         self.metrics.closed_down_bytes += tunnel.down.nbytes
         log_tunnel_closed(tunnel, self.clock())
@@ -495,8 +343,7 @@ class Server:
         now = self.clock()
         for inbound in [h for h in self.handshakes if h.deadline <= now]:
             inbound.on_deadline()
-        for conn, factory, flow_id in self.admission.expire(now):
-            self._start(conn, factory, flow_id, admitted=False)
+        self.gate.expire(now)
         idle = self.settings.idle_timeout_s
         for tunnel in list(self.tunnels):
             activity = tunnel.activity
@@ -511,7 +358,7 @@ class Server:
                 )
                 tunnel.abort("idle_timeout")
         self.pool.expire(now)
-        self._maybe_log_stats(now)
+        self.status.log_stats(now)
         self._release_memory_when_idle()
 
     def _release_memory_when_idle(self) -> None:
@@ -520,31 +367,6 @@ class Server:
         if accepted != self._accepted_at_release and not (self.tunnels or self.handshakes):
             self._accepted_at_release = accepted
             release_memory()
-
-    def totals(self) -> tuple[int, int]:
-        up = self.metrics.closed_up_bytes + sum(t.up.nbytes for t in self.tunnels)
-        down = self.metrics.closed_down_bytes + sum(t.down.nbytes for t in self.tunnels)
-        return up, down
-
-    def _maybe_log_stats(self, now: float) -> None:
-        last_time, last_bytes = self._last_stats
-        if now - last_time < STATS_INTERVAL_S:
-            return
-        up, down = self.totals()
-        if up + down == last_bytes:
-            return
-        self._last_stats = (now, up + down)
-        log.info(
-            "stats: active_flows=%d pending_handshakes=%d up_bytes=%s down_bytes=%s "
-            "queued_up=%d queued_down=%d rejections=%d",
-            len(self.tunnels),
-            len(self.handshakes),
-            format_bytes(up),
-            format_bytes(down),
-            self.pumps[0].queued_bytes,
-            self.pumps[1].queued_bytes,
-            self.metrics.rejected_total,
-        )
 
     # --- lifetime --------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -576,10 +398,7 @@ class Server:
 
     def stop_accepting(self) -> None:
         self._stopping = True
-        for sock, _ in self._listeners:
-            if sock.fileno() >= 0:
-                self.loop.remove_reader(sock)
-                sock.close()
+        self.gate.stop_accepting()
 
     async def shutdown(self, grace: float | None = None) -> None:
         """Stop accepting, let tunnels finish for up to ``grace`` seconds, then close."""
@@ -610,9 +429,7 @@ class Server:
             tunnel.abort("shutdown")
         for inbound in list(self.handshakes):
             inbound.transport.abort()
-        for _deadline, (conn, _factory, _flow_id) in self.admission.waiting:
-            conn.close()
-        self.admission.waiting.clear()
+        self.gate.close()
         self.pool.close()
         for pump in self.pumps:
             pump.close()
@@ -623,6 +440,3 @@ class Server:
         self.pacing.close()
         for task in list(self._tasks):
             task.cancel()
-        for conn in self._adopting:  # their tasks may never have started
-            conn.close()
-        self._adopting.clear()

@@ -1,0 +1,158 @@
+"""Accepting and admission (upstream §2.1, §3.6): the listeners, the cap, connections
+waiting at it, and the one place a slot comes back."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import Callable
+from typing import TypeAlias
+
+from fyntr.config import Settings
+from fyntr.limits import ACCEPT_BATCH, ACCEPT_RETRY_DELAY_S
+from fyntr.log import log
+from fyntr.metrics import Stats
+from fyntr.net.inbound import Inbound
+from fyntr.net.listen import format_sockname, is_loopback
+from fyntr.net.state import ServerState
+from fyntr.sched.admission import Admission
+
+InboundFactory: TypeAlias = Callable[[ServerState, int, bool], Inbound]
+Waiting: TypeAlias = tuple[socket.socket, InboundFactory, int]
+
+
+class Gate:
+    """From ``accept()`` to a protocol on the connection, admitted or refused at the cap
+    before a byte is read; ``--max-connections-wait`` holds the rest in turn."""
+
+    def __init__(self, settings: Settings, metrics: Stats) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.admission: Admission[Waiting] = Admission(settings.effective_max_connections)
+        self.loop: asyncio.AbstractEventLoop
+        self.clock: Callable[[], float]
+        self.state: ServerState
+        self.listeners: list[tuple[socket.socket, InboundFactory]] = []
+        self._adopting: dict[socket.socket, asyncio.Task[None]] = {}  # no transport yet
+        self._next_flow_id = 1
+        self.stopped = False
+
+    def open(
+        self, state: ServerState, listeners: list[tuple[socket.socket, InboundFactory]]
+    ) -> None:
+        """Start accepting on ``listeners`` (bound, listening) for ``state``'s server."""
+        self.state, self.loop, self.clock = state, state.loop, state.clock
+        for sock, factory in listeners:
+            log.info("Starting Fyntr on %s", format_sockname(sock))
+            if not is_loopback(sock):
+                log.warning(
+                    "listening on non-loopback address %s: fyntr has no authentication, "
+                    "anyone who can reach it may use it; firewall it or bind to loopback",
+                    format_sockname(sock),
+                )
+            self.listeners.append((sock, factory))
+            self.loop.add_reader(sock, self._on_acceptable, sock, factory)
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        return [sock.getsockname()[:2] for sock, _ in self.listeners]
+
+    def _on_acceptable(self, sock: socket.socket, factory: InboundFactory) -> None:
+        """Accept a batch, then let the loop turn: with both listeners ready, each gets
+        a batch per iteration, so neither starves the other (upstream §2.1, v0.4.0)."""
+        family = sock.family
+        for _ in range(ACCEPT_BATCH):
+            try:
+                # accept() is _accept() plus socket(self.family, self.type, self.proto):
+                # three properties that build enums on every call, 2% of a set-up.
+                fd, _addr = sock._accept()  # type: ignore[attr-defined]
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: never fatal (SPEC §4.3). Stop
+                # watching the socket for a moment: it stays readable, so retrying at
+                # once would spin.
+                log.warning("accept failed: %s; retrying in %gs", exc, ACCEPT_RETRY_DELAY_S)
+                self.loop.remove_reader(sock)
+                self.loop.call_later(ACCEPT_RETRY_DELAY_S, self._resume_accepting, sock, factory)
+                return
+            # The loop makes it non-blocking and sets TCP_NODELAY (asyncio only when the
+            # proto is TCP, hence IPPROTO_TCP here).
+            self._adopt(socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fd), factory)
+
+    def _resume_accepting(self, sock: socket.socket, factory: InboundFactory) -> None:
+        if not self.stopped:
+            self.loop.add_reader(sock, self._on_acceptable, sock, factory)
+
+    def _adopt(self, conn: socket.socket, factory: InboundFactory) -> None:
+        """Admission happens here, before a byte is read (upstream §2.1)."""
+        flow_id = self._next_flow_id
+        self._next_flow_id += 1
+        self.metrics.accepted += 1
+        admission = self.admission
+        if admission.try_reserve():
+            self._start(conn, factory, flow_id, admitted=True)
+            return
+        wait = self.settings.max_connections_wait_s
+        if wait > 0 and admission.wait((conn, factory, flow_id), self.clock() + wait):
+            log.info(
+                "flow%d: at the cap (%d): waiting up to %gs for a slot (%d waiting)",
+                flow_id,
+                admission.limit,
+                wait,
+                len(admission.waiting),
+            )
+            return
+        self._start(conn, factory, flow_id, admitted=False)
+
+    def _start(
+        self, conn: socket.socket, factory: InboundFactory, flow_id: int, *, admitted: bool
+    ) -> None:
+        async def adopt() -> None:
+            try:
+                await self.loop.connect_accepted_socket(
+                    lambda: factory(self.state, flow_id, admitted), conn
+                )
+            except OSError as exc:
+                log.warning("flow%d: cannot adopt accepted socket: %s", flow_id, exc)
+                conn.close()
+                if admitted:
+                    self.release_slot(active=False)
+            finally:
+                self._adopting.pop(conn, None)
+
+        self._adopting[conn] = self.loop.create_task(adopt(), name=f"fyntr-flow{flow_id}-adopt")
+
+    def release_slot(self, *, active: bool) -> None:
+        """The one place a slot is given back (a handshake's, or a tunnel's when
+        ``active``); the longest-waiting connection at the cap gets it."""
+        if active:
+            self.admission.release_active()
+        else:
+            self.admission.release_pending()
+        if self.admission.waiting:
+            for conn, factory, flow_id in self.admission.admit_waiting():
+                self._start(conn, factory, flow_id, admitted=True)
+
+    def expire(self, now: float) -> None:
+        """Connections that waited their time at the cap get the refusal."""
+        for conn, factory, flow_id in self.admission.expire(now):
+            self._start(conn, factory, flow_id, admitted=False)
+
+    def stop_accepting(self) -> None:
+        self.stopped = True
+        for sock, _ in self.listeners:
+            if sock.fileno() >= 0:
+                self.loop.remove_reader(sock)
+                sock.close()
+
+    def close(self) -> None:
+        if not self.stopped:
+            self.stop_accepting()
+        for _deadline, (conn, _factory, _flow_id) in self.admission.waiting:
+            conn.close()
+        self.admission.waiting.clear()
+        for conn, task in list(self._adopting.items()):  # the task may never have started
+            task.cancel()
+            conn.close()
+        self._adopting.clear()
