@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 # Handshake-to-200 latency buckets, seconds: loopback set-ups take about a millisecond,
 # a paced or slow-DNS one up to the 30 s budget.
@@ -30,10 +30,33 @@ HANDSHAKE_BUCKETS_S = (
 )
 
 
+class _Counted(Protocol):
+    @property
+    def nbytes(self) -> int: ...
+
+
+class ClosedFlow(Protocol):
+    """What the counters take of a relay that ended (net/relay.Relay)."""
+
+    @property
+    def up(self) -> _Counted: ...
+
+    @property
+    def down(self) -> _Counted: ...
+
+    @property
+    def reason(self) -> str | None: ...
+
+    @property
+    def spliced(self) -> bool: ...
+
+
 class Stats:
     __slots__ = (
         "accepted",
+        "closed",
         "closed_down_bytes",
+        "closed_spliced",
         "closed_up_bytes",
         "dial_failures",
         "handshake_buckets",
@@ -54,12 +77,21 @@ class Stats:
         self.http_responses: dict[str, int] = {}  # plain HTTP, by status code
         self.closed_up_bytes = 0  # bytes of tunnels that have closed; live ones are added
         self.closed_down_bytes = 0
+        self.closed: dict[str, int] = {}  # relays that ended, by reason
+        self.closed_spliced = 0  # of them, those that ended spliced (net/splice.py)
         self.handshake_buckets = [0] * len(HANDSHAKE_BUCKETS_S)  # not cumulative
         self.handshake_count = 0
         self.handshake_sum = 0.0
 
     def rejected(self, reason: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
+
+    def flow_closed(self, relay: ClosedFlow) -> None:
+        self.closed_up_bytes += relay.up.nbytes
+        self.closed_down_bytes += relay.down.nbytes
+        reason = relay.reason or "closed"
+        self.closed[reason] = self.closed.get(reason, 0) + 1
+        self.closed_spliced += relay.spliced
 
     def http_response(self, status: int) -> None:
         code = str(status)
@@ -132,6 +164,8 @@ class Snapshot:
     connect_attempts: dict[str, int] = field(default_factory=dict)  # by family: ipv4, ipv6
     connect_wins: dict[str, int] = field(default_factory=dict)  # the attempts that connected
     http_responses: dict[str, int] = field(default_factory=dict)  # plain HTTP, by code
+    closed: dict[str, int] = field(default_factory=dict)  # relays that ended, by reason
+    closed_spliced: int = 0  # of them, those spliced when they ended
     pooled_connections: int = 0  # idle plain-HTTP upstream connections kept
 
 
@@ -278,6 +312,12 @@ def render_prometheus(snap: Snapshot) -> bytes:
         counter("fyntr_dns_lookup_failures", "DNS lookups that failed.", snap.dns_lookup_failures),
         _by_family("fyntr_connect_attempts", "Upstream connect attempts.", snap.connect_attempts),
         _by_family("fyntr_connect_wins", "Upstream connects that won.", snap.connect_wins),
+        _by_family("fyntr_flows_closed", "Relays that ended, by reason.", snap.closed, "reason"),
+        counter(
+            "fyntr_spliced_flows_closed",
+            "Relays that ended while spliced in the kernel.",
+            snap.closed_spliced,
+        ),
         _by_family(
             "fyntr_http_requests",
             "Plain HTTP requests answered, by status code.",

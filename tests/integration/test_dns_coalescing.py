@@ -71,8 +71,9 @@ async def test_the_policy_judges_every_tunnel_of_a_coalesced_lookup() -> None:
 
 async def test_a_failed_lookup_fails_every_waiter_at_once() -> None:
     resolver = CountingResolver(None)
-    async with proxy(loopback_settings(443, max_connections=0)) as server:
-        server.dialer = Dialer(server.settings.timeouts, resolver=resolver)  # type: ignore[arg-type]
+    settings = loopback_settings(443, max_connections=0)
+    dialer = Dialer(settings.timeouts, resolver=resolver)  # type: ignore[arg-type]
+    async with proxy(settings, dialer=dialer) as server:
         started = time.monotonic()
         replies = await burst(http_port(server), "nxdomain.test:443")
         elapsed = time.monotonic() - started

@@ -44,16 +44,11 @@ def only_tunnel(server: Server) -> Tunnel:
     return tunnel
 
 
-def closed_reasons(server: Server) -> list[tuple[str | None, bool]]:
-    """Each closed tunnel's reason, and whether it was spliced when it ended."""
-    reasons: list[tuple[str | None, bool]] = []
-    closed = server._tunnel_closed
-
-    def record(tunnel: Tunnel) -> None:
-        reasons.append((tunnel.reason, tunnel.splice is not None))
-        closed(tunnel)
-
-    server._tunnel_closed = record  # type: ignore[method-assign]
+def closed_reasons(server: Server) -> dict[str, int]:
+    """How the relays that ended ended, by reason, spliced ones marked ``+spliced``."""
+    reasons = dict(server.metrics.closed)
+    if server.metrics.closed_spliced:
+        reasons["+spliced"] = server.metrics.closed_spliced
     return reasons
 
 
@@ -79,7 +74,6 @@ async def test_a_bulk_download_is_spliced_and_arrives_whole() -> None:
         await reader.read()
 
     async with origin(source) as o, proxy(loopback_settings(o.port)) as server:
-        reasons = closed_reasons(server)
         before = open_fds()
         reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
         assert head == OK
@@ -92,7 +86,7 @@ async def test_a_bulk_download_is_spliced_and_arrives_whole() -> None:
         writer.close()
         await until(lambda: not server.tunnels)
         assert server.snapshot().spliced_flows == 0
-        assert reasons == [("closed", True)]
+        assert closed_reasons(server) == {"closed": 1, "+spliced": 1}
         assert server.splicer is not None and server.splicer.active == 0
         assert server.admission.active == 0
         await until(lambda: open_fds() <= before)  # sockets and pipes all closed
@@ -101,7 +95,6 @@ async def test_a_bulk_download_is_spliced_and_arrives_whole() -> None:
 async def test_a_spliced_echo_carries_both_directions_and_the_fin() -> None:
     payload = os.urandom(BULK)
     async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:
-        reasons = closed_reasons(server)
         reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
         assert head == OK
         tunnel = only_tunnel(server)
@@ -117,7 +110,7 @@ async def test_a_spliced_echo_carries_both_directions_and_the_fin() -> None:
         assert got == payload
         assert (tunnel.up.nbytes, tunnel.down.nbytes) == (BULK, BULK)
         await until(lambda: not server.tunnels)  # both FINs passed on: the tunnel ends
-        assert reasons == [("closed", True)]
+        assert closed_reasons(server) == {"closed": 1, "+spliced": 1}
         writer.close()
 
 
@@ -133,7 +126,6 @@ async def test_a_reset_from_the_origin_ends_a_spliced_tunnel() -> None:
         writer.transport.abort()  # RST
 
     async with origin(reset_after_bulk) as o, proxy(loopback_settings(o.port)) as server:
-        reasons = closed_reasons(server)
         reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
         assert head == OK
         await reader.readexactly(2 * SPLICE_AFTER_BYTES)
@@ -142,7 +134,7 @@ async def test_a_reset_from_the_origin_ends_a_spliced_tunnel() -> None:
         with pytest.raises(ConnectionResetError):  # passed on as a reset, not a FIN
             await asyncio.wait_for(reader.read(), 5)
         await until(lambda: not server.tunnels)
-        assert reasons == [("upstream_reset", True)]
+        assert closed_reasons(server) == {"upstream_reset": 1, "+spliced": 1}
         assert server.admission.active == 0
         assert server.splicer is not None and server.splicer.active == 0
         writer.close()
@@ -154,7 +146,6 @@ async def test_a_spliced_tunnel_is_closed_when_idle() -> None:
         origin(echo) as o,
         proxy(loopback_settings(o.port, idle_timeout_s=300), clock=clock) as server,
     ):
-        reasons = closed_reasons(server)
         reader, writer = await spliced_echo(server, o.port)
         server.sweep()  # sees the spliced bytes as activity
         clock.advance(299)
@@ -164,7 +155,7 @@ async def test_a_spliced_tunnel_is_closed_when_idle() -> None:
         server.sweep()
         assert await asyncio.wait_for(reader.read(), 5) == b""
         await until(lambda: not server.tunnels)
-        assert reasons == [("idle_timeout", True)]
+        assert closed_reasons(server) == {"idle_timeout": 1, "+spliced": 1}
         writer.close()
 
 
@@ -172,9 +163,8 @@ async def test_shutdown_closes_spliced_tunnels_and_their_pipes() -> None:
     async with origin(echo) as o:
         before = open_fds()
         async with proxy(loopback_settings(o.port)) as server:
-            reasons = closed_reasons(server)
             reader, writer = await spliced_echo(server, o.port)
-        assert reasons == [("shutdown", True)]
+        assert closed_reasons(server) == {"shutdown": 1, "+spliced": 1}
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
         await until(lambda: open_fds() <= before)

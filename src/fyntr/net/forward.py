@@ -260,6 +260,10 @@ class Forward(asyncio.Protocol):
     def activity(self) -> int:
         return self.up.nbytes + self.down.nbytes
 
+    @property
+    def spliced(self) -> bool:
+        return False  # every message is read: nothing to hand to the kernel
+
     def idle_limit(self, configured: float) -> float:
         """Between requests, a keep-alive connection waits HTTP_KEEPALIVE_IDLE_S."""
         if self.exchange is not None:

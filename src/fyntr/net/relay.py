@@ -62,6 +62,10 @@ class Relay(Protocol):
     @property
     def activity(self) -> int: ...
 
+    @property
+    def spliced(self) -> bool:
+        """Relayed by the kernel (net/splice.py) now."""
+
     def idle_limit(self, configured: float) -> float:
         """How long it may stay idle, given --idle-timeout (0 = off, for a tunnel)."""
 
@@ -229,6 +233,10 @@ class Tunnel:
     @property
     def activity(self) -> int:
         return self.up.nbytes + self.down.nbytes
+
+    @property
+    def spliced(self) -> bool:
+        return self.splice is not None
 
     def idle_limit(self, configured: float) -> float:
         return configured

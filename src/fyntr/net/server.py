@@ -1,20 +1,20 @@
-"""Listeners, admission, the sweep, signals and shutdown: the proxy's lifetime."""
+"""The proxy's lifetime: start (feeds, FD limit, listeners, the parts wired together),
+the one periodic sweep, signals and staged shutdown. Accepting and admission are in
+net/gate.py, the way to a relay in net/establish.py, what it reports in net/status.py."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import functools
-import logging
 import math
 import signal
 import socket
 from collections.abc import Callable
 
 from fyntr.config import AUTO, Settings, validate_bind_address
-from fyntr.errors import ConfigError, HandshakeError, bad_gateway
+from fyntr.errors import ConfigError
 from fyntr.limits import (
-    AUTORATE_UNSENT_BYTES,
     FDS_PER_SPLICED_TUNNEL,
     MAX_CAP_WAITERS,
     POOL_MAX,
@@ -26,8 +26,9 @@ from fyntr.log import log
 from fyntr.metrics import Snapshot, Stats
 from fyntr.net import splice, tcpinfo
 from fyntr.net.autorate import AutoRateDriver
-from fyntr.net.dialer import Dialed, Dialer
-from fyntr.net.forward import Forward, OriginPool
+from fyntr.net.dialer import Dialer
+from fyntr.net.establish import Establish
+from fyntr.net.forward import OriginPool
 from fyntr.net.gate import Gate, InboundFactory
 from fyntr.net.inbound import HttpInbound, Inbound
 from fyntr.net.listen import (
@@ -42,13 +43,11 @@ from fyntr.net.memory import release_memory
 from fyntr.net.pacing import ConnectGate
 from fyntr.net.platform import Signals, fallbacks
 from fyntr.net.pump import Pump
-from fyntr.net.relay import Relay, Tunnel, log_tunnel_closed
-from fyntr.net.sockopt import limit_unsent
-from fyntr.net.state import Handshake, ServerState
+from fyntr.net.relay import Relay
+from fyntr.net.state import ServerState
 from fyntr.net.status import Status
 from fyntr.net.threats import ThreatGuard
 from fyntr.policy.rules import Policy
-from fyntr.wire.target import IPAddress, Target, format_host_port
 
 
 class Server:
@@ -86,9 +85,10 @@ class Server:
         self.clock: Callable[[], float]
         self.state: ServerState  # what the protocols see, from start on
         self.pumps: tuple[Pump, Pump]
-        self.splicer: splice.Splicer | None = None  # unshaped: bulk tunnels are spliced
+        self._splicer: splice.Splicer | None = None  # unshaped: bulk tunnels are spliced
         self.autorate: AutoRateDriver | None = None  # --upload-rate auto
-        self.status: Status  # from start on
+        self.establish: Establish  # from start on
+        self.status: Status
         self._tasks: set[asyncio.Task[object]] = set()
         self._sweep_handle: asyncio.TimerHandle | None = None
         self._stopping = False
@@ -108,22 +108,6 @@ class Server:
         settings = self.settings
         self.loop = asyncio.get_running_loop()
         self.clock = self._clock or self.loop.time
-        self.state = ServerState(
-            settings=settings,
-            loop=self.loop,
-            clock=self.clock,
-            metrics=self.metrics,
-            threats=self.threats,
-            cap=self.admission.limit,
-            open_upstream=self.open_upstream,
-            start_tunnel=self.start_tunnel,
-            start_forward=self.start_forward,
-            open_origin=self.open_origin,
-            recheck_origin=self.recheck_origin,
-            release_pending=functools.partial(self.gate.release_slot, active=False),
-            snapshot=self.snapshot,
-            handshakes=self.handshakes,
-        )
         if signals:
             self.install_signal_handlers()
         stand_ins = fallbacks(self.loop, self._signals is None or self._signals.on_loop)
@@ -150,7 +134,7 @@ class Server:
         )
         capacity = splice_capacity(self.admission.limit, soft) if splicing else 0
         if capacity:
-            self.splicer = splice.Splicer(self.loop, capacity)
+            self._splicer = splice.Splicer(self.loop, capacity)
         if waiting:
             self.admission.max_waiting = waiting_capacity(self.admission.limit, soft, capacity)
             log.info(
@@ -170,6 +154,37 @@ class Server:
                 listeners[0][0].close()
                 raise
         self.pacing = ConnectGate(self.loop, settings)
+        self.establish = establish = Establish(
+            loop=self.loop,
+            clock=self.clock,
+            policy=self.policy,
+            dialer=self.dialer,
+            threats=self.threats,
+            pacing=self.pacing,
+            metrics=self.metrics,
+            gate=self.gate,
+            pumps=self.pumps,
+            relays=self.tunnels,
+            pool=self.pool,
+            splicer=self._splicer,
+            autorate=self.autorate,
+        )
+        self.state = ServerState(
+            settings=settings,
+            loop=self.loop,
+            clock=self.clock,
+            metrics=self.metrics,
+            threats=self.threats,
+            cap=self.admission.limit,
+            open_upstream=establish.open_upstream,
+            start_tunnel=establish.start_tunnel,
+            start_forward=establish.start_forward,
+            open_origin=establish.open_origin,
+            recheck_origin=establish.recheck_origin,
+            release_pending=functools.partial(self.gate.release_slot, active=False),
+            snapshot=self.snapshot,
+            handshakes=self.handshakes,
+        )
         self.status = Status(
             settings=settings,
             clock=self.clock,
@@ -182,7 +197,7 @@ class Server:
             relays=self.tunnels,
             handshakes=self.handshakes,
             pool=self.pool,
-            splicer=self.splicer,
+            splicer=self._splicer,
             autorate=self.autorate,
         )
         self.gate.open(self.state, listeners)
@@ -219,6 +234,15 @@ class Server:
         return str(host), int(port)
 
     @property
+    def splicer(self) -> splice.Splicer | None:
+        return self._splicer
+
+    @splicer.setter
+    def splicer(self, splicer: splice.Splicer | None) -> None:
+        """None: no tunnel is spliced from now on (tests of the transports' engine)."""
+        self._splicer = self.establish.splicer = self.status.splicer = splicer
+
+    @property
     def addresses(self) -> list[tuple[str, int]]:
         return self.gate.addresses
 
@@ -229,99 +253,6 @@ class Server:
         task: asyncio.Task[object] = self.loop.create_task(coro, name=name)  # type: ignore[arg-type]
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    # --- the handshake pipeline ------------------------------------------------------
-    async def open_upstream(
-        self, inbound: Handshake, target: Target, *, plain: bool = False
-    ) -> Dialed:
-        """Port, DNS, CIDR policy, resolved-IP threats, dial (upstream §6.5 order).
-        ``plain``: for a plain HTTP request, whose implicit port is 80."""
-        self.policy.check_port(target.port, plain=plain)
-        addrs = await self.dialer.resolve(target.host, target.port)
-        addrs = self.policy.authorize(target.host, addrs)
-        self.threats.check_addresses(inbound, target, addrs)
-        paced = await self.pacing.wait(inbound.accepted_at)
-        try:
-            dialed = await self.dialer.dial(self.loop, inbound.flow_id, addrs, target.port)
-        except HandshakeError:
-            self.metrics.dial_failures += 1
-            raise
-        self.pacing.observe(dialed, paced=paced)
-        if dialed.protocol.lost:
-            dialed.transport.close()
-            self.metrics.dial_failures += 1
-            raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
-        return dialed
-
-    async def open_origin(self, handshake: Handshake, target: Target) -> Dialed:
-        dialed = await self.open_upstream(handshake, target, plain=True)
-        if self.autorate is not None:
-            limit_unsent(dialed.transport, AUTORATE_UNSENT_BYTES)
-        return dialed
-
-    def recheck_origin(self, handshake: Handshake, target: Target, address: IPAddress) -> None:
-        """A kept connection serves a request only after the checks a dial would make,
-        with the address it is connected to as the one DNS answer."""
-        self.policy.check_port(target.port, plain=True)
-        self.policy.authorize(target.host, [address])
-        self.threats.check_addresses(handshake, target, [address])
-
-    def start_forward(self, inbound: Inbound, data: bytes) -> None:
-        """A plain HTTP request on the CONNECT port: the connection becomes a session."""
-        self.admission.activate()
-        forward = Forward(
-            self.state,
-            inbound.flow_id,
-            inbound.transport,
-            inbound.peer,
-            pumps=self.pumps,
-            pool=self.pool,
-            on_closed=self._tunnel_closed,
-        )
-        self.tunnels.add(forward)
-        if self.autorate is not None:
-            self.autorate.wake()
-        forward.start(data, inbound.client_eof)
-
-    def start_tunnel(self, inbound: Inbound, target: Target, dialed: Dialed) -> None:
-        self.admission.activate()
-        self.metrics.tunnels_opened += 1
-        self.metrics.observe_handshake(self.loop.time() - inbound.accepted_at)
-        if log.isEnabledFor(logging.INFO):  # the arguments cost: skip them when silent
-            log.info(
-                "flow%d: %sconnected to %s via %s",
-                inbound.flow_id,
-                inbound.LOG_VERB.removesuffix("CONNECT "),
-                target.authority,
-                format_host_port(dialed.address, target.port),
-            )
-        inbound.reply_success(dialed)
-        tunnel = Tunnel(
-            flow_id=inbound.flow_id,
-            target=target.authority,
-            client=inbound.transport,
-            upstream=dialed.transport,
-            pumps=self.pumps,
-            now=self.clock(),
-            on_closed=self._tunnel_closed,
-            splicer=self.splicer,
-        )
-        self.tunnels.add(tunnel)
-        if self.autorate is not None:
-            limit_unsent(dialed.transport, AUTORATE_UNSENT_BYTES)
-            self.autorate.wake()
-        tunnel.start(inbound.leftover, dialed.protocol.early)
-        if inbound.client_eof:
-            tunnel.up.finish()
-        if dialed.protocol.early and dialed.protocol.lost:
-            tunnel.down.finish()
-
-    def _tunnel_closed(self, tunnel: Relay) -> None:
-        self.tunnels.discard(tunnel)
-        self.gate.release_slot(active=True)
-        self.metrics.closed_up_bytes += tunnel.up.nbytes
-        self.metrics.closed_down_bytes += tunnel.down.nbytes
-        log_tunnel_closed(tunnel, self.clock())
 
     # --- the one periodic sweep ------------------------------------------------------
     def _sweep_interval(self) -> float:

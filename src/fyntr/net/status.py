@@ -97,6 +97,8 @@ class Status:
             connect_attempts={f"ipv{v}": n for v, n in dial.attempts.items()},
             connect_wins={f"ipv{v}": n for v, n in dial.wins.items()},
             http_responses=dict(stats.http_responses),
+            closed=dict(stats.closed),
+            closed_spliced=stats.closed_spliced,
             pooled_connections=len(self.pool),
         )
 
