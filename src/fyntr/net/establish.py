@@ -3,68 +3,48 @@ CONNECT or SOCKS5 ``Tunnel`` or a plain HTTP ``Forward`` session, and the end of
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from fyntr.errors import HandshakeError, bad_gateway
 from fyntr.limits import AUTORATE_UNSENT_BYTES
 from fyntr.log import log
-from fyntr.metrics import Stats
-from fyntr.net.autorate import AutoRateDriver
-from fyntr.net.dialer import Dialed, Dialer
-from fyntr.net.forward import Forward, OriginPool
-from fyntr.net.gate import Gate
+from fyntr.net.dialer import Dialed
+from fyntr.net.forward import Forward
 from fyntr.net.inbound import Inbound
-from fyntr.net.pacing import ConnectGate
-from fyntr.net.pump import Pump
+from fyntr.net.parts import Parts
 from fyntr.net.relay import Relay, Tunnel, log_tunnel_closed
 from fyntr.net.sockopt import limit_unsent
-from fyntr.net.splice import Splicer
 from fyntr.net.state import Handshake
-from fyntr.net.threats import ThreatGuard
-from fyntr.policy.rules import Policy
 from fyntr.wire.target import IPAddress, Target, format_host_port
 
 
-@dataclass(eq=False)
 class Establish:
-    loop: asyncio.AbstractEventLoop
-    clock: Callable[[], float]
-    policy: Policy
-    dialer: Dialer
-    threats: ThreatGuard
-    pacing: ConnectGate
-    metrics: Stats
-    gate: Gate
-    pumps: tuple[Pump, Pump]
-    relays: set[Relay]
-    pool: OriginPool
-    splicer: Splicer | None
-    autorate: AutoRateDriver | None
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
 
     async def open_upstream(
         self, inbound: Handshake, target: Target, *, plain: bool = False
     ) -> Dialed:
         """Port, DNS, CIDR policy, resolved-IP threats, dial (upstream §6.5 order).
         ``plain``: for a plain HTTP request, whose implicit port is 80."""
-        self.policy.check_port(target.port, plain=plain)
-        addrs = await self.dialer.resolve(target.host, target.port)
-        addrs = self.policy.authorize(target.host, addrs)
-        self.threats.check_addresses(inbound, target, addrs)
-        paced = await self.pacing.wait(inbound.accepted_at)
+        self.parts.policy.check_port(target.port, plain=plain)
+        addrs = await self.parts.dialer.resolve(target.host, target.port)
+        addrs = self.parts.policy.authorize(target.host, addrs)
+        self.parts.threats.check_addresses(inbound, target, addrs)
+        paced = await self.parts.pacing.wait(inbound.accepted_at)
         try:
-            dialed = await self.dialer.dial(self.loop, inbound.flow_id, addrs, target.port)
+            dialed = await self.parts.dialer.dial(
+                self.parts.loop, inbound.flow_id, addrs, target.port
+            )
         except HandshakeError:
-            self.metrics.dial_failures += 1
+            self.parts.metrics.dial_failures += 1
             raise
-        self.pacing.observe(dialed, paced=paced)
+        self.parts.pacing.observe(dialed, paced=paced)
         if dialed.protocol.lost:
             dialed.transport.close()
-            self.metrics.dial_failures += 1
+            self.parts.metrics.dial_failures += 1
             raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
-        if self.autorate is not None:
+        if self.parts.autorate is not None:
             limit_unsent(dialed.transport, AUTORATE_UNSENT_BYTES)
         return dialed
 
@@ -74,29 +54,29 @@ class Establish:
     def recheck_origin(self, handshake: Handshake, target: Target, address: IPAddress) -> None:
         """A kept connection serves a request only after the checks a dial would make,
         with the address it is connected to as the one DNS answer."""
-        self.policy.check_port(target.port, plain=True)
-        self.policy.authorize(target.host, [address])
-        self.threats.check_addresses(handshake, target, [address])
+        self.parts.policy.check_port(target.port, plain=True)
+        self.parts.policy.authorize(target.host, [address])
+        self.parts.threats.check_addresses(handshake, target, [address])
 
     def start_forward(self, inbound: Inbound, data: bytes) -> None:
         """A plain HTTP request on the CONNECT port: the connection becomes a session."""
-        self.gate.admission.activate()
+        self.parts.gate.admission.activate()
         forward = Forward(
             inbound.state,
             inbound.flow_id,
             inbound.transport,
             inbound.peer,
-            pumps=self.pumps,
-            pool=self.pool,
+            pumps=self.parts.pumps,
+            pool=self.parts.pool,
             on_closed=self.closed,
         )
         self._add(forward)
         forward.start(data, inbound.client_eof)
 
     def start_tunnel(self, inbound: Inbound, target: Target, dialed: Dialed) -> None:
-        self.gate.admission.activate()
-        self.metrics.tunnels_opened += 1
-        self.metrics.observe_handshake(self.loop.time() - inbound.accepted_at)
+        self.parts.gate.admission.activate()
+        self.parts.metrics.tunnels_opened += 1
+        self.parts.metrics.observe_handshake(self.parts.loop.time() - inbound.accepted_at)
         if log.isEnabledFor(logging.INFO):  # the arguments cost: skip them when silent
             log.info(
                 "flow%d: %sconnected to %s via %s",
@@ -111,10 +91,10 @@ class Establish:
             target=target.authority,
             client=inbound.transport,
             upstream=dialed.transport,
-            pumps=self.pumps,
-            now=self.clock(),
+            pumps=self.parts.pumps,
+            now=self.parts.clock(),
             on_closed=self.closed,
-            splicer=self.splicer,
+            splicer=self.parts.splicer,
         )
         self._add(tunnel)
         tunnel.start(inbound.leftover, dialed.protocol.early)
@@ -124,12 +104,12 @@ class Establish:
             tunnel.down.finish()
 
     def _add(self, relay: Relay) -> None:
-        self.relays.add(relay)
-        if self.autorate is not None:
-            self.autorate.wake()
+        self.parts.relays.add(relay)
+        if self.parts.autorate is not None:
+            self.parts.autorate.wake()
 
     def closed(self, relay: Relay) -> None:
-        self.relays.discard(relay)
-        self.gate.release_slot(active=True)
-        self.metrics.flow_closed(relay)
-        log_tunnel_closed(relay, self.clock())
+        self.parts.relays.discard(relay)
+        self.parts.gate.release_slot(active=True)
+        self.parts.metrics.flow_closed(relay)
+        log_tunnel_closed(relay, self.parts.clock())

@@ -20,7 +20,6 @@ from fyntr.limits import (
     POOL_MAX,
     SHUTDOWN_POLL_S,
     SPLICE_MAX_TUNNELS,
-    SWEEP_INTERVAL_MAX_S,
 )
 from fyntr.log import log
 from fyntr.metrics import Snapshot, Stats
@@ -39,13 +38,14 @@ from fyntr.net.listen import (
     splice_capacity,
     waiting_capacity,
 )
-from fyntr.net.memory import release_memory
 from fyntr.net.pacing import ConnectGate
+from fyntr.net.parts import Parts
 from fyntr.net.platform import Signals, fallbacks
 from fyntr.net.pump import Pump
 from fyntr.net.relay import Relay
 from fyntr.net.state import ServerState
 from fyntr.net.status import Status
+from fyntr.net.sweep import Sweeper
 from fyntr.net.threats import ThreatGuard
 from fyntr.policy.rules import Policy
 
@@ -85,17 +85,15 @@ class Server:
         self.clock: Callable[[], float]
         self.state: ServerState  # what the protocols see, from start on
         self.pumps: tuple[Pump, Pump]
-        self._splicer: splice.Splicer | None = None  # unshaped: bulk tunnels are spliced
         self.autorate: AutoRateDriver | None = None  # --upload-rate auto
-        self.establish: Establish  # from start on
+        self.parts: Parts  # from start on
         self.status: Status
+        self.sweeper: Sweeper | None = None
         self._tasks: set[asyncio.Task[object]] = set()
-        self._sweep_handle: asyncio.TimerHandle | None = None
         self._stopping = False
         self._signals: Signals | None = None
         self._stopped = asyncio.Event()
         self._exit_code = 0
-        self._accepted_at_release = 0  # connections accepted when memory was last released
         self._metrics_listener: asyncio.Server | None = None
 
     # --- start-up --------------------------------------------------------------------
@@ -133,8 +131,7 @@ class Server:
             + POOL_MAX,
         )
         capacity = splice_capacity(self.admission.limit, soft) if splicing else 0
-        if capacity:
-            self._splicer = splice.Splicer(self.loop, capacity)
+        splicer = splice.Splicer(self.loop, capacity) if capacity else None
         if waiting:
             self.admission.max_waiting = waiting_capacity(self.admission.limit, soft, capacity)
             log.info(
@@ -154,21 +151,24 @@ class Server:
                 listeners[0][0].close()
                 raise
         self.pacing = ConnectGate(self.loop, settings)
-        self.establish = establish = Establish(
-            loop=self.loop,
-            clock=self.clock,
-            policy=self.policy,
-            dialer=self.dialer,
-            threats=self.threats,
-            pacing=self.pacing,
-            metrics=self.metrics,
-            gate=self.gate,
-            pumps=self.pumps,
-            relays=self.tunnels,
-            pool=self.pool,
-            splicer=self._splicer,
-            autorate=self.autorate,
+        self.parts = parts = Parts(
+            settings,
+            self.loop,
+            self.clock,
+            self.metrics,
+            self.policy,
+            self.dialer,
+            self.threats,
+            self.gate,
+            self.pacing,
+            self.pumps,
+            self.tunnels,
+            self.handshakes,
+            self.pool,
+            splicer,
+            self.autorate,
         )
+        establish = Establish(parts)
         self.state = ServerState(
             settings=settings,
             loop=self.loop,
@@ -185,25 +185,12 @@ class Server:
             snapshot=self.snapshot,
             handshakes=self.handshakes,
         )
-        self.status = Status(
-            settings=settings,
-            clock=self.clock,
-            loop_time=self.loop.time,
-            metrics=self.metrics,
-            dial_stats=lambda: self.dialer.stats,
-            gate=self.gate,
-            pacing=self.pacing,
-            pumps=self.pumps,
-            relays=self.tunnels,
-            handshakes=self.handshakes,
-            pool=self.pool,
-            splicer=self._splicer,
-            autorate=self.autorate,
-        )
+        self.status = Status(parts)
+        self.sweeper = Sweeper(parts, self.status)
         self.gate.open(self.state, listeners)
         if settings.metrics_port is not None:
             await self._start_metrics()
-        self._schedule_sweep()
+        self.sweeper.start()
 
     async def _start_metrics(self) -> None:
         from fyntr.net.metrics_http import start_metrics  # noqa: PLC0415
@@ -235,12 +222,12 @@ class Server:
 
     @property
     def splicer(self) -> splice.Splicer | None:
-        return self._splicer
+        return self.parts.splicer
 
     @splicer.setter
     def splicer(self, splicer: splice.Splicer | None) -> None:
         """None: no tunnel is spliced from now on (tests of the transports' engine)."""
-        self._splicer = self.establish.splicer = self.status.splicer = splicer
+        self.parts.splicer = splicer
 
     @property
     def addresses(self) -> list[tuple[str, int]]:
@@ -254,50 +241,11 @@ class Server:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    # --- the one periodic sweep ------------------------------------------------------
-    def _sweep_interval(self) -> float:
-        t = self.settings.timeouts
-        candidates = [SWEEP_INTERVAL_MAX_S, t.request_line_s / 4, t.headers_s / 4]
-        if self.settings.idle_timeout_s > 0:
-            candidates.append(self.settings.idle_timeout_s / 4)
-        return max(0.01, min(candidates))
-
-    def _schedule_sweep(self) -> None:
-        self._sweep_handle = self.loop.call_later(self._sweep_interval(), self._sweep)
-
-    def _sweep(self) -> None:
-        self.sweep()
-        self._schedule_sweep()
-
     def sweep(self) -> None:
-        """Expire handshakes past their deadline, close idle tunnels, log stats."""
-        now = self.clock()
-        for inbound in [h for h in self.handshakes if h.deadline <= now]:
-            inbound.on_deadline()
-        self.gate.expire(now)
-        idle = self.settings.idle_timeout_s
-        for tunnel in list(self.tunnels):
-            activity = tunnel.activity
-            if activity != tunnel.idle_mark:
-                tunnel.idle_mark = activity
-                tunnel.idle_since = now
-            elif 0 < tunnel.idle_limit(idle) <= now - tunnel.idle_since:
-                log.info(
-                    "flow%d: idle timeout after %.2fs; closing",
-                    tunnel.flow_id,
-                    now - tunnel.idle_since,
-                )
-                tunnel.abort("idle_timeout")
-        self.pool.expire(now)
-        self.status.log_stats(now)
-        self._release_memory_when_idle()
-
-    def _release_memory_when_idle(self) -> None:
-        """Once per stretch of traffic, when the last tunnel and handshake are gone."""
-        accepted = self.metrics.accepted
-        if accepted != self._accepted_at_release and not (self.tunnels or self.handshakes):
-            self._accepted_at_release = accepted
-            release_memory()
+        """Expire handshakes past their deadline, close idle relays, log stats (tests
+        call it under a virtual clock)."""
+        assert self.sweeper is not None
+        self.sweeper.sweep()
 
     # --- lifetime --------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -354,8 +302,8 @@ class Server:
     def close(self) -> None:
         if not self._stopping:
             self.stop_accepting()
-        if self._sweep_handle is not None:
-            self._sweep_handle.cancel()
+        if self.sweeper is not None:
+            self.sweeper.stop()
         for tunnel in list(self.tunnels):
             tunnel.abort("shutdown")
         for inbound in list(self.handshakes):

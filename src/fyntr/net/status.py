@@ -5,22 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-from collections.abc import Callable, Collection
-from dataclasses import dataclass
 
 from fyntr._version import __version__
 from fyntr.config import AUTO, Settings
 from fyntr.limits import STATS_INTERVAL_S, STATUS_TOP_FLOWS
 from fyntr.log import format_bytes, log
-from fyntr.metrics import FlowInfo, RateInfo, Snapshot, Stats
-from fyntr.net.autorate import AutoRateDriver
-from fyntr.net.dialer import DialStats
-from fyntr.net.forward import OriginPool
-from fyntr.net.gate import Gate
-from fyntr.net.pacing import ConnectGate
-from fyntr.net.pump import Pump
-from fyntr.net.relay import Relay
-from fyntr.net.splice import Splicer
+from fyntr.metrics import FlowInfo, RateInfo, Snapshot
+from fyntr.net.parts import Parts
 
 
 def settings_dict(settings: Settings) -> dict[str, object]:
@@ -31,51 +22,35 @@ def settings_dict(settings: Settings) -> dict[str, object]:
     return out
 
 
-@dataclass(eq=False)
 class Status:
     """A read-only view of the running proxy's parts."""
 
-    settings: Settings
-    clock: Callable[[], float]  # of tunnel ages and uptime (virtual in tests)
-    loop_time: Callable[[], float]  # of the rate controllers
-    metrics: Stats
-    dial_stats: Callable[[], DialStats]  # the dialer's, whichever dialer is in use
-    gate: Gate
-    pacing: ConnectGate
-    pumps: tuple[Pump, Pump]
-    relays: Collection[Relay]
-    handshakes: Collection[object]
-    pool: OriginPool
-    splicer: Splicer | None
-    autorate: AutoRateDriver | None
-    started_at: float = 0.0
-    _last_stats: tuple[float, int] = (0.0, 0)
-
-    def __post_init__(self) -> None:
-        self.started_at = self.clock()
+    def __init__(self, parts: Parts) -> None:
+        self.parts = parts
+        self.started_at = parts.clock()
         self._last_stats = (self.started_at, 0)  # the first stats line comes after a minute
 
     def totals(self) -> tuple[int, int]:
-        up = self.metrics.closed_up_bytes + sum(t.up.nbytes for t in self.relays)
-        down = self.metrics.closed_down_bytes + sum(t.down.nbytes for t in self.relays)
+        up = self.parts.metrics.closed_up_bytes + sum(t.up.nbytes for t in self.parts.relays)
+        down = self.parts.metrics.closed_down_bytes + sum(t.down.nbytes for t in self.parts.relays)
         return up, down
 
     def snapshot(self) -> Snapshot:
-        now = self.clock()
+        now = self.parts.clock()
         up, down = self.totals()
-        stats, dial = self.metrics, self.dial_stats()
-        top = sorted(self.relays, key=lambda t: t.activity, reverse=True)[:STATUS_TOP_FLOWS]
+        stats, dial = self.parts.metrics, self.parts.dialer.stats
+        top = sorted(self.parts.relays, key=lambda t: t.activity, reverse=True)[:STATUS_TOP_FLOWS]
         return Snapshot(
             version=__version__,
             uptime_s=now - self.started_at,
-            config=settings_dict(self.settings),
-            active_flows=len(self.relays),
-            spliced_flows=self.splicer.active if self.splicer is not None else 0,
-            pending_handshakes=len(self.handshakes),
-            connect_waiters=self.pacing.waiters,
-            cap_waiters=len(self.gate.admission.waiting),
-            queued_up_bytes=self.pumps[0].queued_bytes,
-            queued_down_bytes=self.pumps[1].queued_bytes,
+            config=settings_dict(self.parts.settings),
+            active_flows=len(self.parts.relays),
+            spliced_flows=self.parts.splicer.active if self.parts.splicer is not None else 0,
+            pending_handshakes=len(self.parts.handshakes),
+            connect_waiters=self.parts.pacing.waiters,
+            cap_waiters=len(self.parts.gate.admission.waiting),
+            queued_up_bytes=self.parts.pumps[0].queued_bytes,
+            queued_down_bytes=self.parts.pumps[1].queued_bytes,
             up_bytes=up,
             down_bytes=down,
             accepted=stats.accepted,
@@ -90,7 +65,7 @@ class Status:
                 FlowInfo(t.flow_id, t.target, round(now - t.started, 3), t.up.nbytes, t.down.nbytes)
                 for t in top
             ],
-            rates=self._rates(self.loop_time()),
+            rates=self._rates(self.parts.loop.time()),
             dns_lookups=dial.lookups,
             dns_lookups_coalesced=dial.lookups_coalesced,
             dns_lookup_failures=dial.lookups_failed,
@@ -99,20 +74,20 @@ class Status:
             http_responses=dict(stats.http_responses),
             closed=dict(stats.closed),
             closed_spliced=stats.closed_spliced,
-            pooled_connections=len(self.pool),
+            pooled_connections=len(self.parts.pool),
         )
 
     def _rates(self, now: float) -> dict[str, RateInfo]:
-        upload, download = self.pumps
-        auto_up = self.settings.upload_rate == AUTO
+        upload, download = self.parts.pumps
+        auto_up = self.parts.settings.upload_rate == AUTO
         return {
             "upload": (
-                self.autorate.info(now)
-                if self.autorate is not None
+                self.parts.autorate.info(now)
+                if self.parts.autorate is not None
                 else RateInfo(upload.rate, auto_up, "unavailable" if auto_up else None)
             ),
             "download": RateInfo(download.rate, auto=False),
-            "connect": self.pacing.info(),
+            "connect": self.parts.pacing.info(),
         }
 
     def log_stats(self, now: float) -> None:
@@ -127,11 +102,11 @@ class Status:
         log.info(
             "stats: active_flows=%d pending_handshakes=%d up_bytes=%s down_bytes=%s "
             "queued_up=%d queued_down=%d rejections=%d",
-            len(self.relays),
-            len(self.handshakes),
+            len(self.parts.relays),
+            len(self.parts.handshakes),
             format_bytes(up),
             format_bytes(down),
-            self.pumps[0].queued_bytes,
-            self.pumps[1].queued_bytes,
-            self.metrics.rejected_total,
+            self.parts.pumps[0].queued_bytes,
+            self.parts.pumps[1].queued_bytes,
+            self.parts.metrics.rejected_total,
         )

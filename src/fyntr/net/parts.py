@@ -1,0 +1,42 @@
+"""The running proxy's parts, made once at start (net/server.py) and shared by the modules
+that work with them: net/establish.py, net/status.py and net/sweep.py. Protocols see a
+smaller view of them (net/state.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fyntr.config import Settings
+from fyntr.metrics import Stats
+from fyntr.net.autorate import AutoRateDriver
+from fyntr.net.dialer import Dialer
+from fyntr.net.forward import OriginPool
+from fyntr.net.gate import Gate
+from fyntr.net.pacing import ConnectGate
+from fyntr.net.pump import Pump
+from fyntr.net.relay import Relay
+from fyntr.net.splice import Splicer
+from fyntr.net.threats import ThreatGuard
+from fyntr.policy.rules import Policy
+
+
+@dataclass(eq=False)
+class Parts:
+    settings: Settings
+    loop: asyncio.AbstractEventLoop
+    clock: Callable[[], float]  # deadlines, tunnel stamps and ages (virtual in tests)
+    metrics: Stats
+    policy: Policy
+    dialer: Dialer
+    threats: ThreatGuard
+    gate: Gate
+    pacing: ConnectGate
+    pumps: tuple[Pump, Pump]
+    relays: set[Relay]  # CONNECT and SOCKS5 tunnels, plain HTTP sessions
+    handshakes: set[Any]  # in progress (net/inbound.py)
+    pool: OriginPool  # idle plain-HTTP upstream connections
+    splicer: Splicer | None  # unshaped: bulk tunnels are handed to the kernel
+    autorate: AutoRateDriver | None  # --upload-rate auto, where TCP_INFO exists
