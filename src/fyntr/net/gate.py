@@ -9,16 +9,34 @@ from collections.abc import Callable
 from typing import TypeAlias
 
 from fyntr.config import Settings
+from fyntr.errors import ConfigError
 from fyntr.limits import ACCEPT_BATCH, ACCEPT_RETRY_DELAY_S
 from fyntr.log import log
 from fyntr.metrics import Stats
-from fyntr.net.inbound import Inbound
-from fyntr.net.listen import format_sockname, is_loopback
+from fyntr.net.inbound import HttpInbound, Inbound
+from fyntr.net.listen import format_sockname, is_loopback, open_listener
 from fyntr.net.state import ServerState
 from fyntr.sched.admission import Admission
 
 InboundFactory: TypeAlias = Callable[[ServerState, int, bool], Inbound]
 Waiting: TypeAlias = tuple[socket.socket, InboundFactory, int]
+
+
+def open_listeners(settings: Settings) -> list[tuple[socket.socket, InboundFactory]]:
+    """The HTTP CONNECT listener, and the SOCKS5 one when asked for. Raises ConfigError."""
+    listeners: list[tuple[socket.socket, InboundFactory]] = [
+        (open_listener(settings.bind, settings.port), HttpInbound)
+    ]
+    if settings.socks5_port is not None:
+        from fyntr.net.socks5 import Socks5Inbound  # noqa: PLC0415  (only when enabled)
+
+        bind = settings.socks5_bind or settings.bind
+        try:
+            listeners.append((open_listener(bind, settings.socks5_port), Socks5Inbound))
+        except ConfigError:
+            listeners[0][0].close()
+            raise
+    return listeners
 
 
 class Gate:

@@ -15,6 +15,7 @@ from fyntr.limits import (
     FDS_PER_SPLICED_TUNNEL,
     LISTEN_BACKLOG,
     MAX_CAP_WAITERS,
+    POOL_MAX,
     SPLICE_MAX_TUNNELS,
 )
 from fyntr.log import log
@@ -146,3 +147,19 @@ def splice_capacity(max_connections: int, soft: int | None) -> int:
 
 def is_loopback(sock: socket.socket) -> bool:
     return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
+
+
+def plan_descriptors(max_connections: int, *, splicing: bool, waiting: bool) -> tuple[int, int]:
+    """Raise the FD limit for all that may be open at once; how many tunnels may then be
+    spliced, and how many connections may wait at the cap (0 where not wanted)."""
+    soft = raise_fd_limit(
+        max_connections,
+        (SPLICE_MAX_TUNNELS * FDS_PER_SPLICED_TUNNEL if splicing else 0)
+        + (MAX_CAP_WAITERS if waiting else 0)
+        + POOL_MAX,
+    )
+    spliced = splice_capacity(max_connections, soft) if splicing else 0
+    waiters = waiting_capacity(max_connections, soft, spliced) if waiting else 0
+    if waiters:
+        log.info("--max-connections-wait: up to %d connections wait at the cap", waiters)
+    return spliced, waiters

@@ -10,7 +10,8 @@ import asyncio
 from collections.abc import Callable
 from typing import cast
 
-from fyntr.errors import REASON_PHRASES
+from fyntr.config import validate_bind_address
+from fyntr.errors import REASON_PHRASES, ConfigError
 from fyntr.limits import (
     METRICS_MAX_CLIENTS,
     METRICS_REQUEST_MAX_BYTES,
@@ -18,6 +19,7 @@ from fyntr.limits import (
 )
 from fyntr.log import log
 from fyntr.metrics import Snapshot, render_prometheus, render_status
+from fyntr.net.listen import format_sockname, is_loopback
 from fyntr.net.state import ServerState
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -105,11 +107,26 @@ class MetricsProtocol(asyncio.Protocol):
             self.state.metrics_clients -= 1
 
 
-async def start_metrics(state: ServerState, host: str, port: int) -> asyncio.Server:
-    listener = await state.loop.create_server(
-        lambda: MetricsProtocol(state), host, port, backlog=64
-    )
+async def start_metrics(state: ServerState) -> asyncio.Server:
+    """Serve --metrics-port on --metrics-bind. Raises ConfigError (exit 1)."""
+    settings = state.settings
+    host = validate_bind_address(settings.metrics_bind)
+    assert settings.metrics_port is not None
+    try:
+        listener = await state.loop.create_server(
+            lambda: MetricsProtocol(state), host, settings.metrics_port, backlog=64
+        )
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {host}:{settings.metrics_port}: {exc}"
+        ) from None
     for sock in listener.sockets:
         address = sock.getsockname()
         log.info("metrics on http://%s:%d/metrics and /status", address[0], address[1])
+        if not is_loopback(sock):
+            log.warning(
+                "metrics on non-loopback address %s: anyone who can reach it sees the "
+                "targets of your tunnels",
+                format_sockname(sock),
+            )
     return listener

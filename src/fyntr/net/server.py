@@ -9,17 +9,12 @@ import contextlib
 import functools
 import math
 import signal
-import socket
 from collections.abc import Callable
 
-from fyntr.config import AUTO, Settings, validate_bind_address
+from fyntr.config import AUTO, Settings
 from fyntr.errors import ConfigError
 from fyntr.limits import (
-    FDS_PER_SPLICED_TUNNEL,
-    MAX_CAP_WAITERS,
-    POOL_MAX,
     SHUTDOWN_POLL_S,
-    SPLICE_MAX_TUNNELS,
 )
 from fyntr.log import log
 from fyntr.metrics import Snapshot, Stats
@@ -28,16 +23,9 @@ from fyntr.net.autorate import AutoRateDriver
 from fyntr.net.dialer import Dialer
 from fyntr.net.establish import Establish
 from fyntr.net.forward import OriginPool
-from fyntr.net.gate import Gate, InboundFactory
-from fyntr.net.inbound import HttpInbound, Inbound
-from fyntr.net.listen import (
-    format_sockname,
-    is_loopback,
-    open_listener,
-    raise_fd_limit,
-    splice_capacity,
-    waiting_capacity,
-)
+from fyntr.net.gate import Gate, open_listeners
+from fyntr.net.inbound import Inbound
+from fyntr.net.listen import plan_descriptors
 from fyntr.net.pacing import ConnectGate
 from fyntr.net.parts import Parts
 from fyntr.net.platform import Signals, fallbacks
@@ -122,34 +110,13 @@ class Server:
                 self.autorate = AutoRateDriver(self.loop, self.pumps[0], self.tunnels)
             else:
                 log.warning("--upload-rate auto: no TCP_INFO on this platform; upload unlimited")
-        splicing = splice.AVAILABLE and not any(pump.shaped for pump in self.pumps)
-        waiting = settings.max_connections_wait_s > 0
-        soft = raise_fd_limit(
+        capacity, self.admission.max_waiting = plan_descriptors(
             self.admission.limit,
-            (SPLICE_MAX_TUNNELS * FDS_PER_SPLICED_TUNNEL if splicing else 0)
-            + (MAX_CAP_WAITERS if waiting else 0)
-            + POOL_MAX,
+            splicing=splice.AVAILABLE and not any(pump.shaped for pump in self.pumps),
+            waiting=settings.max_connections_wait_s > 0,
         )
-        capacity = splice_capacity(self.admission.limit, soft) if splicing else 0
         splicer = splice.Splicer(self.loop, capacity) if capacity else None
-        if waiting:
-            self.admission.max_waiting = waiting_capacity(self.admission.limit, soft, capacity)
-            log.info(
-                "--max-connections-wait: up to %d connections wait at the cap",
-                self.admission.max_waiting,
-            )
-        listeners: list[tuple[socket.socket, InboundFactory]] = [
-            (open_listener(settings.bind, settings.port), HttpInbound)
-        ]
-        if settings.socks5_port is not None:
-            from fyntr.net.socks5 import Socks5Inbound  # noqa: PLC0415  (only when enabled)
-
-            bind = settings.socks5_bind or settings.bind
-            try:
-                listeners.append((open_listener(bind, settings.socks5_port), Socks5Inbound))
-            except ConfigError:
-                listeners[0][0].close()
-                raise
+        listeners = open_listeners(settings)
         self.pacing = ConnectGate(self.loop, settings)
         self.parts = parts = Parts(
             settings,
@@ -189,29 +156,14 @@ class Server:
         self.sweeper = Sweeper(parts, self.status)
         self.gate.open(self.state, listeners)
         if settings.metrics_port is not None:
-            await self._start_metrics()
+            from fyntr.net.metrics_http import start_metrics  # noqa: PLC0415  (when enabled)
+
+            try:
+                self._metrics_listener = await start_metrics(self.state)
+            except ConfigError:
+                self.close()
+                raise
         self.sweeper.start()
-
-    async def _start_metrics(self) -> None:
-        from fyntr.net.metrics_http import start_metrics  # noqa: PLC0415
-
-        settings = self.settings
-        bind = validate_bind_address(settings.metrics_bind)
-        assert settings.metrics_port is not None
-        try:
-            self._metrics_listener = await start_metrics(self.state, bind, settings.metrics_port)
-        except OSError as exc:
-            self.close()
-            raise ConfigError(
-                f"cannot serve metrics on {bind}:{settings.metrics_port}: {exc}"
-            ) from None
-        for sock in self._metrics_listener.sockets:
-            if not is_loopback(sock):
-                log.warning(
-                    "metrics on non-loopback address %s: anyone who can reach it sees the "
-                    "targets of your tunnels",
-                    format_sockname(sock),
-                )
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
