@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Collection
 
+from fyntr.config import AUTO, Settings
 from fyntr.limits import AUTORATE_SEGMENTS_PER_ACK, AUTORATE_STALE_WEIGHT, AUTORATE_TICK_S
 from fyntr.log import format_bytes, log
 from fyntr.metrics import RateInfo
@@ -155,3 +156,21 @@ class AutoRateDriver:
                 delays.append((max(0.0, rtt - floor), delta))
                 floors.append((floor, delta))
         return acked, delays, floors
+
+
+def pumps_for(
+    loop: asyncio.AbstractEventLoop, settings: Settings, relays: Collection[Relay]
+) -> tuple[tuple[Pump, Pump], AutoRateDriver | None]:
+    """One pump per direction at its configured rate; under --upload-rate auto, the
+    upload's driven by the auto rate where TCP_INFO exists (else unlimited, said once)."""
+    auto = settings.upload_rate == AUTO
+    pumps = (
+        Pump(loop, 0 if settings.upload_rate == AUTO else settings.upload_rate),
+        Pump(loop, settings.download_rate),
+    )
+    if not auto:
+        return pumps, None
+    if not tcpinfo.AVAILABLE:
+        log.warning("--upload-rate auto: no TCP_INFO on this platform; upload unlimited")
+        return pumps, None
+    return pumps, AutoRateDriver(loop, pumps[0], relays)

@@ -4,23 +4,47 @@ CONNECT or SOCKS5 ``Tunnel`` or a plain HTTP ``Forward`` session, and the end of
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from fyntr.errors import HandshakeError, bad_gateway
 from fyntr.limits import AUTORATE_UNSENT_BYTES
 from fyntr.log import log
+from fyntr.metrics import Snapshot
 from fyntr.net.dialer import Dialed
 from fyntr.net.forward import Forward
 from fyntr.net.inbound import Inbound
 from fyntr.net.parts import Parts
 from fyntr.net.relay import Relay, Tunnel, log_tunnel_closed
 from fyntr.net.sockopt import limit_unsent
-from fyntr.net.state import Handshake
+from fyntr.net.state import Handshake, ServerState
 from fyntr.wire.target import IPAddress, Target, format_host_port
 
 
 class Establish:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
+
+    def protocol_state(
+        self, release_pending: Callable[[], None], snapshot: Callable[[], Snapshot]
+    ) -> ServerState:
+        """What the protocols see: these calls, and the parts they need to log and count."""
+        parts = self.parts
+        return ServerState(
+            settings=parts.settings,
+            loop=parts.loop,
+            clock=parts.clock,
+            metrics=parts.metrics,
+            threats=parts.threats,
+            cap=parts.gate.admission.limit,
+            open_upstream=self.open_upstream,
+            start_tunnel=self.start_tunnel,
+            start_forward=self.start_forward,
+            open_origin=self.open_origin,
+            recheck_origin=self.recheck_origin,
+            release_pending=release_pending,
+            snapshot=snapshot,
+            handshakes=parts.handshakes,
+        )
 
     async def open_upstream(
         self, inbound: Handshake, target: Target, *, plain: bool = False

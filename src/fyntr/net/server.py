@@ -11,15 +11,15 @@ import math
 import signal
 from collections.abc import Callable
 
-from fyntr.config import AUTO, Settings
+from fyntr.config import Settings
 from fyntr.errors import ConfigError
 from fyntr.limits import (
     SHUTDOWN_POLL_S,
 )
 from fyntr.log import log
 from fyntr.metrics import Snapshot, Stats
-from fyntr.net import splice, tcpinfo
-from fyntr.net.autorate import AutoRateDriver
+from fyntr.net import splice
+from fyntr.net.autorate import AutoRateDriver, pumps_for
 from fyntr.net.dialer import Dialer
 from fyntr.net.establish import Establish
 from fyntr.net.forward import OriginPool
@@ -100,16 +100,7 @@ class Server:
         if stand_ins:
             log.info("platform: %s", "; ".join(stand_ins))
         self.threats.load()
-        auto_upload = settings.upload_rate == AUTO
-        self.pumps = (
-            Pump(self.loop, 0 if settings.upload_rate == AUTO else settings.upload_rate),
-            Pump(self.loop, settings.download_rate),
-        )
-        if auto_upload:
-            if tcpinfo.AVAILABLE:
-                self.autorate = AutoRateDriver(self.loop, self.pumps[0], self.tunnels)
-            else:
-                log.warning("--upload-rate auto: no TCP_INFO on this platform; upload unlimited")
+        self.pumps, self.autorate = pumps_for(self.loop, settings, self.tunnels)
         capacity, self.admission.max_waiting = plan_descriptors(
             self.admission.limit,
             splicing=splice.AVAILABLE and not any(pump.shaped for pump in self.pumps),
@@ -135,22 +126,8 @@ class Server:
             splicer,
             self.autorate,
         )
-        establish = Establish(parts)
-        self.state = ServerState(
-            settings=settings,
-            loop=self.loop,
-            clock=self.clock,
-            metrics=self.metrics,
-            threats=self.threats,
-            cap=self.admission.limit,
-            open_upstream=establish.open_upstream,
-            start_tunnel=establish.start_tunnel,
-            start_forward=establish.start_forward,
-            open_origin=establish.open_origin,
-            recheck_origin=establish.recheck_origin,
-            release_pending=functools.partial(self.gate.release_slot, active=False),
-            snapshot=self.snapshot,
-            handshakes=self.handshakes,
+        self.state = Establish(parts).protocol_state(
+            functools.partial(self.gate.release_slot, active=False), self.snapshot
         )
         self.status = Status(parts)
         self.sweeper = Sweeper(parts, self.status)
@@ -188,11 +165,6 @@ class Server:
     def snapshot(self) -> Snapshot:
         return self.status.snapshot()
 
-    def _spawn(self, coro: object, name: str) -> None:
-        task: asyncio.Task[object] = self.loop.create_task(coro, name=name)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def sweep(self) -> None:
         """Expire handshakes past their deadline, close idle relays, log stats (tests
         call it under a virtual clock)."""
@@ -225,7 +197,9 @@ class Server:
             len(self.tunnels),
             self.settings.shutdown_grace_s,
         )
-        self._spawn(self.shutdown(), "fyntr-shutdown")
+        task = self.loop.create_task(self.shutdown(), name="fyntr-shutdown")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def stop_accepting(self) -> None:
         self._stopping = True
