@@ -24,6 +24,7 @@ from fyntr.config import (
     AUTO,
     LOG_LEVELS,
     Settings,
+    check_int,
     or_auto,
     parse_rate,
     parse_rate_or_auto,
@@ -70,16 +71,14 @@ class _Formatter(argparse.HelpFormatter):
         super().__init__(prog, width=_columns() - 2)
 
 
-def _int_range(low: int, high: int | None = None) -> Convert:
+def _int_range(field: str) -> Convert:
+    """A whole number within the range of the Settings field (config.INT_BOUNDS)."""
+
     def convert(text: str) -> int:
         value = text.strip()
         if not (value.isascii() and value.lstrip("-").isdigit()):
             raise ValueError(f"'{text}' is not a whole number")
-        number = int(value)
-        if number < low or (high is not None and number > high):
-            bounds = f"{low}-{high}" if high is not None else f"at least {low}"
-            raise ValueError(f"{number} is out of range ({bounds})")
-        return number
+        return check_int(field, int(value))
 
     return convert
 
@@ -115,10 +114,6 @@ def _threat_action(text: str) -> ThreatAction:
     return ThreatAction(_choice("warn", "block")(text))
 
 
-_PORT = _int_range(0, limits.PORT_MAX)
-_ALLOW_PORT = _int_range(1, limits.PORT_MAX)
-
-
 @dataclass(frozen=True)
 class Option:
     flag: str
@@ -144,12 +139,14 @@ class Option:
 
 OPTIONS = (
     Option("--bind", str, limits.DEFAULT_BIND, "listen address: an IP or a host name"),
-    Option("--port", _PORT, limits.DEFAULT_PORT, "HTTP CONNECT port (0 = any free port)"),
+    Option(
+        "--port", _int_range("port"), limits.DEFAULT_PORT, "HTTP CONNECT port (0 = any free port)"
+    ),
     Option("--socks5-bind", str, None, "SOCKS5 listen address (default: --bind)"),
-    Option("--socks5-port", _PORT, None, "enable SOCKS5 on this port"),
+    Option("--socks5-port", _int_range("socks5_port"), None, "enable SOCKS5 on this port"),
     Option(
         "--max-connections",
-        _int_range(0),
+        _int_range("max_connections"),
         limits.DEFAULT_MAX_CONNECTIONS,
         "cap on handshakes plus tunnels (0 = unlimited)",
     ),
@@ -170,14 +167,14 @@ OPTIONS = (
     ),
     Option(
         "--idle-timeout",
-        _int_range(0),
+        _int_range("idle_timeout_s"),
         limits.DEFAULT_IDLE_TIMEOUT_S,
         "close tunnels idle this many seconds (0 = never)",
         settings_field="idle_timeout_s",
     ),
     Option(
         "--allow-port",
-        _ALLOW_PORT,
+        _int_range("allow_ports"),
         (),
         "destination ports allowed besides 443",
         is_list=True,
@@ -228,9 +225,17 @@ OPTIONS = (
         "(0 = unlimited)",
     ),
     Option(
-        "--connect-burst", _int_range(1), None, "bucket size for --connect-rate (default: the rate)"
+        "--connect-burst",
+        _int_range("connect_burst"),
+        None,
+        "bucket size for --connect-rate (default: the rate)",
     ),
-    Option("--metrics-port", _PORT, None, "serve /metrics and /status on this port"),
+    Option(
+        "--metrics-port",
+        _int_range("metrics_port"),
+        None,
+        "serve /metrics and /status on this port",
+    ),
     Option("--metrics-bind", str, limits.DEFAULT_METRICS_BIND, "metrics listen address"),
     Option(
         "--shutdown-grace",

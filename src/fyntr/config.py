@@ -76,6 +76,28 @@ def parse_seconds(text: str) -> float:
     return value
 
 
+# The range of each whole-number setting (None: no upper bound): Settings checks its
+# fields against it, and the command line its flags (cli.py), so the two cannot differ.
+INT_BOUNDS: Final[dict[str, tuple[int, int | None]]] = {
+    "port": (0, limits.PORT_MAX),  # 0: any free port
+    "socks5_port": (0, limits.PORT_MAX),
+    "metrics_port": (0, limits.PORT_MAX),
+    "allow_ports": (1, limits.PORT_MAX),
+    "max_connections": (0, None),  # 0: unlimited
+    "idle_timeout_s": (0, None),  # 0: never
+    "connect_burst": (1, None),
+}
+
+
+def check_int(name: str, value: int) -> int:
+    """``value`` within INT_BOUNDS[name], else ValueError saying the range."""
+    low, high = INT_BOUNDS[name]
+    if value < low or (high is not None and value > high):
+        bounds = f"{low}-{high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{value} is out of range ({bounds})")
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     """Handshake and dial timers. Not on the command line: tests shorten them."""
@@ -117,19 +139,16 @@ class Settings:
     timeouts: Timeouts = field(default_factory=Timeouts)
 
     def __post_init__(self) -> None:
-        for name in ("port", "socks5_port", "metrics_port"):
+        for name in INT_BOUNDS:
             value = getattr(self, name)
-            if value is not None and not 0 <= value <= limits.PORT_MAX:
-                raise ValueError(f"{name} must be 0-{limits.PORT_MAX}, not {value}")
-        for p in self.allow_ports:
-            if not 1 <= p <= limits.PORT_MAX:
-                raise ValueError(f"allow port must be 1-{limits.PORT_MAX}, not {p}")
-        if self.max_connections < 0:
-            raise ValueError("max_connections must not be negative")
+            for item in value if isinstance(value, tuple) else (value,):
+                if item is not None:
+                    try:
+                        check_int(name, item)
+                    except ValueError as exc:
+                        raise ValueError(f"{name}: {exc}") from None
         if self.log_level not in LOG_LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LOG_LEVELS)}")
-        if self.connect_burst is not None and self.connect_burst < 1:
-            raise ValueError("connect_burst must be at least 1")
 
     @property
     def effective_max_connections(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fyntr.cli import parse_args
-from fyntr.config import Settings, parse_rate, parse_seconds, validate_bind_address
+from fyntr.config import INT_BOUNDS, Settings, parse_rate, parse_seconds, validate_bind_address
 from fyntr.errors import ConfigError
 from fyntr.policy.threat import ThreatAction
 
@@ -272,3 +272,28 @@ def test_help_follows_columns(
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) > 20
     assert max(len(line) for line in lines) <= 70
+
+
+FLAG_OF_FIELD = {
+    "port": "--port",
+    "socks5_port": "--socks5-port",
+    "metrics_port": "--metrics-port",
+    "allow_ports": "--allow-port",
+    "max_connections": "--max-connections",
+    "idle_timeout_s": "--idle-timeout",
+    "connect_burst": "--connect-burst",
+}
+
+
+@pytest.mark.parametrize("field", sorted(INT_BOUNDS))
+def test_flags_and_settings_share_one_range(field: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Each whole-number flag and its Settings field refuse the same values."""
+    low, high = INT_BOUNDS[field]
+    flag = FLAG_OF_FIELD[field]
+    value = (low,) if field == "allow_ports" else low
+    assert parse_args([flag, str(low)]) == Settings(**{field: value})
+    for bad in (low - 1, *(() if high is None else (high + 1,))):
+        assert parse_args([flag, str(bad)]) == 2
+        assert f"invalid value for {flag}: {bad} is out of range" in capsys.readouterr().err
+        with pytest.raises(ValueError, match=f"{field}: {bad} is out of range"):
+            Settings(**{field: (bad,) if field == "allow_ports" else bad})
