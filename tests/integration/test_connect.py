@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import ipaddress
 import os
 import resource
 import socket
@@ -17,6 +18,8 @@ import pytest
 
 from fyntr.config import Timeouts
 from fyntr.errors import STATUS_LINES, Status
+from fyntr.limits import HIGH_WATERMARK_BYTES
+from fyntr.net.dialer import tcp_connect
 from tests.support.net import (
     FakeClock,
     connect_via,
@@ -609,3 +612,22 @@ async def test_closes_that_race_leave_no_tunnel_and_no_slot_behind(
         writer.write(b"still relaying")
         assert await reader.readexactly(14) == b"still relaying"
         writer.close()
+
+
+async def test_an_upstream_that_talks_first_is_held_to_one_read_until_the_tunnel() -> None:
+    """Between the dial and the 200 the upstream socket is not read: on uvloop, which
+    reads after connection_made whatever it asked, at most one read waits."""
+
+    async def talker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(bytes(4 << 20))
+        await writer.drain()
+        await reader.read()
+
+    async with origin(talker) as o:
+        loop = asyncio.get_running_loop()
+        transport, pending = await tcp_connect(loop, ipaddress.ip_address("127.0.0.1"), o.port)
+        await asyncio.sleep(0.3)  # the origin's 4 MiB have long arrived
+        held = sum(map(len, pending.early))
+        assert held <= HIGH_WATERMARK_BYTES
+        assert not transport.is_reading()
+        transport.close()

@@ -12,7 +12,7 @@ import errno
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Final, NamedTuple
+from typing import Final, NamedTuple, cast
 
 import aiohappyeyeballs
 from aiohappyeyeballs import AddrInfoType
@@ -21,9 +21,39 @@ from fyntr.config import Timeouts
 from fyntr.errors import HandshakeError, Rep, bad_gateway, unavailable
 from fyntr.limits import DIAL_BACKOFF_MAX_S, DIAL_ROUNDS
 from fyntr.log import log
-from fyntr.net.relay import UpstreamPending
+from fyntr.net.sockopt import tune_transport
 from fyntr.policy.rules import collect_addresses, happy_eyeballs_order
 from fyntr.wire.target import Host, IPAddress, canonical_ip, format_host_port
+
+
+class UpstreamPending(asyncio.Protocol):
+    """The upstream socket between the dial and the 200: holds what the server says first."""
+
+    __slots__ = ("early", "lost", "transport")
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.early: list[bytes] = []
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        tune_transport(transport)
+        self.transport.pause_reading()
+
+    def data_received(self, data: bytes) -> None:
+        # uvloop starts reading after connection_made whatever it asked: pausing here
+        # holds, so at most one read (256 KiB) waits, on both loops.
+        self.early.append(data)
+        assert self.transport is not None
+        self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        return True
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+
 
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 Connector = Callable[

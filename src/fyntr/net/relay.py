@@ -6,38 +6,13 @@ import asyncio
 import socket
 from collections.abc import Callable
 from enum import Enum
-from typing import Protocol, cast
+from typing import Protocol
 
 from fyntr.limits import SPLICE_AFTER_BYTES
 from fyntr.log import log
 from fyntr.net.pump import NEVER, Lane, Pump, no_bulk
-from fyntr.net.sockopt import send_rst_on_close, tune_transport
+from fyntr.net.sockopt import send_rst_on_close
 from fyntr.net.splice import Splicer, SpliceRelay
-
-
-class UpstreamPending(asyncio.Protocol):
-    """The upstream socket between the dial and the 200: holds what the server says first."""
-
-    __slots__ = ("early", "lost", "transport")
-
-    def __init__(self) -> None:
-        self.transport: asyncio.Transport | None = None
-        self.early: list[bytes] = []
-        self.lost = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
-        tune_transport(transport)
-        self.transport.pause_reading()
-
-    def data_received(self, data: bytes) -> None:
-        self.early.append(data)
-
-    def eof_received(self) -> bool:
-        return True
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
 
 
 class Relay(Protocol):
