@@ -140,7 +140,10 @@ class Option:
 OPTIONS = (
     Option("--bind", str, limits.DEFAULT_BIND, "listen address: an IP or a host name"),
     Option(
-        "--port", _int_range("port"), limits.DEFAULT_PORT, "HTTP CONNECT port (0 = any free port)"
+        "--port",
+        _int_range("port"),
+        limits.DEFAULT_PORT,
+        "HTTP CONNECT and plain HTTP port (0 = any free port)",
     ),
     Option("--socks5-bind", str, None, "SOCKS5 listen address (default: --bind)"),
     Option("--socks5-port", _int_range("socks5_port"), None, "enable SOCKS5 on this port"),
@@ -248,9 +251,9 @@ OPTIONS = (
 )
 
 DESCRIPTION = (
-    "A forward proxy that tames bursts of outbound TLS connections: HTTP CONNECT (and "
-    "optional SOCKS5), Deficit Round-Robin scheduling, connection caps and pacing. Every "
-    "flag has a FYNTR_<FLAG> variable; the flag wins over the variable, the variable over "
+    "A forward proxy that tames bursts of outbound TLS connections: HTTP CONNECT, plain "
+    "HTTP (http_proxy) and optional SOCKS5, Deficit Round-Robin scheduling, connection "
+    "caps and pacing. Every flag has a FYNTR_<FLAG> variable; the flag wins over the variable, the variable over "
     "the default. List flags take repeats and comma lists. RATE: bytes/s, or a number "
     "with kbit mbit gbit kb mb gb kib mib gib (optional /s). "
     "'fyntr status' and 'fyntr top --metrics-port PORT' show what a running fyntr is doing."
