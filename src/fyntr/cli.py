@@ -254,8 +254,8 @@ DESCRIPTION = (
     "A forward proxy that tames bursts of outbound TLS connections: HTTP CONNECT, plain "
     "HTTP (http_proxy) and optional SOCKS5, Deficit Round-Robin scheduling, connection "
     "caps and pacing. Every flag has a FYNTR_<FLAG> variable; the flag wins over the "
-    "variable, the variable over the default. List flags take repeats and comma lists. RATE: bytes/s, or a number "
-    "with kbit mbit gbit kb mb gb kib mib gib (optional /s). "
+    "variable, the variable over the default. List flags take repeats and comma lists. "
+    "RATE: bytes/s, or a number with kbit mbit gbit kb mb gb kib mib gib (optional /s). "
     "'fyntr status' and 'fyntr top --metrics-port PORT' show what a running fyntr is doing."
 )
 
