@@ -255,3 +255,9 @@ def test_request_fields_host_from_target_and_chunked_kept() -> None:
         (b"via", b"1.1 fyntr"),
         (b"transfer-encoding", b"chunked"),
     ]
+
+
+def test_bytes_after_a_head_response_are_not_a_body() -> None:
+    data = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"  # an origin out of step
+    events = read(data, response=True, head_request=True)
+    assert [type(e) for e in events] == [Head, type(END)]

@@ -163,12 +163,9 @@ def pumps_for(
 ) -> tuple[tuple[Pump, Pump], AutoRateDriver | None]:
     """One pump per direction at its configured rate; under --upload-rate auto, the
     upload's driven by the auto rate where TCP_INFO exists (else unlimited, said once)."""
-    auto = settings.upload_rate == AUTO
-    pumps = (
-        Pump(loop, 0 if settings.upload_rate == AUTO else settings.upload_rate),
-        Pump(loop, settings.download_rate),
-    )
-    if not auto:
+    upload = settings.upload_rate
+    pumps = (Pump(loop, 0 if upload == AUTO else upload), Pump(loop, settings.download_rate))
+    if upload != AUTO:
         return pumps, None
     if not tcpinfo.AVAILABLE:
         log.warning("--upload-rate auto: no TCP_INFO on this platform; upload unlimited")

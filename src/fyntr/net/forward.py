@@ -362,10 +362,13 @@ class Forward(asyncio.Protocol):
             else:
                 events.popleft()
                 self._request_end()
-        # What cannot go on now waits in the reader; reading resumes when it has gone.
-        if events:
-            self.client.pause_reading()
-        elif self.reason is None and not self.up.src_paused:
+        # Bytes wait in the reader while a request is pipelined or its origin is being
+        # dialled; reading resumes when they have gone (and the upload lane allows).
+        reading = self.client.is_reading()
+        if events or self._task is not None:
+            if reading:
+                self.client.pause_reading()
+        elif not reading and self.reason is None and not self.up.src_paused:
             self.client.resume_reading()
 
     def _request(self, head: Head) -> None:
@@ -424,7 +427,6 @@ class Forward(asyncio.Protocol):
         self._attach(origin)
 
     def _dial(self, ex: Exchange) -> None:
-        self.client.pause_reading()  # the body waits until the origin is ready
         self._task = self.state.loop.create_task(
             self._open(ex), name=f"fyntr-flow{self.flow_id}-origin"
         )

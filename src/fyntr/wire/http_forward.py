@@ -48,7 +48,8 @@ Headers = list[tuple[bytes, bytes]]
 
 
 class Head(NamedTuple):
-    """A message head. ``start``: the method (request) or the status code (response)."""
+    """A message head: a request's (``method``, ``target``) or a response's (``status``,
+    its reason phrase in ``target``)."""
 
     method: bytes  # b"" for a response
     target: bytes  # the request target, or the response's reason phrase
@@ -194,11 +195,12 @@ class MessageReader:
             self.restart()
 
     def on_body(self, body: bytes) -> None:
-        self.events.append(body)
+        if not self.expect_no_body:  # a HEAD response has none, whatever follows its head
+            self.events.append(body)
 
     def on_message_complete(self) -> None:
-        if not self.events or self.events[-1] is not END or not self.expect_no_body:
-            self.events.append(END)
+        if not (self.expect_no_body and self.events and self.events[-1] is END):
+            self.events.append(END)  # a HEAD response's END went with its head
 
 
 # Keep-alive clients name the same few hosts request after request: parsing one (IDNA,
@@ -301,12 +303,9 @@ def response_head(response: Head, request: Head) -> tuple[bytes, Framing]:
     """The response for the client: end-to-end fields, framed for what the client
     speaks (RFC 9112 §6.3). A body the origin ended by closing, or chunked, goes to an
     HTTP/1.1 client chunked, so its connection stays open; to an HTTP/1.0 client as it
-    comes, ended by closing. Both framings at once never reach here (MessageReader)."""
-    fields = [
-        (n, v)
-        for n, v in forwardable(response.headers)
-        if not (n == b"content-length" and response.chunked)
-    ]
+    comes, ended by closing. Both framings at once never reach here: llhttp refuses them
+    (the client gets a 502)."""
+    fields = forwardable(response.headers)
     no_body = has_no_body(request, response.status)
     informational = response.status < 200
     close = not informational and (not request.keep_alive or request.version != "1.1")
