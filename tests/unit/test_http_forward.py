@@ -11,10 +11,7 @@ from fyntr.wire.http_forward import (
     END,
     Head,
     MessageReader,
-    forwardable,
-    host_field,
     parse_absolute_form,
-    request_fields,
     request_head,
     response_head,
 )
@@ -185,8 +182,7 @@ def test_response_framing_for_the_client() -> None:
 
 def test_request_for_the_origin_is_origin_form_http11() -> None:
     client = request(b"GET http://b.example:8080/p?q HTTP/1.0\r\nProxy-Connection: x\r\n\r\n")
-    target, path = parse_absolute_form(client.target)
-    out, framing = request_head(client, target, path)
+    out, framing = request_head(client, *parse_absolute_form(client.target))
     assert out == b"GET /p?q HTTP/1.1\r\nhost: b.example:8080\r\nvia: 1.1 fyntr\r\n\r\n"
     assert framing == (False, False)
 
@@ -203,8 +199,9 @@ def test_request_for_the_origin_is_origin_form_http11() -> None:
     ],
 )
 def test_absolute_form(url: bytes, authority: str, path: bytes) -> None:
-    target, origin_form = parse_absolute_form(url)
-    assert (target.authority, origin_form) == (authority, path)
+    dest, origin_form = parse_absolute_form(url)
+    assert (dest.authority, origin_form) == (authority, path)
+    assert dest.authority == dest.target.authority
 
 
 @pytest.mark.parametrize(
@@ -226,35 +223,43 @@ def test_absolute_form_refused(url: bytes) -> None:
 
 
 def test_host_field_omits_port_80() -> None:
-    assert host_field(parse_absolute_form(b"http://a.example/")[0]) == b"a.example"
-    assert host_field(parse_absolute_form(b"http://a.example:81/")[0]) == b"a.example:81"
-    assert host_field(parse_absolute_form(b"http://[2001:db8::1]/")[0]) == b"[2001:db8::1]"
+    assert parse_absolute_form(b"http://a.example/")[0].host == b"a.example"
+    assert parse_absolute_form(b"http://a.example:81/")[0].host == b"a.example:81"
+    assert parse_absolute_form(b"http://[2001:db8::1]/")[0].host == b"[2001:db8::1]"
 
 
 def test_fields_named_by_connection_are_dropped() -> None:
-    fields = [
-        (b"connection", b"keep-alive, x-hop"),
-        (b"x-hop", b"1"),
-        (b"x-end", b"2"),
-        (b"upgrade", b"h2c"),
-        (b"te", b"trailers"),
-        (b"trailer", b"x"),
-        (b"keep-alive", b"5"),
-        (b"proxy-connection", b"keep-alive"),
-        (b"proxy-authorization", b"Basic eA=="),
-    ]
-    assert forwardable(fields) == [(b"x-end", b"2"), (b"via", b"1.1 fyntr")]
+    client = request(
+        b"GET http://a.example/ HTTP/1.1\r\n"
+        b"Host: a.example\r\n"
+        b"Connection: keep-alive, X-Hop\r\n"
+        b"X-Hop: 1\r\n"
+        b"X-End: 2\r\n"
+        b"Upgrade: h2c\r\n"
+        b"TE: trailers\r\n"
+        b"Trailer: x\r\n"
+        b"Keep-Alive: 5\r\n"
+        b"Proxy-Connection: keep-alive\r\n"
+        b"Proxy-Authorization: Basic eA==\r\n\r\n"
+    )
+    out, _ = request_head(client, *parse_absolute_form(client.target))
+    assert out == b"GET / HTTP/1.1\r\nhost: a.example\r\nx-end: 2\r\nvia: 1.1 fyntr\r\n\r\n"
+    origin = response(b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nX-End: 2\r\n\r\n")
+    out, _ = response_head(origin, client)
+    assert out.startswith(b"HTTP/1.1 200 OK\r\nx-end: 2\r\nvia: 1.1 fyntr\r\n")
 
 
-def test_request_fields_host_from_target_and_chunked_kept() -> None:
-    target, _ = parse_absolute_form(b"http://b.example:8080/")
-    fields = [(b"host", b"evil.example"), (b"transfer-encoding", b"chunked"), (b"x", b"1")]
-    assert request_fields(fields, target) == [
-        (b"host", b"b.example:8080"),
-        (b"x", b"1"),
-        (b"via", b"1.1 fyntr"),
-        (b"transfer-encoding", b"chunked"),
-    ]
+def test_request_host_from_target_and_chunked_kept() -> None:
+    client = request(
+        b"POST http://b.example:8080/ HTTP/1.1\r\nHost: evil.example\r\n"
+        b"Transfer-Encoding: chunked\r\nX: 1\r\n\r\n"
+    )
+    out, framing = request_head(client, *parse_absolute_form(client.target))
+    assert out == (
+        b"POST / HTTP/1.1\r\nhost: b.example:8080\r\nx: 1\r\nvia: 1.1 fyntr\r\n"
+        b"transfer-encoding: chunked\r\n\r\n"
+    )
+    assert framing == (True, False)
 
 
 def test_bytes_after_a_head_response_are_not_a_body() -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
@@ -27,6 +26,7 @@ from fyntr.net.state import ServerState
 from fyntr.wire.http_forward import (
     END,
     LAST_CHUNK,
+    Destination,
     Framing,
     Head,
     MessageReader,
@@ -36,7 +36,7 @@ from fyntr.wire.http_forward import (
     request_head,
     response_head,
 )
-from fyntr.wire.target import IPAddress, Target
+from fyntr.wire.target import IPAddress
 
 NO_FRAMING = Framing(chunked=False, close=False)  # until the response head is read
 # RFC 9110 §9.2.2; a request sent on a kept connection the origin was closing is sent
@@ -50,6 +50,7 @@ class Origin(asyncio.Protocol):
 
     __slots__ = (
         "address",
+        "cleared",
         "idle_since",
         "key",
         "lost",
@@ -64,6 +65,7 @@ class Origin(asyncio.Protocol):
         self.key = key  # host:port as the requests name it
         self.address: IPAddress = dialed.address
         self.served = 0  # exchanges begun on it
+        self.cleared: object = None  # the threat index it was last checked under
         self.reader = MessageReader(response=True)
         self.session: Forward | None = None
         self.idle_since = 0.0
@@ -120,8 +122,8 @@ class OriginPool:
     closed after POOL_IDLE_S. The most recently used is taken first (warmest)."""
 
     def __init__(self) -> None:
-        self._idle: OrderedDict[Origin, None] = OrderedDict()  # oldest first
-        self._count: dict[str, int] = {}  # idle ones by host and port
+        self._idle: dict[Origin, None] = {}  # oldest first
+        self._by_key: dict[str, dict[Origin, None]] = {}  # the same, by host and port
 
     def __len__(self) -> int:
         return len(self._idle)
@@ -132,22 +134,23 @@ class OriginPool:
             origin.transport.close()
             return
         origin.idle_since = now
-        origin.on_idle_lost = self._lost
-        if self._count.get(origin.key, 0) >= POOL_PER_ORIGIN:
-            self._drop(next(o for o in self._idle if o.key == origin.key))
+        origin.on_idle_lost = self._forget
+        same = self._by_key.get(origin.key)
+        if same is not None and len(same) >= POOL_PER_ORIGIN:
+            self._drop(next(iter(same)))
         if len(self._idle) >= POOL_MAX:
             self._drop(next(iter(self._idle)))
-        self._idle[origin] = None
-        self._count[origin.key] = self._count.get(origin.key, 0) + 1
+        self._idle[origin] = self._by_key.setdefault(origin.key, {})[origin] = None
         origin.transport.resume_reading()
 
     def take(self, key: str) -> Origin | None:
-        for origin in reversed(self._idle):
-            if origin.key == key:
-                self._forget(origin)
-                if origin.usable:
-                    return origin
-                origin.transport.close()
+        same = self._by_key.get(key)
+        while same:
+            origin = next(reversed(same))
+            self._forget(origin)
+            if origin.usable:
+                return origin
+            origin.transport.close()
         return None
 
     def expire(self, now: float) -> None:
@@ -163,16 +166,12 @@ class OriginPool:
         origin.transport.close()
 
     def _forget(self, origin: Origin) -> None:
-        if self._idle.pop(origin, False) is None:
-            left = self._count[origin.key] - 1
-            if left:
-                self._count[origin.key] = left
-            else:
-                del self._count[origin.key]
+        del self._idle[origin]
+        same = self._by_key[origin.key]
+        del same[origin]
+        if not same:
+            del self._by_key[origin.key]
         origin.on_idle_lost = _ignore
-
-    def _lost(self, origin: Origin) -> None:
-        self._forget(origin)
 
 
 @dataclass(eq=False, slots=True)
@@ -180,7 +179,7 @@ class Exchange:
     """One request and its response."""
 
     head: Head  # the client's request
-    target: Target
+    dest: Destination
     path: bytes  # origin-form, as sent upstream
     request: bytes  # the head as sent upstream, kept to send it again (IDEMPOTENT)
     upload: Framing
@@ -201,7 +200,7 @@ class Exchange:
     @property
     def url(self) -> str:
         """For the log: scheme, authority and path, never the query (it may hold keys)."""
-        return f"http://{self.target.authority}{self.path.partition(b'?')[0].decode()}"
+        return f"http://{self.dest.authority}{self.path.partition(b'?')[0].decode()}"
 
     @property
     def bodyless(self) -> bool:
@@ -381,17 +380,18 @@ class Forward(asyncio.Protocol):
                     "bad_method",
                     "CONNECT after a plain HTTP request on one connection",
                 )
-            target, path = parse_absolute_form(head.target)
-            if head.version == "1.1" and not any(n == b"host" for n, _ in head.headers):
+            dest, path = parse_absolute_form(head.target)
+            if head.version == "1.1" and not head.has_host:
                 raise bad_request("HTTP/1.1 request without Host (RFC 9112 §3.2)")
         except HandshakeError as err:
             self._refuse(err, None)
             return
-        self.target = target.authority
-        request, upload = request_head(head, target, path)
+        self.target = dest.authority
+        target = dest.target
+        request, upload = request_head(head, dest, path)
         ex = self.exchange = Exchange(
             head=head,
-            target=target,
+            dest=dest,
             path=path,
             request=request,
             upload=upload,
@@ -413,17 +413,21 @@ class Forward(asyncio.Protocol):
         except HandshakeError as err:
             self._refuse(err, ex)
             return
-        origin = self.pool.take(target.authority)
+        origin = self.pool.take(dest.authority)
         if origin is None:
             self._dial(ex)
             return
-        try:
-            self.state.recheck_origin(self, target, origin.address)
-        except HandshakeError as err:
-            self.pool.put(origin, self.state.clock())
-            self.origin = None
-            self._refuse(err, ex)
-            return
+        # The policy is fixed for the process and the feeds change only by a reload that
+        # replaces the index: a connection cleared under this index stays cleared.
+        index = self.state.threats.index
+        if origin.cleared is not index:
+            try:
+                self.state.recheck_origin(self, target, origin.address)
+            except HandshakeError as err:
+                self.pool.put(origin, self.state.clock())
+                self._refuse(err, ex)
+                return
+            origin.cleared = index
         self._attach(origin)
 
     def _dial(self, ex: Exchange) -> None:
@@ -433,7 +437,7 @@ class Forward(asyncio.Protocol):
 
     async def _open(self, ex: Exchange) -> None:
         try:
-            dialed = await self.state.open_origin(self, ex.target)
+            dialed = await self.state.open_origin(self, ex.dest.target)
         except HandshakeError as err:
             self._task = None
             self._refuse(err, ex)
@@ -442,7 +446,7 @@ class Forward(asyncio.Protocol):
         if self.closed:
             dialed.transport.close()
             return
-        self._attach(Origin(ex.target.authority, dialed))
+        self._attach(Origin(ex.dest.authority, dialed))
 
     def _attach(self, origin: Origin) -> None:
         ex = self.exchange

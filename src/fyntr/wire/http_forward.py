@@ -13,6 +13,7 @@ of small requests a second spends its time on.
 from __future__ import annotations
 
 import functools
+import re
 from collections import deque
 from typing import Final, NamedTuple
 
@@ -44,7 +45,12 @@ HOP_BY_HOP: Final = frozenset(
     )
 )
 VIA: Final = b"1.1 fyntr"  # RFC 9110 §7.6.3: protocol version and a pseudonym
+VIA_FIELD: Final = b"via: " + VIA + b"\r\n"
 Headers = list[tuple[bytes, bytes]]
+# The fields whose presence the reader notes while it walks a head once.
+_NOTED: Final = frozenset(
+    (b"transfer-encoding", b"content-length", b"host", b"upgrade", b"connection")
+)
 
 
 class Head(NamedTuple):
@@ -59,10 +65,9 @@ class Head(NamedTuple):
     keep_alive: bool  # what the message says of its connection
     chunked: bool
     length: int | None  # Content-Length, when the body is framed by it
-
-    @property
-    def upgrade(self) -> bool:
-        return any(name == b"upgrade" for name, _ in self.headers)
+    has_host: bool
+    upgrade: bool  # an Upgrade field
+    drop: frozenset[bytes]  # not forwarded: hop-by-hop, and what Connection names
 
 
 class End(NamedTuple):
@@ -168,26 +173,40 @@ class MessageReader:
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
-        chunked = length = None
+        chunked = has_host = upgrade = False
+        length = None
+        drop = HOP_BY_HOP
         for name, value in self._headers:
-            if name == b"transfer-encoding":
-                chunked = True
-            elif name == b"content-length":
-                length = int(value)
+            if name in _NOTED:
+                if name == b"transfer-encoding":
+                    chunked = True
+                elif name == b"content-length":
+                    length = int(value)
+                elif name == b"host":
+                    has_host = True
+                elif name == b"upgrade":
+                    upgrade = True
+                else:  # Connection (RFC 9110 §7.6.1): the fields it names are hop-by-hop
+                    named = {token.strip().lower() for token in value.split(b",")}
+                    if not named <= drop:
+                        drop = drop.union(named)
         if isinstance(parser, httptools.HttpResponseParser):
             method, target, status = b"", self._reason, parser.get_status_code()
         else:
             method, target, status = parser.get_method(), self._url, 0
         self.events.append(
             Head(
-                method=method,
-                target=target,
-                status=status,
-                headers=self._headers,
-                version=parser.get_http_version(),
-                keep_alive=parser.should_keep_alive(),
-                chunked=bool(chunked),
-                length=length,
+                method,
+                target,
+                status,
+                self._headers,
+                parser.get_http_version(),
+                parser.should_keep_alive(),
+                chunked,
+                length,
+                has_host,
+                upgrade,
+                drop,
             )
         )
         if self.expect_no_body and status >= 200:
@@ -203,35 +222,46 @@ class MessageReader:
             self.events.append(END)  # a HEAD response's END went with its head
 
 
-# Keep-alive clients name the same few hosts request after request: parsing one (IDNA,
-# the LDH check) cost 10 us of a 120 us request. Targets are immutable, so shared.
-_parse_authority = functools.lru_cache(maxsize=AUTHORITY_CACHE_ENTRIES)(parse_request_target)
+_AFTER_SCHEME: Final = re.compile(rb"([^/?#]*)([^#]*)")  # authority, then path and query
 
 
-def parse_absolute_form(target: bytes) -> tuple[Target, bytes]:
-    """``http://host[:port]/path?query`` -> the target and the origin-form to send
+class Destination(NamedTuple):
+    """Where an absolute-form request goes."""
+
+    target: Target
+    authority: str  # host:port, as logs name it; the key of the origin pool
+    host: bytes  # the Host field for the origin
+
+
+def parse_absolute_form(target: bytes) -> tuple[Destination, bytes]:
+    """``http://host[:port]/path?query`` -> the destination and the origin-form to send
     (RFC 9112 §3.2.2, §3.3). Raises HandshakeError 400."""
-    try:
-        text = target.decode("ascii")
-    except UnicodeDecodeError:
-        raise bad_request("non-ASCII request target") from None
-    scheme, sep, rest = text.partition("://")
-    if not sep or scheme.lower() != "http":
+    if not target.isascii():
+        raise bad_request("non-ASCII request target")
+    scheme, sep, rest = target.partition(b"://")
+    if not sep or scheme.lower() != b"http":
         raise bad_request("only http:// URLs are forwarded; https goes through CONNECT")
-    cut = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
-    authority, path = rest[:cut], rest[cut:].partition("#")[0]
+    split = _AFTER_SCHEME.match(rest)
+    assert split is not None  # both parts may be empty
+    authority, path = split.groups()
+    return _destination(authority), path if path.startswith(b"/") else b"/" + path
+
+
+# Keep-alive clients name the same few hosts request after request: parsing one (IDNA,
+# the LDH check) cost 10 us of a 120 us request. Destinations are immutable, so shared.
+@functools.lru_cache(maxsize=AUTHORITY_CACHE_ENTRIES)
+def _destination(raw: bytes) -> Destination:
+    authority = raw.decode("ascii")
     if "@" in authority:
         raise bad_request("user information in the request target")
     _host, colon, port = authority.rpartition(":")
     if not colon or not port or authority.endswith("]"):  # no port: 80 (RFC 9110 §4.2.1)
         authority = authority.removesuffix(":") + f":{HTTP_DEFAULT_PORT}"
     try:
-        parsed = _parse_authority(authority)
+        target = parse_request_target(authority)
     except TargetError as exc:
         raise bad_request(f"invalid request target: {exc}") from None
-    if not path.startswith("/"):
-        path = "/" + path
-    return parsed, path.encode("ascii")
+    return Destination(target, target.authority, host_field(target))
 
 
 def host_field(target: Target) -> bytes:
@@ -243,32 +273,12 @@ def host_field(target: Target) -> bytes:
     return host.encode("ascii")
 
 
-def forwardable(headers: Headers) -> Headers:
-    """The end-to-end fields (RFC 9110 §7.6.1): hop-by-hop ones, and every field that
-    Connection names, dropped; a Via added (§7.6.3)."""
-    named = {
-        token.strip().lower()
-        for name, value in headers
-        if name == b"connection"
-        for token in value.split(b",")
-    }
-    out = [(n, v) for n, v in headers if n not in HOP_BY_HOP and n not in named]
-    out.append((b"via", VIA))
-    return out
-
-
-def request_fields(headers: Headers, target: Target) -> Headers:
-    """What goes upstream: end-to-end fields, Host from the target, the body's framing
-    (a chunked request stays chunked)."""
-    out = [(n, v) for n, v in forwardable(headers) if n != b"host"]
-    out.insert(0, (b"host", host_field(target)))
-    if any(n == b"transfer-encoding" for n, _ in headers):
-        out.append((b"transfer-encoding", b"chunked"))
-    return out
-
-
-def serialize(start_line: bytes, fields: Headers) -> bytes:
-    return start_line + b"".join(b"%s: %s\r\n" % field for field in fields) + b"\r\n"
+def _end_to_end(out: list[bytes], head: Head, drop: frozenset[bytes]) -> None:
+    """Appends the fields to forward (RFC 9110 §7.6.1), then Via (§7.6.3)."""
+    for name, value in head.headers:
+        if name not in drop:
+            out += (name, b": ", value, b"\r\n")
+    out.append(VIA_FIELD)
 
 
 def chunk(data: bytes) -> bytes:
@@ -286,12 +296,19 @@ class Framing(NamedTuple):
     close: bool
 
 
-def request_head(head: Head, target: Target, path: bytes) -> tuple[bytes, Framing]:
-    """The request for the origin, always HTTP/1.1, origin-form (RFC 9112 §3.2.1)."""
-    fields = request_fields(head.headers, target)
-    return serialize(b"%s %s HTTP/1.1\r\n" % (head.method, path), fields), Framing(
-        head.chunked, close=False
-    )
+def request_head(head: Head, dest: Destination, path: bytes) -> tuple[bytes, Framing]:
+    """The request for the origin, always HTTP/1.1, origin-form (RFC 9112 §3.2.1), Host
+    from the target; a chunked request stays chunked."""
+    out = [head.method, b" ", path, b" HTTP/1.1\r\nhost: ", dest.host, b"\r\n"]
+    _end_to_end(out, head, _HOP_AND_HOST if head.drop is HOP_BY_HOP else head.drop | _HOST)
+    if head.chunked:
+        out.append(b"transfer-encoding: chunked\r\n")
+    out.append(b"\r\n")
+    return b"".join(out), Framing(head.chunked, close=False)
+
+
+_HOST: Final = frozenset((b"host",))
+_HOP_AND_HOST: Final = HOP_BY_HOP | _HOST
 
 
 def has_no_body(request: Head, status: int) -> bool:
@@ -305,7 +322,8 @@ def response_head(response: Head, request: Head) -> tuple[bytes, Framing]:
     HTTP/1.1 client chunked, so its connection stays open; to an HTTP/1.0 client as it
     comes, ended by closing. Both framings at once never reach here: llhttp refuses them
     (the client gets a 502)."""
-    fields = forwardable(response.headers)
+    out = [b"HTTP/1.1 %d %s\r\n" % (response.status, response.target)]
+    _end_to_end(out, response, response.drop)
     no_body = has_no_body(request, response.status)
     informational = response.status < 200
     close = not informational and (not request.keep_alive or request.version != "1.1")
@@ -313,13 +331,13 @@ def response_head(response: Head, request: Head) -> tuple[bytes, Framing]:
     if not no_body and response.length is None:
         if request.version == "1.1":
             rechunk = True
-            fields.append((b"transfer-encoding", b"chunked"))
+            out.append(b"transfer-encoding: chunked\r\n")
         else:
             close = True
     if close:
-        fields.append((b"connection", b"close"))
-    line = b"HTTP/1.1 %d %s\r\n" % (response.status, response.target)
-    return serialize(line, fields), Framing(rechunk, close)
+        out.append(b"connection: close\r\n")
+    out.append(b"\r\n")
+    return b"".join(out), Framing(rechunk, close)
 
 
 def error_response(status: Status, reason: str, detail: str) -> bytes:
