@@ -9,6 +9,7 @@ import os
 import shutil
 import sys
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -17,6 +18,7 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fyntr.config import ThreatAction
 from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import HTTP_KEEPALIVE_IDLE_S, POOL_PER_ORIGIN
 from tests.support.http_origin import http_origin
@@ -151,6 +153,30 @@ async def test_policy_applies_to_plain_http() -> None:
         )
         assert reply.startswith(b"HTTP/1.1 403 Forbidden\r\n")  # 127.0.0.0/8 is denied
         assert o.connections == 0
+
+
+async def test_pooled_connection_is_checked_again_after_a_feed_reload(tmp_path: Path) -> None:
+    feed = tmp_path / "feed.txt"
+    feed.write_text("unrelated.test\n")
+    settings = loopback_settings(
+        threat_feed_files=(str(feed),),
+        threat_action=ThreatAction.BLOCK,
+        allow_domains=("localhost",),  # its ::1 is dropped, not a refusal
+    )
+    async with http_origin() as o, proxy(replace(settings, allow_ports=(o.port,))) as server:
+        url = f"http://localhost:{o.port}/"
+        assert await curl(http_port(server), url) == b"hello"
+        await until(lambda: len(server.pool) == 1)
+        assert await curl(http_port(server), url) == b"hello"  # the pooled one, cleared
+        assert o.connections == 1
+        feed.write_text("127.0.0.1\n")  # the address the pooled connection is connected to
+        server.threats.reload()
+        await until(lambda: len(server.pool) == 1)
+        code, out, _ = await run(
+            "curl", "-sS", "-i", "-x", f"http://127.0.0.1:{http_port(server)}", url
+        )
+        assert code == 0 and out.startswith(b"HTTP/1.1 403 Forbidden\r\n"), out
+        assert o.connections == 1
 
 
 async def test_upgrade_gets_501_and_origin_form_keeps_405() -> None:
