@@ -61,6 +61,9 @@ class Rep(IntEnum):
     CONNECTION_REFUSED = 0x05
     COMMAND_NOT_SUPPORTED = 0x07
     ADDRESS_TYPE_NOT_SUPPORTED = 0x08
+    # Not a REP: the method-selection reply's X'FF' (RFC 1928 §3), the answer to a
+    # greeting that offers no acceptable method.
+    NO_ACCEPTABLE_METHODS = 0xFF
 
 
 class FyntrError(Exception):
@@ -76,13 +79,14 @@ class TargetError(FyntrError):
 
 
 class HandshakeError(FyntrError):
-    """A handshake that ends with a reply: an HTTP status and a SOCKS5 REP.
+    """A refused handshake, and the reply each protocol sends for it: an HTTP status and
+    a SOCKS5 REP (None: the SOCKS5 client is sent nothing).
 
     ``reason`` is a short machine-friendly word for logs and metrics labels; ``detail``
     is the human text for the log line (never raw client input).
     """
 
-    def __init__(self, status: Status, rep: Rep, reason: str, detail: str) -> None:
+    def __init__(self, status: Status, rep: Rep | None, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.status = status
         self.rep = rep

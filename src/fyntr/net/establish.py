@@ -4,7 +4,7 @@ CONNECT or SOCKS5 ``Tunnel`` or a plain HTTP ``Forward`` session, and the end of
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from fyntr.errors import HandshakeError, bad_gateway
 from fyntr.limits import AUTORATE_UNSENT_BYTES
@@ -17,12 +17,37 @@ from fyntr.net.parts import Parts
 from fyntr.net.relay import Relay, Tunnel, log_tunnel_closed
 from fyntr.net.sockopt import limit_unsent
 from fyntr.net.state import Handshake, ServerState
-from fyntr.wire.target import IPAddress, Target, format_host_port
+from fyntr.net.threats import ThreatGuard
+from fyntr.policy.rules import Policy
+from fyntr.wire.handshake import Dial, HandOn, Requester, Resolve, StartTunnel, Upstream
+from fyntr.wire.target import Host, IPAddress, Target, format_host_port
+
+
+class PolicyChecks:
+    """The destination policy and the threat feeds, as the handshake asks them
+    (wire/handshake.py ``Checks``)."""
+
+    def __init__(self, policy: Policy, threats: ThreatGuard) -> None:
+        self.policy = policy
+        self.threats = threats
+
+    def check_host(self, who: Requester, target: Target) -> None:
+        self.threats.check_host(who, target)
+
+    def check_port(self, port: int, *, plain: bool) -> None:
+        self.policy.check_port(port, plain=plain)
+
+    def authorize(self, host: Host, addrs: Sequence[IPAddress]) -> list[IPAddress]:
+        return self.policy.authorize(host, addrs)
+
+    def check_addresses(self, who: Requester, target: Target, addrs: Sequence[IPAddress]) -> None:
+        self.threats.check_addresses(who, target, addrs)
 
 
 class Establish:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
+        self.checks = PolicyChecks(parts.policy, parts.threats)
 
     def protocol_state(
         self, release_pending: Callable[[], None], snapshot: Callable[[], Snapshot]
@@ -36,7 +61,8 @@ class Establish:
             metrics=parts.metrics,
             threats=parts.threats,
             cap=parts.gate.admission.limit,
-            open_upstream=self.open_upstream,
+            checks=self.checks,
+            connect=self.connect,
             start_tunnel=self.start_tunnel,
             start_forward=self.start_forward,
             open_origin=self.open_origin,
@@ -46,43 +72,42 @@ class Establish:
             handshakes=parts.handshakes,
         )
 
-    async def open_upstream(
-        self, inbound: Handshake, target: Target, *, plain: bool = False
-    ) -> Dialed:
-        """Port, DNS, CIDR policy, resolved-IP threats, dial (upstream §6.5 order).
-        ``plain``: for a plain HTTP request, whose implicit port is 80."""
-        self.parts.policy.check_port(target.port, plain=plain)
-        addrs = await self.parts.dialer.resolve(target.host, target.port)
-        addrs = self.parts.policy.authorize(target.host, addrs)
-        self.parts.threats.check_addresses(inbound, target, addrs)
-        paced = await self.parts.pacing.wait(inbound.accepted_at)
+    async def connect(self, who: Handshake, upstream: Upstream) -> Dialed:
+        """Performs ``upstream``'s steps in the order it gives them. Raises HandshakeError."""
+        parts = self.parts
+        step = upstream.start()
+        paced = False
+        while not isinstance(step, Dial):
+            if isinstance(step, Resolve):
+                step = upstream.resolved(await parts.dialer.resolve(step.host, step.port))
+            else:
+                paced = await parts.pacing.wait(who.accepted_at)
+                step = upstream.granted()
         try:
-            dialed = await self.parts.dialer.dial(
-                self.parts.loop, inbound.flow_id, addrs, target.port
-            )
+            dialed = await parts.dialer.dial(parts.loop, who.flow_id, step.addrs, step.port)
         except HandshakeError:
-            self.parts.metrics.dial_failures += 1
+            parts.metrics.dial_failures += 1
             raise
-        self.parts.pacing.observe(dialed, paced=paced)
+        parts.pacing.observe(dialed, paced=paced)
         if dialed.protocol.lost:
             dialed.transport.close()
-            self.parts.metrics.dial_failures += 1
+            parts.metrics.dial_failures += 1
             raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
-        if self.parts.autorate is not None:
+        if parts.autorate is not None:
             limit_unsent(dialed.transport, AUTORATE_UNSENT_BYTES)
         return dialed
 
-    async def open_origin(self, handshake: Handshake, target: Target) -> Dialed:
-        return await self.open_upstream(handshake, target, plain=True)
+    async def open_origin(self, who: Handshake, target: Target) -> Dialed:
+        return await self.connect(who, Upstream(self.checks, who, target, plain=True))
 
-    def recheck_origin(self, handshake: Handshake, target: Target, address: IPAddress) -> None:
+    def recheck_origin(self, who: Handshake, target: Target, address: IPAddress) -> None:
         """A kept connection serves a request only after the checks a dial would make,
         with the address it is connected to as the one DNS answer."""
-        self.parts.policy.check_port(target.port, plain=True)
-        self.parts.policy.authorize(target.host, [address])
-        self.parts.threats.check_addresses(handshake, target, [address])
+        upstream = Upstream(self.checks, who, target, plain=True)
+        upstream.start()
+        upstream.resolved([address])
 
-    def start_forward(self, inbound: Inbound, data: bytes) -> None:
+    def start_forward(self, inbound: Inbound, command: HandOn) -> None:
         """A plain HTTP request on the CONNECT port: the connection becomes a session."""
         self.parts.gate.admission.activate()
         forward = Forward(
@@ -95,9 +120,11 @@ class Establish:
             on_closed=self.closed,
         )
         self._add(forward)
-        forward.start(data, inbound.client_eof)
+        forward.start(command.data, command.client_eof)
 
-    def start_tunnel(self, inbound: Inbound, target: Target, dialed: Dialed) -> None:
+    def start_tunnel(self, inbound: Inbound, command: StartTunnel, dialed: Dialed) -> None:
+        """The success reply is written: the connection becomes a tunnel."""
+        target = command.target
         self.parts.gate.admission.activate()
         self.parts.metrics.tunnels_opened += 1
         self.parts.metrics.observe_handshake(self.parts.loop.time() - inbound.accepted_at)
@@ -105,11 +132,10 @@ class Establish:
             log.info(
                 "flow%d: %sconnected to %s via %s",
                 inbound.flow_id,
-                inbound.LOG_VERB.removesuffix("CONNECT "),
+                inbound.HANDSHAKE.VERB.removesuffix("CONNECT "),
                 target.authority,
                 format_host_port(dialed.address, target.port),
             )
-        inbound.reply_success(dialed)
         tunnel = Tunnel(
             flow_id=inbound.flow_id,
             target=target.authority,
@@ -121,8 +147,8 @@ class Establish:
             splicer=self.parts.splicer,
         )
         self._add(tunnel)
-        tunnel.start(inbound.leftover, dialed.protocol.early)
-        if inbound.client_eof:
+        tunnel.start(command.leftover, dialed.protocol.early)
+        if command.client_eof:
             tunnel.up.finish()
         if dialed.protocol.early and dialed.protocol.lost:
             tunnel.down.finish()

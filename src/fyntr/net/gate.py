@@ -13,7 +13,7 @@ from fyntr.errors import ConfigError
 from fyntr.limits import ACCEPT_BATCH, ACCEPT_RETRY_DELAY_S
 from fyntr.log import log
 from fyntr.metrics import Stats
-from fyntr.net.inbound import HttpInbound, Inbound
+from fyntr.net.inbound import HttpInbound, Inbound, Socks5Inbound
 from fyntr.net.listen import format_sockname, is_loopback, open_listener
 from fyntr.net.state import ServerState
 from fyntr.sched.admission import Admission
@@ -28,8 +28,6 @@ def open_listeners(settings: Settings) -> list[tuple[socket.socket, InboundFacto
         (open_listener(settings.bind, settings.port), HttpInbound)
     ]
     if settings.socks5_port is not None:
-        from fyntr.net.socks5 import Socks5Inbound  # noqa: PLC0415  (only when enabled)
-
         bind = settings.socks5_bind or settings.bind
         try:
             listeners.append((open_listener(bind, settings.socks5_port), Socks5Inbound))

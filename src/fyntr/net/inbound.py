@@ -1,22 +1,44 @@
-"""Handshake protocols: from accept to the success reply, then hand-off to the relay."""
+"""The one driver of a handshake: what the loop sees goes into the pure machine
+(wire/handshake.py) as events; its commands are performed here, and nothing is decided
+here. ``HttpInbound`` and ``Socks5Inbound`` only name their front-end."""
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import math
-from typing import TYPE_CHECKING, ClassVar, cast
+from collections.abc import Callable
+from typing import Any, ClassVar, cast
 
-from fyntr.errors import REASON_PHRASES, STATUS_LINES, HandshakeError, Rep, Status
-from fyntr.limits import LINGER_S
+from fyntr.errors import HandshakeError
 from fyntr.log import log
+from fyntr.net.dialer import Dialed
 from fyntr.net.sockopt import tune_transport
 from fyntr.net.state import ServerState
-from fyntr.wire.http_connect import ConnectParser, HeadComplete, Phase, PlainRequest, TargetParsed
-from fyntr.wire.target import Target, format_host_port
-
-if TYPE_CHECKING:
-    from fyntr.net.dialer import Dialed
+from fyntr.wire.handshake import (
+    Arm,
+    Close,
+    Command,
+    Connect,
+    Connected,
+    Data,
+    Eof,
+    Expired,
+    Failed,
+    HandOn,
+    Handshake,
+    HttpHandshake,
+    Linger,
+    Log,
+    PauseReading,
+    Refused,
+    Send,
+    Socks5Handshake,
+    StartTunnel,
+    Upstream,
+)
+from fyntr.wire.target import format_host_port
 
 
 def format_peer(transport: asyncio.BaseTransport) -> str:
@@ -27,11 +49,10 @@ def format_peer(transport: asyncio.BaseTransport) -> str:
 
 
 class Inbound(asyncio.Protocol):
-    """What HTTP CONNECT and SOCKS5 handshakes share: admission, deadline, the dial."""
+    """One accepted connection until its tunnel starts, it is handed on, or it closes."""
 
-    PROTOCOL_NAME: ClassVar[str] = ""
-    TARGET_KEY: ClassVar[str] = "connect_target"
-    LOG_VERB: ClassVar[str] = "CONNECT "
+    HANDSHAKE: ClassVar[type[Handshake]]
+    TARGET_KEY: ClassVar[str]
 
     def __init__(self, state: ServerState, flow_id: int, admitted: bool) -> None:
         self.state = state
@@ -41,12 +62,12 @@ class Inbound(asyncio.Protocol):
         self.reserved = admitted  # holds a pending admission slot
         self.accepted_at = state.loop.time()
         self.closed = False
-        self.lingering = False
-        self.deadline = math.inf  # loop time; the server's sweep enforces it
-        self.target: Target | None = None
-        self.leftover = b""
-        self.client_eof = False
+        self.deadline = math.inf  # clock time; the server's sweep enforces it
+        self.dialed: Dialed | None = None
         self._task: asyncio.Task[None] | None = None
+        self.machine = self.HANDSHAKE(
+            self, state.checks, state.settings.timeouts, verbose=log.isEnabledFor(logging.INFO)
+        )
 
     @property
     def peer(self) -> str:
@@ -55,29 +76,34 @@ class Inbound(asyncio.Protocol):
             self._peer = format_peer(self.transport)
         return self._peer
 
-    # --- asyncio callbacks -----------------------------------------------------------
+    @property
+    def target(self) -> str | None:
+        target = self.machine.target
+        return None if target is None else target.authority
+
+    # --- asyncio callbacks: events in -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        state = self.state
         if log.isEnabledFor(logging.INFO):
             log.info(
-                "flow%d: new %s connection from %s", self.flow_id, self.PROTOCOL_NAME, self.peer
+                "flow%d: new %s connection from %s", self.flow_id, self.HANDSHAKE.NAME, self.peer
             )
+        self.state.handshakes.add(self)  # the sweep enforces its deadlines, lingering too
         if not self.reserved:
-            state.metrics.rejected("max_connections")
-            log.warning(
-                "flow%d: %s connection from %s rejected before parsing: "
-                "max connections (%d) reached",
-                self.flow_id,
-                self.PROTOCOL_NAME,
-                self.peer,
-                state.cap,
-            )
-            self.reject_at_capacity()
+            self._perform(self.machine.at_capacity(self.state.cap))
             return
-        state.handshakes.add(self)
         tune_transport(self.transport)
-        self.started()
+        self._perform(self.machine.start())
+
+    def data_received(self, data: bytes) -> None:
+        self._perform(self.machine.handle(Data(data)))
+
+    def eof_received(self) -> bool:
+        self._perform(self.machine.handle(Eof()))
+        return True  # the machine closes when it is time; a tunnel half-closes later
+
+    def on_deadline(self) -> None:
+        self._perform(self.machine.handle(Expired()))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -85,182 +111,107 @@ class Inbound(asyncio.Protocol):
             self._task.cancel()
         self._release()
 
-    # --- for subclasses --------------------------------------------------------------
-    def started(self) -> None:
-        raise NotImplementedError
+    async def _connect(self, upstream: Upstream) -> None:
+        try:
+            dialed = await self.state.connect(self, upstream)
+        except HandshakeError as err:
+            self._task = None
+            self._perform(self.machine.handle(Failed(err)))
+            return
+        self._task = None
+        if self.closed:
+            dialed.transport.abort()
+            return
+        self.dialed = dialed
+        bound = None
+        if self.HANDSHAKE.REPLIES_BOUND:
+            host, port = dialed.transport.get_extra_info("sockname")[:2]
+            bound = (ipaddress.ip_address(host), port)
+        self._perform(self.machine.handle(Connected(bound)))
 
-    def reject_at_capacity(self) -> None:
-        raise NotImplementedError
+    # --- commands out -----------------------------------------------------------------
+    def _perform(self, commands: list[Command]) -> None:
+        for command in commands:
+            _PERFORM[type(command)](self, command)
 
-    def error_reply(self, err: HandshakeError) -> bytes:
-        raise NotImplementedError
+    def _send(self, command: Send) -> None:
+        if not self.closed:
+            self.transport.write(command.data)
 
-    def describe(self, err: HandshakeError) -> str:
-        raise NotImplementedError
+    def _arm(self, command: Arm) -> None:
+        self.deadline = (
+            math.inf if command.seconds == math.inf else self.state.clock() + command.seconds
+        )
 
-    def reply_success(self, dialed: Dialed) -> None:
-        raise NotImplementedError
+    def _log(self, command: Log) -> None:
+        log.log(command.level, command.text)
 
-    def expire(self) -> None:
-        """The handshake deadline passed."""
-        raise NotImplementedError
+    def _refused(self, command: Refused) -> None:
+        self.state.metrics.rejected(command.reason)
 
-    # --- shared ----------------------------------------------------------------------
-    def on_deadline(self) -> None:
-        if self.lingering:
-            self.transport.close()
-        else:
-            self.expire()
+    def _pause_reading(self, _command: PauseReading) -> None:
+        self.transport.pause_reading()
+
+    def _linger(self, _command: Linger) -> None:
+        if self.closed:
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.transport.resume_reading()
+
+    def _close(self, _command: Close) -> None:
+        self.transport.close()
+
+    def _start_connect(self, command: Connect) -> None:
+        self._task = self.state.loop.create_task(
+            self._connect(command.upstream), name=f"fyntr-flow{self.flow_id}-establish"
+        )
+
+    def _start_tunnel(self, command: StartTunnel) -> None:
+        assert self.dialed is not None
+        self._hand_over()
+        self.state.start_tunnel(self, command, self.dialed)
+
+    def _hand_on(self, command: HandOn) -> None:
+        self._hand_over()  # the slot goes with the connection
+        self.state.start_forward(self, command)
+
+    def _hand_over(self) -> None:
+        self.reserved = False
+        self._done()
 
     def _release(self) -> None:
         if self.reserved:
             self.reserved = False
             self.state.release_pending()
+        self._done()
+
+    def _done(self) -> None:
         self.state.handshakes.discard(self)
+        # The machine knows this driver as its requester: break the cycle, so that a
+        # finished handshake is freed at once and never waits for the cyclic collector.
+        del self.machine
 
-    def fail(self, err: HandshakeError) -> None:
-        self.refuse(
-            self.error_reply(err),
-            err.reason,
-            f"{err.detail} ({self.describe(err)})",
-            level=logging.ERROR if err.status is Status.BAD_GATEWAY else logging.WARNING,
-        )
 
-    def refuse(
-        self, reply: bytes, reason: str, message: str, *, level: int = logging.WARNING
-    ) -> None:
-        """Log, reply, and linger: half-close and drain what the client still sends,
-        so that the reply is not destroyed by a RST (unread input at close)."""
-        self.state.metrics.rejected(reason)
-        where = f"{self.target.authority} " if self.target is not None else ""
-        log.log(
-            level, "flow%d: %s%sfrom %s: %s", self.flow_id, self.LOG_VERB, where, self.peer, message
-        )
-        if self.closed or self.lingering:
-            return
-        if reply:
-            self.transport.write(reply)
-        self.linger()
-
-    def linger(self) -> None:
-        self.lingering = True
-        if self.client_eof:
-            # The client has sent all it will: nothing to drain, so close at once (after
-            # the reply is flushed) and free the slot; lingering would let a client that
-            # loops connect, bad request, FIN hold a slot for LINGER_S each time.
-            self.transport.close()
-            return
-        self.deadline = self.state.clock() + LINGER_S
-        if self.transport.can_write_eof():
-            self.transport.write_eof()
-        self.transport.resume_reading()
-
-    def establish(self, target: Target) -> None:
-        """The request is complete: resolve, check, dial in a task of its own."""
-        self.target = target
-        self.deadline = math.inf
-        self.transport.pause_reading()
-        self._task = self.state.loop.create_task(
-            self._establish(target), name=f"fyntr-flow{self.flow_id}-establish"
-        )
-
-    async def _establish(self, target: Target) -> None:
-        try:
-            dialed = await self.state.open_upstream(self, target)
-        except HandshakeError as err:
-            self.fail(err)
-            return
-        if self.closed:
-            dialed.transport.abort()
-            return
-        self._task = None
-        self.reserved = False
-        self.state.handshakes.discard(self)
-        self.state.start_tunnel(self, target, dialed)
-
-    def check_host(self, target: Target) -> bool:
-        """Log the target; warn on mixed scripts; threat-check the host before DNS."""
-        self.target = target
-        if log.isEnabledFor(logging.INFO):  # formatting the authority costs: skip it when silent
-            log.info("flow%d: %s%s", self.flow_id, self.LOG_VERB, target.authority)
-        try:
-            self.state.threats.check_host(self, target)
-        except HandshakeError as err:
-            self.fail(err)
-            return False
-        return True
+_PERFORM: dict[type, Callable[[Inbound, Any], None]] = {
+    Send: Inbound._send,
+    Arm: Inbound._arm,
+    Log: Inbound._log,
+    Refused: Inbound._refused,
+    PauseReading: Inbound._pause_reading,
+    Linger: Inbound._linger,
+    Close: Inbound._close,
+    Connect: Inbound._start_connect,
+    StartTunnel: Inbound._start_tunnel,
+    HandOn: Inbound._hand_on,
+}
 
 
 class HttpInbound(Inbound):
-    PROTOCOL_NAME = "HTTP CONNECT"
+    HANDSHAKE = HttpHandshake
+    TARGET_KEY = HttpHandshake.TARGET_KEY
 
-    def started(self) -> None:
-        self.parser = ConnectParser()
-        self.deadline = self.state.clock() + self.state.settings.timeouts.request_line_s
 
-    def reject_at_capacity(self) -> None:
-        self.transport.write(STATUS_LINES[Status.SERVICE_UNAVAILABLE])
-        self.linger()
-
-    def data_received(self, data: bytes) -> None:
-        # Reading is paused from the end of the head until the tunnel starts (establish),
-        # so no byte arrives while dialing: what came with the head is in ``leftover``.
-        if self.lingering:
-            return
-        try:
-            events = self.parser.feed(data)
-        except HandshakeError as err:
-            self.fail(err)
-            return
-        for event in events:
-            if isinstance(event, TargetParsed):
-                if not self.check_host(event.target):
-                    return
-                self.deadline = self.state.clock() + self.state.settings.timeouts.headers_s
-            elif isinstance(event, HeadComplete):
-                assert self.target is not None
-                self.leftover = event.leftover
-                self.establish(self.target)
-            elif isinstance(event, PlainRequest):
-                self.reserved = False  # the slot goes with the connection
-                self.state.handshakes.discard(self)
-                self.state.start_forward(self, event.data)
-
-    def eof_received(self) -> bool:
-        self.client_eof = True  # CONNECT, data, FIN: honoured once the tunnel is up
-        if self.lingering:
-            self.transport.close()
-            return False
-        if self._task is not None:
-            return True
-        try:
-            self.parser.feed_eof()
-        except HandshakeError as err:
-            self.fail(err)
-        return True
-
-    def expire(self) -> None:
-        # Past the head (Phase.DONE) the deadline is infinite: the sweep never calls this.
-        phase = self.parser.phase
-        limit = (
-            self.state.settings.timeouts.request_line_s
-            if phase is Phase.REQUEST_LINE
-            else self.state.settings.timeouts.headers_s
-        )
-        self.fail(
-            HandshakeError(
-                Status.REQUEST_TIMEOUT,
-                Rep.GENERAL_FAILURE,
-                "timeout",
-                f"timed out reading the {phase.value} after {limit:g}s",
-            )
-        )
-
-    def error_reply(self, err: HandshakeError) -> bytes:
-        return STATUS_LINES[err.status]
-
-    def describe(self, err: HandshakeError) -> str:
-        return f"{err.status.value} {REASON_PHRASES[err.status]}"
-
-    def reply_success(self, dialed: Dialed) -> None:
-        self.transport.write(STATUS_LINES[Status.OK])
+class Socks5Inbound(Inbound):
+    HANDSHAKE = Socks5Handshake
+    TARGET_KEY = Socks5Handshake.TARGET_KEY

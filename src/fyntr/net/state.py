@@ -12,14 +12,15 @@ from typing import Any, Protocol
 from fyntr.config import Settings
 from fyntr.metrics import Snapshot, Stats
 from fyntr.net.dialer import Dialed
-from fyntr.net.threats import Requester, ThreatGuard
+from fyntr.net.threats import ThreatGuard
+from fyntr.wire.handshake import Checks, HandOn, Requester, StartTunnel, Upstream
 from fyntr.wire.target import IPAddress, Target
 
 
 class Handshake(Requester, Protocol):
-    """A handshake in progress, as the server's calls take it (net/inbound.py)."""
+    """A handshake in progress or a plain HTTP request, as the server's calls take it."""
 
-    accepted_at: float
+    accepted_at: float  # loop time: connect pacing's budget runs from it
 
 
 @dataclass(eq=False)
@@ -30,12 +31,14 @@ class ServerState:
     metrics: Stats
     threats: ThreatGuard
     cap: int  # --max-connections after the clamp, for the log lines
-    # The server's calls: resolve, judge, pace and dial; start the tunnel; give a
-    # handshake's slot back; what /metrics and /status show.
-    open_upstream: Callable[[Handshake, Target], Awaitable[Dialed]]
-    start_tunnel: Callable[[Any, Target, Dialed], None]
-    start_forward: Callable[[Any, bytes], None]  # a plain HTTP request: hand the connection on
-    open_origin: Callable[[Handshake, Target], Awaitable[Dialed]]  # open_upstream, plain HTTP
+    checks: Checks  # the policy and the feeds, as wire/handshake.py asks them
+    # The server's calls: run an Upstream's steps (resolve, judge, pace, dial); start the
+    # tunnel; hand a connection on to plain HTTP; give a handshake's slot back; what
+    # /metrics and /status show.
+    connect: Callable[[Handshake, Upstream], Awaitable[Dialed]]
+    start_tunnel: Callable[[Any, StartTunnel, Dialed], None]
+    start_forward: Callable[[Any, HandOn], None]
+    open_origin: Callable[[Handshake, Target], Awaitable[Dialed]]  # connect, plain HTTP
     recheck_origin: Callable[[Handshake, Target, IPAddress], None]  # a kept connection's
     release_pending: Callable[[], None]  # a handshake's reserved slot
     snapshot: Callable[[], Snapshot]

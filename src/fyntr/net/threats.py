@@ -5,26 +5,14 @@ and of its resolved addresses, each match logged and counted, refused under ``bl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Protocol
 
 from fyntr.config import Settings
 from fyntr.errors import ConfigError, forbidden
 from fyntr.log import log
 from fyntr.metrics import Stats
 from fyntr.policy.threat import ThreatAction, ThreatIndex, is_mixed_script, load_feed_files
+from fyntr.wire.handshake import Requester
 from fyntr.wire.target import IPAddress, Target
-
-
-class Requester(Protocol):
-    """Who asked, for the log lines: a handshake (net/inbound.py)."""
-
-    TARGET_KEY: ClassVar[str]
-
-    @property
-    def flow_id(self) -> int: ...
-
-    @property
-    def peer(self) -> str: ...
 
 
 class ThreatGuard:

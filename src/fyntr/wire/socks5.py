@@ -2,8 +2,8 @@
 
 ``feed`` takes bytes and returns the replies to send and, at the end, the request.
 Every field is acted on as soon as it is complete, so a bad field is answered before the
-rest of the request is read, as upstream does. Errors raise ``Socks5Error`` carrying the
-bytes to send before closing (empty: close silently).
+rest of the request is read, as upstream does. A refusal is a ``HandshakeError`` like any
+other; ``refusal_reply`` renders it, as every SOCKS5 refusal is rendered.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
-from fyntr.errors import Rep, TargetError
+from fyntr.errors import HandshakeError, Rep, Status, TargetError
 from fyntr.wire.target import Host, canonical_ip, parse_domain_target
 
 VERSION = 0x05
@@ -38,16 +39,20 @@ def success_reply(bound: ipaddress.IPv4Address | ipaddress.IPv6Address, port: in
     return bytes([VERSION, Rep.SUCCEEDED, 0x00, atyp]) + bound.packed + port.to_bytes(2, "big")
 
 
-class Socks5Error(Exception):
-    def __init__(self, reply: bytes, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reply = reply
-        self.reason = reason
-        self.detail = detail
+def refusal_reply(err: HandshakeError) -> bytes:
+    """What a SOCKS5 client is sent for any refusal: nothing when it is not one (a bad
+    greeting, a timeout, EOF), ``05 FF`` when no offered method is acceptable, else the
+    10-byte failure with the error's REP."""
+    if err.rep is None:
+        return b""
+    if err.rep is Rep.NO_ACCEPTABLE_METHODS:
+        return NO_METHOD_REPLY
+    return failure_reply(err.rep)
 
 
-def _fail(rep: Rep, reason: str, detail: str) -> Socks5Error:
-    return Socks5Error(failure_reply(rep), reason, detail)
+def _fail(rep: Rep | None, reason: str, detail: str) -> HandshakeError:
+    # The HTTP status is never sent on a SOCKS5 port; 400 names the kind in /status.
+    return HandshakeError(Status.BAD_REQUEST, rep, reason, detail)
 
 
 def _is_number(part: str) -> bool:
@@ -86,6 +91,14 @@ class Request:
     leftover: bytes  # what the client sent after the request: forwarded (SPEC §4.1)
 
 
+class Fed(NamedTuple):
+    """What one read completed: replies to send first, then the request or a refusal."""
+
+    replies: list[bytes]
+    request: Request | None = None
+    error: HandshakeError | None = None
+
+
 class Socks5Parser:
     """Greeting, method selection, then one CONNECT request."""
 
@@ -97,9 +110,9 @@ class Socks5Parser:
         self._need = 2
         self._host: Host | None = None
 
-    def feed(self, data: bytes) -> tuple[list[bytes], Request | None]:
-        """Replies to send now, and the request once complete. Raises Socks5Error, whose
-        ``reply`` then holds everything still to send."""
+    def feed(self, data: bytes) -> Fed:
+        """Replies to send now, and the request once complete or the refusal. The method
+        selection that the same read completed goes out before a refusal."""
         if self.phase is Phase.DONE:
             raise RuntimeError("feed() after the request was complete")
         self._buf += data
@@ -109,15 +122,13 @@ class Socks5Parser:
             del self._buf[: self._need]
             try:
                 reply, request = self._field(field)
-            except Socks5Error as err:
-                # The method selection that this same read completed goes out first.
-                err.reply = b"".join(replies) + err.reply
-                raise
+            except HandshakeError as err:
+                return Fed(replies, error=err)
             if reply:
                 replies.append(reply)
             if request is not None:
-                return replies, request
-        return replies, None
+                return Fed(replies, request)
+        return Fed(replies)
 
     def _expect(self, phase: Phase, need: int) -> None:
         self.phase = phase
@@ -127,14 +138,16 @@ class Socks5Parser:
         phase = self.phase
         if phase is Phase.GREETING_HEADER:
             if field[0] != VERSION:
-                raise Socks5Error(b"", "bad_version", "not a SOCKS5 greeting")
+                raise _fail(None, "bad_version", "not a SOCKS5 greeting")
             if field[1] == 0:
-                raise Socks5Error(NO_METHOD_REPLY, "no_method", "greeting offers no method")
+                raise _fail(Rep.NO_ACCEPTABLE_METHODS, "no_method", "greeting offers no method")
             self._expect(Phase.GREETING_METHODS, field[1])
         elif phase is Phase.GREETING_METHODS:
             if METHOD_NO_AUTH not in field:
-                raise Socks5Error(
-                    NO_METHOD_REPLY, "no_method", "greeting does not offer no-authentication"
+                raise _fail(
+                    Rep.NO_ACCEPTABLE_METHODS,
+                    "no_method",
+                    "greeting does not offer no-authentication",
                 )
             self._expect(Phase.REQUEST_HEADER, 4)
             return NO_AUTH_REPLY, None

@@ -1,0 +1,465 @@
+"""The handshake, sans-I/O (upstream §6, §7): events in, commands out.
+
+A ``Handshake`` reads one request through its front-end (``HttpHandshake``: HTTP CONNECT,
+and a plain HTTP request handed on whole; ``Socks5Handshake``), judges its host, asks for
+the upstream connection, and answers. ``Upstream`` is the check order once a request is
+read (upstream §6.5), shared with plain HTTP. Which deadline applies while what is read,
+which reply each refusal gets, and what is logged and counted, are decided here and
+nowhere else: net/inbound.py performs the commands and net/establish.py the resolve,
+pace and dial steps. tests/unit/test_handshake.py asserts the exact command sequences.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+from enum import Enum
+from typing import ClassVar, NamedTuple, Protocol
+
+from fyntr.config import Timeouts
+from fyntr.errors import REASON_PHRASES, STATUS_LINES, HandshakeError, Rep, Status
+from fyntr.limits import LINGER_S
+from fyntr.wire.http_connect import ConnectParser, HeadComplete, TargetParsed
+from fyntr.wire.http_connect import Phase as HttpPhase
+from fyntr.wire.socks5 import Socks5Parser, refusal_reply, success_reply
+from fyntr.wire.target import Host, IPAddress, Target
+
+
+class Requester(Protocol):
+    """Who asked, for the log lines: a handshake, or a plain HTTP session."""
+
+    TARGET_KEY: ClassVar[str]
+
+    @property
+    def flow_id(self) -> int: ...
+
+    @property
+    def peer(self) -> str: ...
+
+
+class Checks(Protocol):
+    """The destination policy and the threat feeds; each raises HandshakeError to refuse."""
+
+    def check_host(self, who: Requester, target: Target) -> None: ...
+
+    def check_port(self, port: int, *, plain: bool) -> None: ...
+
+    def authorize(self, host: Host, addrs: Sequence[IPAddress]) -> list[IPAddress]: ...
+
+    def check_addresses(
+        self, who: Requester, target: Target, addrs: Sequence[IPAddress]
+    ) -> None: ...
+
+
+# --- Upstream: what follows a complete request -------------------------------------------
+class Resolve(NamedTuple):
+    host: Host
+    port: int
+
+
+class Pace(NamedTuple):
+    """Wait for a connect token (--connect-rate)."""
+
+
+class Dial(NamedTuple):
+    addrs: list[IPAddress]
+    port: int
+
+
+Step = Resolve | Pace | Dial
+
+
+class Upstream:
+    """The checks and steps after a request is read, in upstream's order (§6.5): the
+    port, DNS, the CIDR policy, the threat feeds on the resolved addresses, connect
+    pacing, the dial. Each call returns the next step or raises HandshakeError."""
+
+    __slots__ = ("addrs", "checks", "plain", "target", "who")
+
+    def __init__(self, checks: Checks, who: Requester, target: Target, *, plain: bool) -> None:
+        self.checks = checks
+        self.who = who
+        self.target = target
+        self.plain = plain  # plain HTTP: port 80 is implicit where CONNECT has 443
+        self.addrs: list[IPAddress] = []
+
+    def start(self) -> Step:
+        self.checks.check_port(self.target.port, plain=self.plain)
+        return Resolve(self.target.host, self.target.port)
+
+    def resolved(self, addrs: Sequence[IPAddress]) -> Step:
+        self.addrs = self.checks.authorize(self.target.host, addrs)
+        self.checks.check_addresses(self.who, self.target, self.addrs)
+        return Pace()
+
+    def granted(self) -> Step:
+        return Dial(self.addrs, self.target.port)
+
+
+# --- events ------------------------------------------------------------------------------
+class Data(NamedTuple):
+    data: bytes
+
+
+class Eof(NamedTuple):
+    """The client half-closed."""
+
+
+class Expired(NamedTuple):
+    """The deadline last armed has passed."""
+
+
+class Connected(NamedTuple):
+    """The upstream connection is up; ``bound`` is its local address when the front-end
+    replies it (``REPLIES_BOUND``)."""
+
+    bound: tuple[IPAddress, int] | None
+
+
+class Failed(NamedTuple):
+    """Resolving, judging, pacing or dialing refused the request."""
+
+    error: HandshakeError
+
+
+Event = Data | Eof | Expired | Connected | Failed
+
+
+# --- commands ----------------------------------------------------------------------------
+class Send(NamedTuple):
+    data: bytes
+
+
+class Arm(NamedTuple):
+    """The deadline of what is awaited now, in seconds from now (inf: none)."""
+
+    seconds: float
+
+
+class Log(NamedTuple):
+    level: int
+    text: str
+
+
+class Refused(NamedTuple):
+    """Count a refusal by its reason (metrics)."""
+
+    reason: str
+
+
+class PauseReading(NamedTuple):
+    """Until the tunnel starts: what the client sends meanwhile stays in the kernel."""
+
+
+class Linger(NamedTuple):
+    """Half-close and drain what the client still sends, so that the reply is not
+    destroyed by a RST (unread input at close)."""
+
+
+class Close(NamedTuple):
+    pass
+
+
+class Connect(NamedTuple):
+    """Run ``upstream``'s steps; answer with Connected or Failed."""
+
+    upstream: Upstream
+
+
+class StartTunnel(NamedTuple):
+    target: Target
+    leftover: bytes  # what the client sent after its request: forwarded (SPEC §4.1)
+    client_eof: bool
+
+
+class HandOn(NamedTuple):
+    """A plain HTTP request: the connection becomes a forwarding session (net/forward.py)."""
+
+    data: bytes  # everything read, from the request line on
+    client_eof: bool
+
+
+Command = (
+    Send | Arm | Log | Refused | PauseReading | Linger | Close | Connect | StartTunnel | HandOn
+)
+
+
+class Stage(Enum):
+    READING = "reading"
+    CONNECTING = "connecting"
+    LINGERING = "lingering"
+    DONE = "done"
+
+
+class Handshake:
+    """What the front-ends share: the stages after reading, refusals and lingering."""
+
+    NAME: ClassVar[str]  # the protocol, for the log
+    VERB: ClassVar[str]  # before the target in log lines
+    TARGET_KEY: ClassVar[str]  # the target's key in threat-feed log lines
+    REPLIES_BOUND: ClassVar[bool] = False  # the success reply names the upstream's address
+
+    def __init__(
+        self, who: Requester, checks: Checks, timeouts: Timeouts, *, verbose: bool
+    ) -> None:
+        self.who = who
+        self.checks = checks
+        self.timeouts = timeouts
+        self.verbose = verbose  # INFO lines are wanted
+        self.stage = Stage.READING
+        self.target: Target | None = None
+        self.leftover = b""
+        self.client_eof = False
+
+    # --- for the front-ends ----------------------------------------------------------
+    def start(self) -> list[Command]:
+        """Admitted: the first deadline."""
+        raise NotImplementedError
+
+    def _capacity(self) -> list[Command]:
+        """Refused at the cap, before a byte is read."""
+        raise NotImplementedError
+
+    def _read(self, data: bytes) -> list[Command]:
+        raise NotImplementedError
+
+    def _eof(self) -> list[Command]:
+        """EOF while reading the request."""
+        raise NotImplementedError
+
+    def _expired(self) -> list[Command]:
+        """The deadline passed while reading the request."""
+        raise NotImplementedError
+
+    def _reply(self, err: HandshakeError) -> bytes:
+        raise NotImplementedError
+
+    def _describe(self, err: HandshakeError) -> str:
+        """How the log line names the reply."""
+        raise NotImplementedError
+
+    def _success(self, bound: tuple[IPAddress, int] | None) -> bytes:
+        raise NotImplementedError
+
+    # --- shared ----------------------------------------------------------------------
+    def at_capacity(self, cap: int) -> list[Command]:
+        self.stage = Stage.DONE
+        text = (
+            f"flow{self.who.flow_id}: {self.NAME} connection from {self.who.peer} rejected "
+            f"before parsing: max connections ({cap}) reached"
+        )
+        return [Refused("max_connections"), Log(logging.WARNING, text), *self._capacity()]
+
+    def handle(self, event: Event) -> list[Command]:
+        stage = self.stage
+        if isinstance(event, Data):
+            if stage is Stage.READING:
+                return self._read(event.data)
+            if stage is Stage.CONNECTING:  # read before the pause took hold: forwarded
+                self.leftover += event.data
+            return []  # lingering: drained
+        if isinstance(event, Eof):
+            self.client_eof = True
+            if stage is Stage.READING:
+                return self._eof()
+            if stage is Stage.LINGERING:
+                self.stage = Stage.DONE
+                return [Close()]
+            return []  # connecting: the tunnel passes it on once it is up
+        if isinstance(event, Expired):
+            if stage is Stage.READING:
+                return self._expired()
+            if stage is Stage.LINGERING:
+                self.stage = Stage.DONE
+                return [Close()]
+            return []
+        if stage is not Stage.CONNECTING:
+            return []
+        if isinstance(event, Failed):
+            return self.refuse(event.error)
+        assert self.target is not None
+        self.stage = Stage.DONE
+        return [
+            Send(self._success(event.bound)),
+            StartTunnel(self.target, self.leftover, self.client_eof),
+        ]
+
+    def _target(self, target: Target) -> list[Command]:
+        """The request names its target: log it, and check the host before DNS."""
+        self.target = target
+        out: list[Command] = []
+        if self.verbose:
+            out.append(Log(logging.INFO, f"flow{self.who.flow_id}: {self.VERB}{target.authority}"))
+        try:
+            self.checks.check_host(self.who, target)
+        except HandshakeError as err:
+            out += self.refuse(err)
+        return out
+
+    def _connect(self) -> list[Command]:
+        assert self.target is not None
+        self.stage = Stage.CONNECTING
+        return [
+            Arm(math.inf),
+            PauseReading(),
+            Connect(Upstream(self.checks, self.who, self.target, plain=False)),
+        ]
+
+    def refuse(self, err: HandshakeError, level: int | None = None) -> list[Command]:
+        """Count, log, reply, then linger (or close: the client has sent its EOF)."""
+        if level is None:
+            level = logging.ERROR if err.status is Status.BAD_GATEWAY else logging.WARNING
+        where = f"{self.target.authority} " if self.target is not None else ""
+        text = (
+            f"flow{self.who.flow_id}: {self.VERB}{where}from {self.who.peer}: "
+            f"{err.detail}{self._describe(err)}"
+        )
+        out: list[Command] = [Refused(err.reason), Log(level, text)]
+        reply = self._reply(err)
+        if reply:
+            out.append(Send(reply))
+        return out + self._linger()
+
+    def _linger(self) -> list[Command]:
+        if self.client_eof:
+            # Nothing left to drain: close at once (after the reply is flushed) and free
+            # the slot; lingering would let a client that loops connect, bad request,
+            # FIN hold a slot for LINGER_S each time.
+            self.stage = Stage.DONE
+            return [Close()]
+        self.stage = Stage.LINGERING
+        return [Linger(), Arm(LINGER_S)]
+
+
+class HttpHandshake(Handshake):
+    """HTTP CONNECT (upstream §6): the request line within ``request_line_s``, the
+    headers within ``headers_s``; refusals are bare status lines."""
+
+    NAME = "HTTP CONNECT"
+    VERB = "CONNECT "
+    TARGET_KEY = "connect_target"
+
+    def __init__(
+        self, who: Requester, checks: Checks, timeouts: Timeouts, *, verbose: bool
+    ) -> None:
+        super().__init__(who, checks, timeouts, verbose=verbose)
+        self.parser = ConnectParser()
+
+    def start(self) -> list[Command]:
+        return [Arm(self.timeouts.request_line_s)]
+
+    def _capacity(self) -> list[Command]:
+        return [Send(STATUS_LINES[Status.SERVICE_UNAVAILABLE]), *self._linger()]
+
+    def _read(self, data: bytes) -> list[Command]:
+        try:
+            events = self.parser.feed(data)
+        except HandshakeError as err:
+            return self.refuse(err)
+        out: list[Command] = []
+        for event in events:
+            if isinstance(event, TargetParsed):
+                out += self._target(event.target)
+                if self.stage is not Stage.READING:
+                    return out
+            elif isinstance(event, HeadComplete):
+                self.leftover = event.leftover
+                return out + self._connect()
+            else:
+                self.stage = Stage.DONE
+                return [HandOn(event.data, self.client_eof)]
+        if events:  # the request line, without the end of the head
+            out.append(Arm(self.timeouts.headers_s))
+        return out
+
+    def _eof(self) -> list[Command]:
+        try:
+            self.parser.feed_eof()
+        except HandshakeError as err:
+            return self.refuse(err)
+
+    def _expired(self) -> list[Command]:
+        phase = self.parser.phase
+        limit = (
+            self.timeouts.request_line_s
+            if phase is HttpPhase.REQUEST_LINE
+            else self.timeouts.headers_s
+        )
+        detail = f"timed out reading the {phase.value} after {limit:g}s"
+        return self.refuse(
+            HandshakeError(Status.REQUEST_TIMEOUT, Rep.GENERAL_FAILURE, "timeout", detail)
+        )
+
+    def _reply(self, err: HandshakeError) -> bytes:
+        return STATUS_LINES[err.status]
+
+    def _describe(self, err: HandshakeError) -> str:
+        return f" ({err.status.value} {REASON_PHRASES[err.status]})"
+
+    def _success(self, bound: tuple[IPAddress, int] | None) -> bytes:
+        return STATUS_LINES[Status.OK]
+
+
+class Socks5Handshake(Handshake):
+    """SOCKS5 (upstream §7): each field within ``socks5_read_s``; a refusal is the
+    reply ``refusal_reply`` renders, and a client that is not one is sent nothing."""
+
+    NAME = "SOCKS5"
+    VERB = "SOCKS5 CONNECT "
+    TARGET_KEY = "socks5_target"
+    REPLIES_BOUND = True
+
+    def __init__(
+        self, who: Requester, checks: Checks, timeouts: Timeouts, *, verbose: bool
+    ) -> None:
+        super().__init__(who, checks, timeouts, verbose=verbose)
+        self.parser = Socks5Parser()
+
+    def start(self) -> list[Command]:
+        return [Arm(self.timeouts.socks5_read_s)]
+
+    def _capacity(self) -> list[Command]:
+        return [Close()]  # upstream closes without a byte
+
+    def _read(self, data: bytes) -> list[Command]:
+        phase = self.parser.phase
+        fed = self.parser.feed(data)
+        out: list[Command] = [Send(reply) for reply in fed.replies]
+        if fed.error is not None:
+            return out + self.refuse(fed.error)
+        if fed.request is None:
+            if self.parser.phase is not phase:
+                out.append(Arm(self.timeouts.socks5_read_s))
+            return out
+        self.leftover = fed.request.leftover
+        out += self._target(Target(fed.request.host, fed.request.port))
+        if self.stage is Stage.READING:
+            out += self._connect()
+        return out
+
+    def _eof(self) -> list[Command]:
+        # A client that goes away is its own business (port scans, health checks): INFO.
+        detail = f"EOF while waiting for SOCKS5 {self.parser.phase.value}"
+        return self.refuse(
+            HandshakeError(Status.BAD_REQUEST, None, "eof", detail), level=logging.INFO
+        )
+
+    def _expired(self) -> list[Command]:
+        limit = self.timeouts.socks5_read_s
+        detail = f"timed out waiting for SOCKS5 {self.parser.phase.value} after {limit:g}s"
+        return self.refuse(
+            HandshakeError(Status.REQUEST_TIMEOUT, None, "timeout", detail), level=logging.ERROR
+        )
+
+    def _reply(self, err: HandshakeError) -> bytes:
+        return refusal_reply(err)
+
+    def _describe(self, err: HandshakeError) -> str:
+        if err.rep is None or err.rep is Rep.NO_ACCEPTABLE_METHODS:
+            return ""
+        return f" (REP {err.rep.value:#04x})"
+
+    def _success(self, bound: tuple[IPAddress, int] | None) -> bytes:
+        assert bound is not None
+        return success_reply(*bound)
