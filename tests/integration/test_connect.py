@@ -18,7 +18,7 @@ import pytest
 
 from fyntr.config import Timeouts
 from fyntr.errors import STATUS_LINES, Status
-from fyntr.limits import HIGH_WATERMARK_BYTES
+from fyntr.limits import HIGH_WATERMARK_BYTES, LINGER_S
 from fyntr.net.dialer import tcp_connect
 from tests.support.net import (
     FakeClock,
@@ -183,6 +183,34 @@ async def test_503_at_the_cap_counts_pending_handshakes() -> None:
         )
         assert reply == OK + b"x"
         assert server.metrics.rejections["max_connections"] == 2
+
+
+async def test_a_503_at_the_cap_lingers_no_longer_than_linger_s() -> None:
+    """A client refused at the cap that never closes must not hold its socket: after
+    LINGER_S the proxy closes it, and the client's next bytes meet a reset."""
+    clock = FakeClock()
+    settings = loopback_settings(max_connections=1)
+    async with proxy(settings, clock=clock) as server:
+        port = http_port(server)
+        _idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", port)
+        await until(lambda: server.admission.pending == 1)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        assert await asyncio.wait_for(reader.read(), 5) == STATUS_LINES[Status.SERVICE_UNAVAILABLE]
+        writer.write(b"drained while lingering")
+        await writer.drain()
+        clock.advance(LINGER_S + 0.1)  # not the idle client's 30 s request-line deadline
+        server.sweep()
+
+        async def reset() -> None:
+            while True:
+                writer.write(b"x")
+                await writer.drain()
+                await asyncio.sleep(0.01)
+
+        with pytest.raises(ConnectionResetError):
+            await asyncio.wait_for(reset(), 5)
+        assert len(server.handshakes) == 1  # the idle client still waits
+        idle_writer.close()
 
 
 async def test_a_client_that_half_closed_before_its_error_reply_frees_its_slot_at_once() -> None:
