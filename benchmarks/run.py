@@ -365,7 +365,7 @@ class Contender:
             self.version = "fyntr " + __version__
             if self.name == "fyntr-drr":
                 self.extra = ["--upload-rate", "1000gbit", "--download-rate", "1000gbit"]
-            elif self.name == "fyntr-unshaped":  # auto off: what fyntr was before it
+            elif self.name == "fyntr-unshaped":  # auto off: fixed rates only
                 self.extra = ["--upload-rate", "0", "--connect-rate", "0"]
 
     def start(self) -> None:

@@ -1,4 +1,4 @@
-"""Connection pacing, waiting at the cap, /metrics and /status (issue 8)."""
+"""Connection pacing, waiting at the cap, /metrics and /status."""
 
 from __future__ import annotations
 

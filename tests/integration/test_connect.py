@@ -1,4 +1,4 @@
-"""HTTP CONNECT end to end through real sockets on 127.0.0.1 (issue 3, SPEC §4)."""
+"""HTTP CONNECT end to end through real sockets on 127.0.0.1 (SPEC §4)."""
 
 from __future__ import annotations
 
@@ -544,7 +544,7 @@ async def test_tcp_nodelay_on_both_sockets() -> None:
 
 async def test_closed_tunnels_leave_no_reference_cycles() -> None:
     """Reference counting frees a finished tunnel at once: no garbage for the cyclic
-    collector, whose passes cost CPU on every set-up (issue 4)."""
+    collector, whose passes cost CPU on every set-up."""
     import gc
 
     async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:

@@ -1,4 +1,4 @@
-"""Plain HTTP forwarding through real clients and a real origin on 127.0.0.1 (issue 16)."""
+"""Plain HTTP forwarding through real clients and a real origin on 127.0.0.1."""
 
 from __future__ import annotations
 

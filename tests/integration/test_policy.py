@@ -1,4 +1,4 @@
-"""The destination policy and threat feeds through real sockets (issue 6)."""
+"""The destination policy and threat feeds through real sockets."""
 
 from __future__ import annotations
 

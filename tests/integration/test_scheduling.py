@@ -1,4 +1,4 @@
-"""DRR scheduling and shaping through real sockets (issue 5)."""
+"""DRR scheduling and shaping through real sockets."""
 
 from __future__ import annotations
 

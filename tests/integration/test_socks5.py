@@ -1,4 +1,4 @@
-"""SOCKS5 end to end (issue 7): real clients, every REP code on a real socket."""
+"""SOCKS5 end to end: real clients, every REP code on a real socket."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Properties of the destination policy and the threat index (issue 6)."""
+"""Properties of the destination policy and the threat index."""
 
 from __future__ import annotations
 

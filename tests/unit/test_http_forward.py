@@ -1,4 +1,4 @@
-"""The pure part of plain HTTP forwarding: head checks, targets, fields (issue 16)."""
+"""The pure part of plain HTTP forwarding: head checks, targets, fields."""
 
 from __future__ import annotations
 
