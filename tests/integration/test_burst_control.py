@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fyntr.config import Timeouts
 from fyntr.errors import STATUS_LINES, Status
-from fyntr.limits import MAX_CAP_WAITERS
+from fyntr.limits import CONNECT_AUTO_INITIAL_RATE, MAX_CAP_WAITERS
 from fyntr.net.listen import waiting_capacity
 from tests.support.net import (
     FakeClock,
@@ -27,6 +27,20 @@ from tests.support.net import (
 )
 
 OK = STATUS_LINES[Status.OK]
+
+
+async def test_connect_auto_neither_paces_nor_learns_from_loopback_dials() -> None:
+    """A connection to this machine crosses no router: a fresh fyntr (connect auto, the
+    default) sends a burst of 48 to 127.0.0.1 unpaced, and its rate learns nothing."""
+    async with origin(echo) as o, proxy(loopback_settings(o.port, max_connections=0)) as server:
+        assert server.pacing.auto is not None and server.pacing.pacing  # the cold start
+        conns = await asyncio.gather(
+            *(connect_via(http_port(server), f"127.0.0.1:{o.port}") for _ in range(48))
+        )
+        assert all(head == OK for _, _, head in conns)
+        assert server.pacing.auto.rate == CONNECT_AUTO_INITIAL_RATE  # 48 dials not seen
+        for _, writer, _ in conns:
+            writer.close()
 
 
 async def test_connect_rate_paces_upstream_dials() -> None:

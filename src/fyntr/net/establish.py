@@ -76,19 +76,21 @@ class Establish:
         """Performs ``upstream``'s steps in the order it gives them. Raises HandshakeError."""
         parts = self.parts
         step = upstream.start()
-        paced = False
+        paced = learn = False
         while not isinstance(step, Dial):
             if isinstance(step, Resolve):
                 step = upstream.resolved(await parts.dialer.resolve(step.host, step.port))
             else:
-                paced = await parts.pacing.wait(who.accepted_at)
+                if learn := parts.pacing.learns_from(upstream.addrs):
+                    paced = await parts.pacing.wait(who.accepted_at)
                 step = upstream.granted()
         try:
             dialed = await parts.dialer.dial(parts.loop, who.flow_id, step.addrs, step.port)
         except HandshakeError:
             parts.metrics.dial_failures += 1
             raise
-        parts.pacing.observe(dialed, paced=paced)
+        if learn:
+            parts.pacing.observe(dialed, paced=paced)
         if dialed.protocol.lost:
             dialed.transport.close()
             parts.metrics.dial_failures += 1

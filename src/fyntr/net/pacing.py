@@ -4,6 +4,7 @@ fixed or, with ``auto``, steered by every dial's outcome (sched/connectrate.py).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
 from fyntr.config import AUTO, Settings
 from fyntr.errors import unavailable
@@ -15,6 +16,7 @@ from fyntr.net.dialer import Dialed
 from fyntr.sched.admission import FifoBucket
 from fyntr.sched.connectrate import ConnectRate
 from fyntr.sched.drr import TokenBucket
+from fyntr.wire.target import IPAddress
 
 
 class ConnectGate:
@@ -51,6 +53,12 @@ class ConnectGate:
             rate = self.auto.rate
             return RateInfo(rate, True, "unpaced" if rate is None else "paced")
         return RateInfo(None if self.bucket is None else self.bucket.bucket.rate, auto=False)
+
+    def learns_from(self, addrs: Sequence[IPAddress]) -> bool:
+        """Auto paces and learns only from connections that cross a router: one to this
+        machine itself (loopback) protects nothing and says nothing of the network. A
+        fixed --connect-rate paces every dial, as the user asked."""
+        return self.auto is None or not all(ip.is_loopback for ip in addrs)
 
     async def wait(self, accepted_at: float) -> bool:
         """Wait for a token, within the handshake budget from ``accepted_at`` (503 /
