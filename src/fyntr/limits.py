@@ -36,7 +36,7 @@ POOL_IDLE_S: Final = 4.0  # an idle upstream connection is kept this long: below
 POOL_PER_ORIGIN: Final = 64  # idle connections kept per host and port: a burst's clients
 # take them in turn (64 keep-alive clients of one origin, benchmarks/run.py: with 32 kept,
 # one request in 12 dialled a new connection)
-AUTHORITY_CACHE_ENTRIES: Final = 256  # parsed host:port of plain HTTP requests, most recent
+AUTHORITY_CACHE_ENTRIES: Final = 256  # parsed host:port of CONNECT and plain HTTP, most recent
 POOL_MAX: Final = 256  # idle connections kept in all; counted in the FD budget
 
 # --- SOCKS5 handshake (upstream §7.1) -----------------------------------------------------
