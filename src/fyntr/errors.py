@@ -15,7 +15,7 @@ class Status(IntEnum):
     REQUEST_TIMEOUT = 408
     URI_TOO_LONG = 414
     HEADERS_TOO_LARGE = 431
-    NOT_IMPLEMENTED = 501  # plain HTTP only: Upgrade, transfer codings but chunked
+    NOT_IMPLEMENTED = 501  # plain HTTP only: Upgrade
     BAD_GATEWAY = 502
     SERVICE_UNAVAILABLE = 503
     VERSION_NOT_SUPPORTED = 505
