@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fyntr.config import Timeouts
 from fyntr.errors import STATUS_LINES, Status
-from fyntr.limits import CONNECT_AUTO_INITIAL_RATE, MAX_CAP_WAITERS
+from fyntr.limits import AUTORATE_UNSENT_BYTES, CONNECT_AUTO_INITIAL_RATE, MAX_CAP_WAITERS
 from fyntr.net.listen import waiting_capacity
 from tests.support.net import (
     FakeClock,
@@ -41,6 +41,23 @@ async def test_connect_auto_neither_paces_nor_learns_from_loopback_dials() -> No
         assert server.pacing.auto.rate == CONNECT_AUTO_INITIAL_RATE  # 48 dials not seen
         for _, writer, _ in conns:
             writer.close()
+
+
+async def test_upload_auto_leaves_loopback_tunnels_alone() -> None:
+    """A tunnel to this machine crosses no uplink: upload auto (the default) neither
+    samples it (its bytes would pass for the uplink's capacity) nor caps its buffers."""
+    async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:
+        assert server.autorate is not None
+        reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+        assert head == OK
+        writer.write(bytes(256 << 10))  # below the splice threshold: on the transports
+        assert len(await reader.readexactly(256 << 10)) == 256 << 10
+        (tunnel,) = server.tunnels
+        assert tunnel.upstream_socket() is not None
+        assert server.autorate.sample() == (0, [], [])
+        limits = tunnel.upstream.get_write_buffer_limits()  # type: ignore[attr-defined]
+        assert limits[1] != AUTORATE_UNSENT_BYTES
+        writer.close()
 
 
 async def test_connect_rate_paces_upstream_dials() -> None:

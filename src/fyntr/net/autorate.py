@@ -123,6 +123,8 @@ class AutoRateDriver:
         delays: list[tuple[float, int]] = []
         floors: list[tuple[float, int]] = []
         for tunnel in self._tunnels:
+            if not tunnel.routed:  # loopback: no uplink, no queue of the router's
+                continue
             sent = tunnel.up.nbytes - tunnel.sent_base  # by this upstream socket
             if sent < tunnel.acked_mark:  # all acknowledged: nothing to learn
                 tunnel.srtt_mark = 0.0  # idle: its srtt will be old when it sends again

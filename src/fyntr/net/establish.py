@@ -95,7 +95,7 @@ class Establish:
             dialed.transport.close()
             parts.metrics.dial_failures += 1
             raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
-        if parts.autorate is not None:
+        if parts.autorate is not None and not dialed.address.is_loopback:
             limit_unsent(dialed.transport, AUTORATE_UNSENT_BYTES)
         return dialed
 
@@ -147,6 +147,7 @@ class Establish:
             now=self.parts.clock(),
             on_closed=self.closed,
             splicer=self.parts.splicer,
+            routed=not dialed.address.is_loopback,
         )
         self._add(tunnel)
         tunnel.start(command.leftover, dialed.protocol.early)

@@ -236,6 +236,7 @@ class Forward(asyncio.Protocol):
         self.target = "-"  # the last request's host:port, for /status and the close line
         self.reason: str | None = None
         # What the auto rate last read of the current upstream socket (net/autorate.py).
+        self.routed = False  # the current upstream socket crosses a router
         self.sent_base = 0  # up.nbytes when this upstream socket started
         self.acked_mark = 1
         self.rtt_floor = float("inf")
@@ -456,6 +457,7 @@ class Forward(asyncio.Protocol):
         origin.reader.expect_no_body = ex.head.method == b"HEAD"
         self.up.dst = self.down.src = origin.transport
         self.down.src_paused = False
+        self.routed = not origin.address.is_loopback
         self.sent_base, self.acked_mark = self.up.nbytes, 1
         self.rtt_floor, self.srtt_mark, self.segs_mark = float("inf"), 0.0, 0.0
         ex.reused = origin.served > 0

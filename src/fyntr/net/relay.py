@@ -28,6 +28,7 @@ class Relay(Protocol):
     idle_mark: int  # the sweep's: bytes both ways when it last looked ...
     idle_since: float  # ... and since when they have not changed
     # The auto rate's marks of the current upstream socket (net/autorate.py).
+    routed: bool  # it crosses a router: loopback ones say nothing of the uplink
     sent_base: int  # up.nbytes when that socket started
     acked_mark: int
     rtt_floor: float
@@ -98,6 +99,7 @@ class Tunnel:
         "idle_mark",
         "idle_since",
         "reason",
+        "routed",
         "rtt_floor",
         "segs_mark",
         "sent_base",
@@ -122,6 +124,7 @@ class Tunnel:
         now: float,
         on_closed: Callable[[Tunnel], None],
         splicer: Splicer | None = None,
+        routed: bool = True,
     ) -> None:
         """``splicer``: hand the tunnel to the kernel once it turns out to be a bulk
         transfer (net/splice.py); None when a rate is set or splice() is missing."""
@@ -137,6 +140,7 @@ class Tunnel:
         self.upstream_open = True
         self._on_closed = on_closed
         # What the auto rate last read of the upstream socket (net/autorate.py).
+        self.routed = routed
         self.sent_base = 0  # one upstream socket for the tunnel's life
         self.acked_mark = 1  # bytes the origin had acknowledged (the SYN counts one)
         self.rtt_floor = float("inf")  # the lowest RTT seen, where the kernel has none
