@@ -21,6 +21,7 @@ from fyntr.errors import REASON_PHRASES, HandshakeError, Rep, Status, bad_gatewa
 from fyntr.limits import HTTP_KEEPALIVE_IDLE_S, POOL_IDLE_S, POOL_MAX, POOL_PER_ORIGIN
 from fyntr.log import log
 from fyntr.net.dialer import Dialed
+from fyntr.net.ends import BOTH_CLOSED, Side, end_reason
 from fyntr.net.pump import Lane, Pump
 from fyntr.net.state import ServerState
 from fyntr.wire.http_forward import (
@@ -316,9 +317,9 @@ class Forward(asyncio.Protocol):
         self.client_eof = True
         ex = self.exchange
         if ex is None and not self.reader.events:
-            self._finish("client_closed")
+            self._finish(end_reason(Side.CLIENT, None))
         elif ex is not None and not ex.request_done:
-            self.abort("client_closed")  # went away mid-request
+            self.abort(end_reason(Side.CLIENT, None))  # went away mid-request
         return True  # a response on its way still goes out; then the connection closes
 
     def pause_writing(self) -> None:
@@ -332,13 +333,7 @@ class Forward(asyncio.Protocol):
             return
         self.closed = True
         if self.reason is None:
-            self.reason = (
-                "client_reset"
-                if isinstance(exc, ConnectionResetError)
-                else f"client_error: {exc}"
-                if exc is not None
-                else "client_closed"
-            )
+            self.reason = end_reason(Side.CLIENT, exc)
         if self._task is not None:
             self._task.cancel()
         self._drop_origin()  # mid-exchange: between exchanges, the pool holds it
@@ -581,7 +576,7 @@ class Forward(asyncio.Protocol):
             self.up.discard()
             self._drop_origin()
         if ex.download.close or self.client_eof or not ex.request_done:
-            self._finish("closed")  # HTTP/1.0, Connection: close, or a body left unread
+            self._finish(BOTH_CLOSED)  # HTTP/1.0, Connection: close, or a body left unread
         else:
             self._client_events()
 

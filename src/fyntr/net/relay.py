@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable
-from enum import Enum
 from typing import Protocol
 
 from fyntr.limits import SPLICE_AFTER_BYTES
 from fyntr.log import log
+from fyntr.net.ends import BOTH_CLOSED, Side, end_reason, is_reset
 from fyntr.net.pump import NEVER, Lane, Pump, no_bulk
 from fyntr.net.sockopt import send_rst_on_close
 from fyntr.net.splice import Splicer, SpliceRelay
@@ -51,11 +51,6 @@ class Relay(Protocol):
         """Shutdown: end once what is under way is done (a tunnel: when its ends say)."""
 
     def upstream_socket(self) -> socket.socket | None: ...
-
-
-class Side(Enum):
-    CLIENT = "client"
-    UPSTREAM = "upstream"
 
 
 class Endpoint(asyncio.Protocol):
@@ -195,10 +190,11 @@ class Tunnel:
             up.splice_at = up.nbytes + SPLICE_AFTER_BYTES
             down.splice_at = down.nbytes + SPLICE_AFTER_BYTES
 
-    def _spliced(self, reason: str) -> None:
-        """The spliced tunnel is over: both sockets are closed."""
+    def _spliced(self, side: Side | None, exc: OSError | None) -> None:
+        """The spliced tunnel is over, both sockets closed: both FINs passed (``side``
+        None), or ``side`` failed with ``exc``."""
         if self.reason is None:
-            self.reason = reason
+            self.reason = BOTH_CLOSED if side is None else end_reason(side, exc)
         self.client_open = self.upstream_open = False
         self._gone()
 
@@ -226,7 +222,7 @@ class Tunnel:
     def _eof_sent(self) -> bool:
         """A direction finished; True when that closed the tunnel (both are done)."""
         if self.up.eof_sent and self.down.eof_sent:
-            self.close("closed")
+            self.close(BOTH_CLOSED)
             return True
         return False
 
@@ -243,7 +239,7 @@ class Tunnel:
         if self.reason is None:
             self.reason = reason
         if self.splice is not None:
-            self.splice.finish(reason)
+            self.splice.finish()
             return
         self.up.discard()
         self.down.discard()
@@ -255,15 +251,15 @@ class Tunnel:
             self.client_open = False
         else:
             self.upstream_open = False
-        if isinstance(exc, ConnectionResetError):
+        if exc is not None and is_reset(exc):
             # e.g. curl closing with unread TLS alerts; the other side gets a RST too
             other = self.upstream if side is Side.CLIENT else self.client
             send_rst_on_close(other.get_extra_info("socket"))
-            self.abort(f"{side.value}_reset")
+            self.abort(end_reason(side, exc))
         elif exc is not None:
-            self.abort(f"{side.value}_error: {exc}")
+            self.abort(end_reason(side, exc))
         elif self.client_open or self.upstream_open:
-            self.close(f"{side.value}_closed")
+            self.close(end_reason(side, None))
         if not (self.client_open or self.upstream_open):
             self._gone()
 

@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import os
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fyntr.limits import HIGH_WATERMARK_BYTES, QUANTUM_MAX_BYTES, RATE_TIMER_MIN_S
+from fyntr.net.ends import Side, is_reset
 from fyntr.net.sockopt import send_rst_on_close
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ class Splicer:
         client: asyncio.Transport,
         upstream: asyncio.Transport,
         lanes: tuple[Lane, Lane],
-        on_done: Callable[[str], None],
+        on_done: Callable[[Side | None, OSError | None], None],
     ) -> SpliceRelay | None:
         """Move a tunnel's sockets out of their transports and splice them; None (the
         transports untouched) when the descriptors for it cannot be had."""
@@ -88,9 +88,9 @@ class Splicer:
         upstream_sock = _take_socket(upstream, opened[5])
         self.active += 1
 
-        def done(reason: str) -> None:
+        def done(side: Side | None, exc: OSError | None) -> None:
             self.active -= 1
-            on_done(reason)
+            on_done(side, exc)
 
         relay = SpliceRelay(
             self.loop,
@@ -270,12 +270,12 @@ class SpliceRelay:
         *,
         lanes: tuple[Lane, Lane],
         pipes: tuple[tuple[int, int], tuple[int, int]],
-        on_done: Callable[[str], None],
+        on_done: Callable[[Side | None, OSError | None], None],
     ) -> None:
         self.loop = loop
         self._client = client
         self._upstream = upstream
-        self._on_done = on_done  # called once, with the reason the tunnel ended
+        self._on_done = on_done  # called once: which side ended it, and how (None: both FINs)
         self._finished = False
         self.up = SpliceLane(self, lanes[0], client, upstream, pipes[0])
         self.down = SpliceLane(self, lanes[1], upstream, client, pipes[1])
@@ -290,20 +290,23 @@ class SpliceRelay:
 
     def direction_done(self) -> None:
         if self.up.eof_sent and self.down.eof_sent:
-            self.finish("closed")
+            self._end(None, None)
 
     def failed(self, where: SpliceLane, exc: OSError, *, reading: bool) -> None:
         # A read error is the source's, a write error the destination's (EPIPE after a
         # RST): name the side as the loop's transports would have.
-        side = "client" if (where.src is self._client) == reading else "upstream"
-        reset = isinstance(exc, ConnectionResetError) or exc.errno == errno.EPIPE
-        if reset:  # pass the reset on: a FIN would make a truncated stream look whole
+        side = Side.CLIENT if (where.src is self._client) == reading else Side.UPSTREAM
+        if is_reset(exc):  # pass the reset on: a FIN would make a truncated stream look whole
             send_rst_on_close(self._client)
             send_rst_on_close(self._upstream)
-        self.finish(f"{side}_reset" if reset else f"{side}_error: {exc}")
+        self._end(side, exc)
 
-    def finish(self, reason: str) -> None:
-        """Close both sockets and the pipes, at once, whatever is held."""
+    def finish(self) -> None:
+        """Close both sockets and the pipes, at once, whatever is held (the tunnel was
+        aborted: its reason is already set)."""
+        self._end(None, None)
+
+    def _end(self, side: Side | None, exc: OSError | None) -> None:
         if self._finished:
             return
         self._finished = True
@@ -311,4 +314,4 @@ class SpliceRelay:
         self.down.stop()
         self._client.close()
         self._upstream.close()
-        self._on_done(reason)
+        self._on_done(side, exc)
