@@ -81,7 +81,10 @@ async def test_connect_rate_paces_upstream_dials() -> None:
         assert all(head == OK for _, _, head in results)
         assert len(accepted) == 100
         accepted.sort()
-        slack = 0.02  # scheduling jitter of this machine
+        # The origin's handlers run on the proxy's loop: a stall of the loop (a GC pass,
+        # a busy shared machine: 7 stamps within 1.5 ms once in CI) bunches their
+        # stamps, not the dials. Unpaced, a burst of 10 or a rate of 100 still break it.
+        slack = 0.05
         for i in range(len(accepted)):
             for j in range(i, len(accepted)):
                 window = accepted[j] - accepted[i]
