@@ -31,7 +31,9 @@ def no_bulk() -> None:
 
 
 class Lane(Flow):
-    """Bytes from ``src`` (read side) to ``dst`` (write side) of one tunnel."""
+    """One direction of one relay: bytes from ``src`` (read side) to ``dst`` (write side).
+    Its byte count and EOF are the direction's record whichever engine moves the bytes
+    (these transports, or net/splice.py once the tunnel is spliced)."""
 
     __slots__ = (
         "dst",

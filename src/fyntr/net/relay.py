@@ -220,16 +220,20 @@ class Tunnel:
         pass  # a tunnel's bytes have no boundaries to stop at
 
     def _eof_sent(self) -> bool:
-        """A direction finished; True when that closed the tunnel (both are done)."""
-        if self.up.eof_sent and self.down.eof_sent:
+        """A direction passed its FIN on, on either engine; True when that ended the
+        tunnel (both directions are done)."""
+        if not (self.up.eof_sent and self.down.eof_sent):
+            return False
+        if self.splice is not None:
+            self.splice.finish()  # its sockets and pipes; the reason is BOTH_CLOSED
+        else:
             self.close(BOTH_CLOSED)
-            return True
-        return False
+        return True
 
     def close(self, reason: str) -> None:
         """Graceful: what is buffered is still written before the sockets close. Only
-        the transports call it (both FINs passed, or a side closed): a spliced tunnel's
-        transports are detached, and its relay ends on both FINs by itself."""
+        the transports call it (both FINs passed, or a side closed): a spliced tunnel
+        ends through its relay."""
         if self.reason is None:
             self.reason = reason
         self.client.close()

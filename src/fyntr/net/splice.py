@@ -123,7 +123,6 @@ class SpliceLane:
         "_relay",
         "_wake",
         "dst",
-        "eof_sent",
         "held",
         "lane",
         "pipe",
@@ -143,13 +142,14 @@ class SpliceLane:
     ) -> None:
         self._relay = relay
         self._loop = relay.loop
-        self.lane = lane  # its byte count is the tunnel's activity and its log line
+        # The tunnel's direction: its byte count and EOF are kept there, whichever engine
+        # moves the bytes, and the tunnel decides when both directions are done.
+        self.lane = lane
         self.src = src
         self.dst = dst
         self.pipe = pipe
         self.held = 0  # bytes in the pipe
         self.src_done = False  # src sent its FIN
-        self.eof_sent = False
         self.reading = False
         self.writing = False
         self._wake: asyncio.TimerHandle | None = None  # out of rate tokens: read again then
@@ -235,15 +235,16 @@ class SpliceLane:
             self._loop.remove_reader(self.src.fileno())
 
     def _send_eof(self) -> None:
-        if self.eof_sent:
+        lane = self.lane
+        if lane.eof_sent:
             return
-        self.eof_sent = True
+        lane.eof_sent = True
         try:
             self.dst.shutdown(socket.SHUT_WR)  # half-close (SPEC §4.2)
         except OSError as exc:
             self._relay.failed(self, exc, reading=False)
             return
-        self._relay.direction_done()
+        lane.on_eof_sent()
 
     def stop(self) -> None:
         self._stop_reading()
@@ -288,10 +289,6 @@ class SpliceRelay:
         self.up.start()
         self.down.start()
 
-    def direction_done(self) -> None:
-        if self.up.eof_sent and self.down.eof_sent:
-            self._end(None, None)
-
     def failed(self, where: SpliceLane, exc: OSError, *, reading: bool) -> None:
         # A read error is the source's, a write error the destination's (EPIPE after a
         # RST): name the side as the loop's transports would have.
@@ -302,8 +299,8 @@ class SpliceRelay:
         self._end(side, exc)
 
     def finish(self) -> None:
-        """Close both sockets and the pipes, at once, whatever is held (the tunnel was
-        aborted: its reason is already set)."""
+        """Close both sockets and the pipes, at once, whatever is held: both directions
+        are done, or the tunnel was aborted (its reason is set then)."""
         self._end(None, None)
 
     def _end(self, side: Side | None, exc: OSError | None) -> None:
