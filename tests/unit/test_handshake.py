@@ -125,6 +125,17 @@ def test_http_success_replies_then_starts_the_tunnel() -> None:
     ]
 
 
+def test_bytes_read_while_connecting_go_on_with_the_tunnel() -> None:
+    """Reading pauses at Connect; what the loop had already read is not lost."""
+    h = http()
+    connect_of(h.handle(Data(CONNECT + b"a")))
+    assert h.handle(Data(b"b")) == []
+    assert h.handle(Expired()) == []  # no deadline while connecting
+    assert h.handle(Connected(None))[1] == StartTunnel(
+        parse_request_target("example.com:443"), b"ab", False
+    )
+
+
 def test_http_verbose_logs_the_target_first() -> None:
     h = HttpHandshake(Client(), checks(), TIMEOUTS, verbose=True)  # type: ignore[arg-type]
     out = h.handle(Data(CONNECT))
