@@ -283,7 +283,7 @@ async def test_headers_get_their_own_30_seconds() -> None:
         await until(lambda: len(server.handshakes) == 1)
         clock.advance(20)
         writer.write(b"CONNECT example.com:443 HTTP/1.1\r\n")
-        await until(lambda: next(iter(server.handshakes)).target is not None)
+        await until(lambda: next(iter(server.handshakes)).machine.target is not None)
         clock.advance(20)  # 40 s since accept, 20 s into the headers
         server.sweep()
         assert len(server.handshakes) == 1

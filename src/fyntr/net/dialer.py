@@ -120,6 +120,7 @@ class Dialed(NamedTuple):
     address: IPAddress
     connect_s: float  # the successful attempt, SYN to established
     timeouts: int  # attempts that timed out before it: their SYNs were lost
+    routed: bool  # not to this machine (loopback): it crosses a router, auto rates apply
 
 
 class _Attempt:
@@ -340,7 +341,9 @@ class Dialer:
                     last = exc
                 else:
                     self.stats.wins[ip.version] += 1
-                    return Dialed(transport, protocol, ip, loop.time() - started, timeouts)
+                    return Dialed(
+                        transport, protocol, ip, loop.time() - started, timeouts, not ip.is_loopback
+                    )
             if round_no < DIAL_ROUNDS:
                 log.warning(
                     "flow%d: connect round %d/%d failed for all %d addresses; backing off %dms",

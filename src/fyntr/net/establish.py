@@ -95,7 +95,7 @@ class Establish:
             dialed.transport.close()
             parts.metrics.dial_failures += 1
             raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
-        if parts.autorate is not None and not dialed.address.is_loopback:
+        if parts.autorate is not None and dialed.routed:
             limit_unsent(dialed.transport, AUTORATE_UNSENT_BYTES)
         return dialed
 
@@ -147,7 +147,7 @@ class Establish:
             now=self.parts.clock(),
             on_closed=self.closed,
             splicer=self.parts.splicer,
-            routed=not dialed.address.is_loopback,
+            routed=dialed.routed,
         )
         self._add(tunnel)
         tunnel.start(command.leftover, dialed.protocol.early)

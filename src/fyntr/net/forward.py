@@ -57,6 +57,7 @@ class Origin(asyncio.Protocol):
         "lost",
         "on_idle_lost",
         "reader",
+        "routed",
         "served",
         "session",
         "transport",
@@ -65,6 +66,7 @@ class Origin(asyncio.Protocol):
     def __init__(self, key: str, dialed: Dialed) -> None:
         self.key = key  # host:port as the requests name it
         self.address: IPAddress = dialed.address
+        self.routed = dialed.routed
         self.served = 0  # exchanges begun on it
         self.cleared: object = None  # the threat index it was last checked under
         self.reader = MessageReader(response=True)
@@ -452,7 +454,7 @@ class Forward(asyncio.Protocol):
         origin.reader.expect_no_body = ex.head.method == b"HEAD"
         self.up.dst = self.down.src = origin.transport
         self.down.src_paused = False
-        self.routed = not origin.address.is_loopback
+        self.routed = origin.routed
         self.sent_base, self.acked_mark = self.up.nbytes, 1
         self.rtt_floor, self.srtt_mark, self.segs_mark = float("inf"), 0.0, 0.0
         ex.reused = origin.served > 0

@@ -76,11 +76,6 @@ class Inbound(asyncio.Protocol):
             self._peer = format_peer(self.transport)
         return self._peer
 
-    @property
-    def target(self) -> str | None:
-        target = self.machine.target
-        return None if target is None else target.authority
-
     # --- asyncio callbacks: events in -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)

@@ -255,12 +255,11 @@ class Tunnel:
             self.client_open = False
         else:
             self.upstream_open = False
-        if exc is not None and is_reset(exc):
-            # e.g. curl closing with unread TLS alerts; the other side gets a RST too
-            other = self.upstream if side is Side.CLIENT else self.client
-            send_rst_on_close(other.get_extra_info("socket"))
-            self.abort(end_reason(side, exc))
-        elif exc is not None:
+        if exc is not None:
+            if is_reset(exc):
+                # e.g. curl closing with unread TLS alerts; the other side gets a RST too
+                other = self.upstream if side is Side.CLIENT else self.client
+                send_rst_on_close(other.get_extra_info("socket"))
             self.abort(end_reason(side, exc))
         elif self.client_open or self.upstream_open:
             self.close(end_reason(side, None))
