@@ -211,6 +211,7 @@ SCENARIOS = {
 }
 
 METRICS_PORT = 17999
+PROBE_INTERVAL_S = 0.02
 
 
 def run_case(
@@ -262,7 +263,7 @@ def run_case(
                 sys.executable,
                 str(HERE / "load.py"),
                 "probe",
-                json.dumps({**params, "interval": 0.02}),
+                json.dumps({**params, "interval": PROBE_INTERVAL_S}),
             ),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -320,6 +321,7 @@ def run_case(
         "probe_idle_p50_ms": percentile(idle, 50),
         "probe_p50_ms": percentile(during, 50),
         "probe_p99_ms": percentile(during, 99),
+        "probe_time_p50_ms": time_median(during, PROBE_INTERVAL_S),
         "makespan_s": burst["burst_makespan_s"],
         "failures": burst["burst_failures"],
         "last_upload_start_s": burst["burst_last_start_s"],
@@ -334,13 +336,26 @@ def run_case(
         )
     if status is not None:
         taken, data = status
-        upload = data["rates"]["upload"]
+        shaped = data["rates"]["download" if scenario.download else "upload"]
         row["rate_history"] = [
             (round(taken - ago - t0, 3), rate, achieved, delay)
-            for ago, rate, achieved, delay in upload["history"]
+            for ago, rate, achieved, delay in shaped["history"]
         ]
         row["connect_rate_end"] = data["rates"]["connect"]["rate"]
     return row
+
+
+def time_median(rtts_ms: list[float], interval_s: float) -> float:
+    """The RTT the probe saw for half the burst's time: each round trip weighs the time
+    it took plus the pause after it. The plain median counts round trips, and a probe
+    stuck behind a 300 ms queue makes 15 times fewer of them than one that is not."""
+    weighted = sorted((rtt, rtt / 1000 + interval_s) for rtt in rtts_ms)
+    half = sum(weight for _rtt, weight in weighted) / 2
+    for rtt, weight in weighted:
+        half -= weight
+        if half <= 0:
+            return rtt
+    return float("nan")
 
 
 def rate_bytes(text: str) -> float:
@@ -352,10 +367,17 @@ def rate_bytes(text: str) -> float:
 
 def cases(scenario: Scenario, uplink: str, quick: bool) -> list[tuple[str, list[str] | None]]:
     out: list[tuple[str, list[str] | None]] = [("direct", None), ("fyntr, no flags", [])]
+    shaped = int(rate_bytes(uplink) * 0.9)  # a little below the link
+    if scenario.key == "d":
+        out.append(("fyntr --download-rate auto", ["--download-rate", "auto"]))
+        if not quick:
+            out.append(("fyntr --download-rate 90%", ["--download-rate", str(shaped)]))
     if scenario.key == "a" and not quick:
-        shaped = int(rate_bytes(uplink) * 0.9)  # a little below the uplink
         out += [
-            ("fyntr unshaped", ["--upload-rate", "0", "--connect-rate", "0"]),
+            (
+                "fyntr unshaped",
+                ["--upload-rate", "0", "--download-rate", "0", "--connect-rate", "0"],
+            ),
             (
                 "fyntr --upload-rate 90% --connect-rate 20",
                 ["--upload-rate", str(shaped), "--connect-rate", "20", "--connect-burst", "4"],
@@ -370,6 +392,7 @@ COLUMNS = [
     ("probe_idle_p50_ms", "probe idle p50 ms"),
     ("probe_p50_ms", "probe p50 ms (burst)"),
     ("probe_p99_ms", "probe p99 ms (burst)"),
+    ("probe_time_p50_ms", "probe p50 ms over time (burst)"),
     ("probe_p50_ms_5s_after_halving", "probe p50 ms, 5 s after halving"),
     ("makespan_s", "makespan s"),
     ("failures", "failures"),

@@ -366,7 +366,7 @@ class Contender:
             if self.name == "fyntr-drr":
                 self.extra = ["--upload-rate", "1000gbit", "--download-rate", "1000gbit"]
             elif self.name == "fyntr-unshaped":  # auto off: fixed rates only
-                self.extra = ["--upload-rate", "0", "--connect-rate", "0"]
+                self.extra = ["--upload-rate", "0", "--download-rate", "0", "--connect-rate", "0"]
 
     def start(self) -> None:
         if self.name == "direct":

@@ -26,7 +26,6 @@ from fyntr.config import (
     Settings,
     check_int,
     or_auto,
-    parse_rate,
     parse_rate_or_auto,
     parse_seconds,
 )
@@ -219,7 +218,13 @@ OPTIONS = (
         "aggregate client->upstream RATE, or auto: found from the upstream sockets' RTT "
         "(0 = unlimited)",
     ),
-    Option("--download-rate", parse_rate, 0, "aggregate upstream->client RATE (0 = unlimited)"),
+    Option(
+        "--download-rate",
+        parse_rate_or_auto,
+        AUTO,
+        "aggregate upstream->client RATE, or auto: found from the upstream sockets' "
+        "receive RTT (0 = unlimited)",
+    ),
     Option(
         "--connect-rate",
         or_auto(_float_at_least_zero),

@@ -128,7 +128,7 @@ class Settings:
     threat_action: ThreatAction = ThreatAction.WARN
     log_level: str = "info"
     upload_rate: int | Auto = AUTO  # bytes/s, 0 = unlimited, or adaptive (SPEC §5.1)
-    download_rate: int = 0
+    download_rate: int | Auto = AUTO  # bytes/s, 0 = unlimited, or adaptive (SPEC §5.1)
     connect_rate: float | Auto = AUTO  # new upstream dials per second, 0 = unlimited
     connect_burst: int | None = None  # None = the rate
     max_connections_wait_s: float = 0.0

@@ -105,6 +105,12 @@ AUTORATE_HISTORY: Final = 600  # ticks kept for /status: one minute
 AUTORATE_UNSENT_BYTES: Final = 16 * KIB  # TCP_NOTSENT_LOWAT of upstream sockets under auto:
 # what sits unsent in a socket is out of the shaper's reach (30 sockets x 16 KiB is 0.2 s
 # of a 20 Mbit/s uplink; the kernel's default, no limit, let 3 MB pile up there)
+AUTORATE_RECEIVE_MIN_SEGMENTS: Final = 4  # a download socket that received fewer full
+# segments in a tick gives no RTT sample (30 flows on 20 Mbit/s get ~6 each)
+AUTORATE_WINDOW_MIN_SEGMENTS: Final = 2  # a clamped receive window is never smaller: a
+# one-segment window waits on the peer's delayed ACK timer (RFC 9293 §3.8.6.3)
+AUTORATE_WINDOW_STEP: Final = 0.25  # a clamp is set again only when its window moved
+# by more than this fraction: two system calls per socket, not every tick
 
 # --- Automatic connect pacing (SPEC §5.1; sched/connectrate.py) -------------------------
 CONNECT_AUTO_INITIAL_RATE: Final = 40.0  # dials/s on a fresh start, after the burst: a

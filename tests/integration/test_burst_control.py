@@ -47,14 +47,14 @@ async def test_upload_auto_leaves_loopback_tunnels_alone() -> None:
     """A tunnel to this machine crosses no uplink: upload auto (the default) neither
     samples it (its bytes would pass for the uplink's capacity) nor caps its buffers."""
     async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:
-        assert server.autorate is not None
+        assert server.autorates.upload is not None
         reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
         assert head == OK
         writer.write(bytes(256 << 10))  # below the splice threshold: on the transports
         assert len(await reader.readexactly(256 << 10)) == 256 << 10
         (tunnel,) = server.tunnels
         assert tunnel.upstream_socket() is not None
-        assert server.autorate.sample() == (0, [], [])
+        assert server.autorates.upload.sample() == (0, [], [])
         limits = tunnel.upstream.get_write_buffer_limits()  # type: ignore[attr-defined]
         assert limits[1] != AUTORATE_UNSENT_BYTES
         writer.close()

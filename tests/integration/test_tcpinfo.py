@@ -1,10 +1,15 @@
 """TCP_INFO of a live connection, read through net/tcpinfo.py: the struct offsets agree
-with the running kernel (a sane RTT, its floor, bytes acknowledged, the MSS, ACKs in)."""
+with the running kernel (a sane RTT, its floor, bytes acknowledged, the MSS, ACKs in;
+bytes received and the receiver's RTT estimate)."""
 
 from __future__ import annotations
 
 import asyncio
+import re
+import shutil
 import socket
+import subprocess
+import threading
 import time
 
 import pytest
@@ -56,3 +61,51 @@ async def test_a_closed_transports_socket_gives_no_sample() -> None:
             writer.transport.abort()
             await asyncio.sleep(0)
         assert tcpinfo.read(sock) is None
+
+
+def _ss_field(port: int, name: str) -> str:
+    """A field of ``ss -ti`` for the established socket on local ``port``: iproute2
+    reads the same struct, so it tells an offset that is off."""
+    ss = shutil.which("ss")
+    if ss is None:
+        pytest.skip("iproute2's ss is not installed")
+    out = subprocess.run(
+        [ss, "-tinH", "state", "established", f"( sport = :{port} )"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    match = re.search(rf"\b{name}:(\S+)", out)
+    assert match is not None, out
+    return match.group(1)
+
+
+def test_the_receiver_reports_bytes_received_and_its_own_rtt_estimate() -> None:
+    """An origin that pauses 10 ms between 64 KiB writes: each pause ends with data that
+    echoes an old ACK's timestamp, so the receiver's estimate is ~10 ms, as ss says."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        sender = socket.create_connection(("127.0.0.1", port))
+        peer, _ = server.accept()
+        with sender, peer:
+            chunk, count = 1 << 16, 20
+
+            def send() -> None:
+                for _ in range(count):
+                    sender.sendall(bytes(chunk))
+                    time.sleep(0.01)
+
+            writer = threading.Thread(target=send)
+            writer.start()
+            got = 0
+            while got < chunk * count:
+                got += len(peer.recv(1 << 16))
+            writer.join()
+            sample = tcpinfo.read(peer)
+            assert sample is not None
+            assert sample.bytes_received == chunk * count
+            assert sample.rcv_rtt_s is not None and 0.002 < sample.rcv_rtt_s < 0.2
+            assert float(_ss_field(port, "rcv_rtt")) == pytest.approx(
+                sample.rcv_rtt_s * 1000, abs=0.001
+            )
+            assert int(_ss_field(port, "bytes_received")) == sample.bytes_received

@@ -31,8 +31,8 @@ def test_defaults_match_upstream() -> None:
     assert s.socks5_port is None and s.socks5_bind is None
     assert s.allow_ports == () and s.default_allow_port
     assert s.threat_action is ThreatAction.WARN
-    # SPEC §5.1: zero configuration; the download direction has no auto yet
-    assert (s.upload_rate, s.download_rate, s.connect_rate) == ("auto", 0, "auto")
+    # SPEC §5.1: zero configuration
+    assert (s.upload_rate, s.download_rate, s.connect_rate) == ("auto", "auto", "auto")
     assert s.max_connections_wait_s == 0 and s.shutdown_grace_s == 30
     assert s.metrics_port is None and s.metrics_bind == "127.0.0.1"
     assert s.log_level == "info"
@@ -114,7 +114,7 @@ def test_added_flags() -> None:
         (["--threat-action", "Block"], "--threat-action", "Block"),
         (["--upload-rate", "fast"], "--upload-rate", "fast"),
         (["--download-rate", "10 parsecs"], "--download-rate", "10 parsecs"),
-        (["--download-rate", "auto"], "--download-rate", "auto"),  # not (yet) adaptive
+        (["--download-rate", "autos"], "--download-rate", "autos"),
         (["--upload-rate", "automatic"], "--upload-rate", "automatic"),
         (["--connect-rate", "-2"], "--connect-rate", "-2"),
         (["--connect-rate", "autoo"], "--connect-rate", "autoo"),
@@ -136,20 +136,35 @@ def test_bad_values_are_one_line_naming_flag_and_value(
 
 
 @pytest.mark.parametrize(
-    ("argv", "upload", "connect"),
+    ("argv", "upload", "download", "connect"),
     [
-        ([], "auto", "auto"),
-        (["--upload-rate", "AUTO", "--connect-rate", " Auto "], "auto", "auto"),
-        (["--upload-rate", "0", "--connect-rate", "0"], 0, 0.0),  # off: unlimited
-        (["--upload-rate", "18mbit", "--connect-rate", "20"], 2_250_000, 20.0),
-        (["--upload-rate", "1.5MiB/s", "--connect-rate", "2.5"], round(1.5 * 2**20), 2.5),
+        ([], "auto", "auto", "auto"),
+        (
+            ["--upload-rate", "AUTO", "--download-rate", "Auto", "--connect-rate", " Auto "],
+            "auto",
+            "auto",
+            "auto",
+        ),
+        (  # off: unlimited
+            ["--upload-rate", "0", "--download-rate", "0", "--connect-rate", "0"],
+            0,
+            0,
+            0.0,
+        ),
+        (
+            ["--upload-rate", "18mbit", "--download-rate", "8kib/s", "--connect-rate", "20"],
+            2_250_000,
+            8192,
+            20.0,
+        ),
+        (["--upload-rate", "1.5MiB/s", "--connect-rate", "2.5"], round(1.5 * 2**20), "auto", 2.5),
     ],
 )
 def test_rates_take_auto_numbers_units_and_zero(
-    argv: list[str], upload: object, connect: object
+    argv: list[str], upload: object, download: object, connect: object
 ) -> None:
     s = settings(*argv)
-    assert (s.upload_rate, s.connect_rate) == (upload, connect)
+    assert (s.upload_rate, s.download_rate, s.connect_rate) == (upload, download, connect)
 
 
 def test_a_bad_rate_says_auto_is_allowed(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,6 @@ import logging
 from collections.abc import Callable, Sequence
 
 from fyntr.errors import HandshakeError, bad_gateway
-from fyntr.limits import AUTORATE_UNSENT_BYTES
 from fyntr.log import log
 from fyntr.metrics import Snapshot
 from fyntr.net.dialer import Dialed
@@ -15,7 +14,6 @@ from fyntr.net.forward import Forward
 from fyntr.net.inbound import Inbound
 from fyntr.net.parts import Parts
 from fyntr.net.relay import Relay, Tunnel, log_tunnel_closed
-from fyntr.net.sockopt import limit_unsent
 from fyntr.net.state import Handshake, ServerState
 from fyntr.net.threats import ThreatGuard
 from fyntr.policy.rules import Policy
@@ -95,8 +93,7 @@ class Establish:
             dialed.transport.close()
             parts.metrics.dial_failures += 1
             raise bad_gateway("dial_failed", "upstream closed before the tunnel started")
-        if parts.autorate is not None and dialed.routed:
-            limit_unsent(dialed.transport, AUTORATE_UNSENT_BYTES)
+        parts.autorates.dialed(dialed)
         return dialed
 
     async def open_origin(self, who: Handshake, target: Target) -> Dialed:
@@ -158,8 +155,7 @@ class Establish:
 
     def _add(self, relay: Relay) -> None:
         self.parts.relays.add(relay)
-        if self.parts.autorate is not None:
-            self.parts.autorate.wake()
+        self.parts.autorates.wake()
 
     def closed(self, relay: Relay) -> None:
         self.parts.relays.discard(relay)

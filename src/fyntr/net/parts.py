@@ -11,7 +11,7 @@ from typing import Any
 
 from fyntr.config import Settings
 from fyntr.metrics import Stats
-from fyntr.net.autorate import AutoRateDriver
+from fyntr.net.autorate import AutoRates
 from fyntr.net.dialer import Dialer
 from fyntr.net.forward import OriginPool
 from fyntr.net.gate import Gate
@@ -39,4 +39,4 @@ class Parts:
     handshakes: set[Any]  # in progress (net/inbound.py)
     pool: OriginPool  # idle plain-HTTP upstream connections
     splicer: Splicer | None  # unshaped: bulk tunnels are handed to the kernel
-    autorate: AutoRateDriver | None  # --upload-rate auto, where TCP_INFO exists
+    autorates: AutoRates  # the directions set to auto, where the kernel gives samples

@@ -19,7 +19,7 @@ from fyntr.limits import (
 from fyntr.log import log
 from fyntr.metrics import Snapshot, Stats
 from fyntr.net import splice
-from fyntr.net.autorate import AutoRateDriver, pumps_for
+from fyntr.net.autorate import AutoRates, pumps_for
 from fyntr.net.dialer import Dialer
 from fyntr.net.establish import Establish
 from fyntr.net.forward import OriginPool
@@ -73,7 +73,7 @@ class Server:
         self.clock: Callable[[], float]
         self.state: ServerState  # what the protocols see, from start on
         self.pumps: tuple[Pump, Pump]
-        self.autorate: AutoRateDriver | None = None  # --upload-rate auto
+        self.autorates = AutoRates(None, None)  # the directions set to auto
         self.parts: Parts  # from start on
         self.status: Status
         self.sweeper: Sweeper | None = None
@@ -100,7 +100,7 @@ class Server:
         if stand_ins:
             log.info("platform: %s", "; ".join(stand_ins))
         self.threats.load()
-        self.pumps, self.autorate = pumps_for(self.loop, settings, self.tunnels)
+        self.pumps, self.autorates = pumps_for(self.loop, settings, self.tunnels)
         capacity, self.admission.max_waiting = plan_descriptors(
             self.admission.limit,
             splicing=splice.AVAILABLE and not any(pump.shaped for pump in self.pumps),
@@ -124,7 +124,7 @@ class Server:
             self.handshakes,
             self.pool,
             splicer,
-            self.autorate,
+            self.autorates,
         )
         self.state = Establish(parts).protocol_state(
             functools.partial(self.gate.release_slot, active=False), self.snapshot
@@ -238,8 +238,7 @@ class Server:
         self.pool.close()
         for pump in self.pumps:
             pump.close()
-        if self.autorate is not None:
-            self.autorate.close()
+        self.autorates.close()
         if self._metrics_listener is not None:
             self._metrics_listener.close()
         self.pacing.close()

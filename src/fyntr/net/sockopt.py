@@ -45,3 +45,34 @@ def limit_unsent(transport: asyncio.WriteTransport, limit: int) -> None:
         return
     with contextlib.suppress(OSError, RuntimeError):
         sock.setsockopt(socket.IPPROTO_TCP, option, limit)
+
+
+# The kernel's own window clamp with window scaling (U16_MAX << TCP_MAX_WSCALE,
+# tcp_select_initial_window): none beyond the buffer's.
+_NO_WINDOW_CLAMP: Final = 65535 << 14
+_RCVBUF_UNCLAMPED: Final = 4 * 1024 * 1024  # asked for; the kernel caps it at rmem_max
+
+
+def clamp_window(sock: socket.socket, window: int) -> None:
+    """Advertise at most about ``window`` bytes of receive window (Linux). The buffer
+    (SO_RCVBUF) is the bound that holds: the kernel resets TCP_WINDOW_CLAMP from the
+    buffer whenever the buffer autotunes or its truesize ratio changes (a 16 KiB clamp
+    was 128 KB after 8 MiB on loopback, on 6.18). Setting SO_RCVBUF ends autotuning for
+    the socket's life."""
+    option = getattr(socket, "TCP_WINDOW_CLAMP", None)
+    if option is None:
+        return
+    with contextlib.suppress(OSError, RuntimeError, ValueError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, window)  # the kernel doubles it
+        sock.setsockopt(socket.IPPROTO_TCP, option, window)
+
+
+def unclamp_window(sock: socket.socket) -> None:
+    """As large a window as the buffer allows again: autotuning stays off, so the buffer
+    is at most 2 x net.core.rmem_max (416 KiB by default)."""
+    option = getattr(socket, "TCP_WINDOW_CLAMP", None)
+    if option is None:
+        return
+    with contextlib.suppress(OSError, RuntimeError, ValueError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF_UNCLAMPED)
+        sock.setsockopt(socket.IPPROTO_TCP, option, _NO_WINDOW_CLAMP)

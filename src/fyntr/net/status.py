@@ -78,17 +78,20 @@ class Status:
         )
 
     def _rates(self, now: float) -> dict[str, RateInfo]:
-        upload, download = self.parts.pumps
-        auto_up = self.parts.settings.upload_rate == AUTO
-        return {
-            "upload": (
-                self.parts.autorate.info(now)
-                if self.parts.autorate is not None
-                else RateInfo(upload.rate, auto_up, "unavailable" if auto_up else None)
-            ),
-            "download": RateInfo(download.rate, auto=False),
-            "connect": self.parts.pacing.info(),
-        }
+        settings, autorates = self.parts.settings, self.parts.autorates
+        rates = {}
+        for name, pump, driver, setting in (
+            ("upload", self.parts.pumps[0], autorates.upload, settings.upload_rate),
+            ("download", self.parts.pumps[1], autorates.download, settings.download_rate),
+        ):
+            auto = setting == AUTO
+            rates[name] = (
+                driver.info(now)
+                if driver is not None
+                else RateInfo(pump.rate, auto, "unavailable" if auto else None)
+            )
+        rates["connect"] = self.parts.pacing.info()
+        return rates
 
     def log_stats(self, now: float) -> None:
         """Once a minute at most, and only when bytes moved since the last line."""

@@ -1,4 +1,5 @@
-"""What the kernel knows about a TCP connection: RTT, its floor, bytes acknowledged.
+"""What the kernel knows about a TCP connection: RTT, its floor, bytes acknowledged and
+received, and the receiver's own RTT estimate.
 
 Linux: ``getsockopt(IPPROTO_TCP, TCP_INFO)`` fills ``struct tcp_info``
 (include/uapi/linux/tcp.h); the offsets below are that struct's, checked against the
@@ -24,6 +25,10 @@ class TcpSample(NamedTuple):
     total_retrans: int  # segments retransmitted, SYNs included
     mss: int  # bytes per segment sent
     segs_in: int | None  # segments received: on an upload, its ACKs (Linux 4.2+)
+    # The receiver's RTT estimate (Linux): from the timestamps the peer's data echoes,
+    # so it crosses the downlink's queue with the data; None where there is none.
+    rcv_rtt_s: float | None
+    bytes_received: int | None  # data bytes received (Linux 4.1+)
 
 
 class SockLike(Protocol):
@@ -31,14 +36,17 @@ class SockLike(Protocol):
 
 
 # struct tcp_info (Linux): u32 tcpi_snd_mss at 16, u32 tcpi_rtt at 68 (usec), u32
-# tcpi_total_retrans at 100, u32 tcpi_segs_in at 140,
-# u64 tcpi_bytes_acked at 120, u32 tcpi_min_rtt at 148 (usec, Linux 4.6+).
+# tcpi_rcv_rtt at 92 (usec), u32 tcpi_total_retrans at 100, u64 tcpi_bytes_acked at 120,
+# u64 tcpi_bytes_received at 128, u32 tcpi_segs_in at 140, u32 tcpi_min_rtt at 148
+# (usec, Linux 4.6+).
 _U32: Final = struct.Struct("=I")
 _U64: Final = struct.Struct("=Q")
 _LINUX_MSS_AT: Final = 16
 _LINUX_RTT_AT: Final = 68
+_LINUX_RCV_RTT_AT: Final = 92
 _LINUX_RETRANS_AT: Final = 100
 _LINUX_ACKED_AT: Final = 120
+_LINUX_RECEIVED_AT: Final = 128
 _LINUX_SEGS_IN_AT: Final = 140
 _LINUX_MIN_RTT_AT: Final = 148
 _LINUX_LEN: Final = 152
@@ -61,6 +69,7 @@ def _platform() -> str:
 
 PLATFORM: Final = _platform()
 AVAILABLE: Final = bool(PLATFORM)
+RECEIVER_RTT: Final = PLATFORM == "linux"  # macOS keeps none: no download auto there
 
 
 def read(sock: SockLike) -> TcpSample | None:
@@ -72,6 +81,7 @@ def read(sock: SockLike) -> TcpSample | None:
                 return None
             rtt = _U32.unpack_from(raw, _LINUX_RTT_AT)[0]
             min_rtt = _U32.unpack_from(raw, _LINUX_MIN_RTT_AT)[0]
+            rcv_rtt = _U32.unpack_from(raw, _LINUX_RCV_RTT_AT)[0]
             return TcpSample(
                 rtt / 1e6,
                 min_rtt / 1e6 if min_rtt else None,
@@ -79,6 +89,8 @@ def read(sock: SockLike) -> TcpSample | None:
                 _U32.unpack_from(raw, _LINUX_RETRANS_AT)[0],
                 _U32.unpack_from(raw, _LINUX_MSS_AT)[0],
                 _U32.unpack_from(raw, _LINUX_SEGS_IN_AT)[0],
+                rcv_rtt / 1e6 if rcv_rtt else None,  # 0: no estimate yet
+                _U64.unpack_from(raw, _LINUX_RECEIVED_AT)[0],
             )
         if PLATFORM == "macos":
             raw = sock.getsockopt(socket.IPPROTO_TCP, _MACOS_TCP_CONNECTION_INFO, _MACOS_LEN)
@@ -87,7 +99,7 @@ def read(sock: SockLike) -> TcpSample | None:
             srtt_ms = _U32.unpack_from(raw, _MACOS_SRTT_AT)[0]
             retrans = _U64.unpack_from(raw, _MACOS_RETRANS_AT)[0]
             mss = _U32.unpack_from(raw, _MACOS_MAXSEG_AT)[0]
-            return TcpSample(srtt_ms / 1e3, None, None, retrans, mss, None)
+            return TcpSample(srtt_ms / 1e3, None, None, retrans, mss, None, None, None)
     # Closed (uvloop's stand-in for a closed transport's socket raises ValueError for
     # its descriptor of -1), or refused by this kernel.
     except (OSError, RuntimeError, ValueError):
