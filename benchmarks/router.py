@@ -19,8 +19,9 @@ exist only inside these namespaces. Scenarios:
   same deep FIFO: the ISP's side of the line.
 
 While the burst runs a probe makes small round trips. Each scenario runs direct and
-through fyntr with no flags (auto rates); (a) also through fyntr unshaped
-(``--upload-rate 0 --connect-rate 0``) and shaped by hand a little below the uplink.
+through fyntr with no flags (auto rates); (a) also through fyntr unshaped (auto off)
+and shaped by hand a little below the uplink; (d) also with download auto off
+(``--download-rate 0``) and with a download rate set by hand a little below the link.
 Reported: the probe's latency during the burst, the burst's makespan and failures, the
 latest upload's start, SYNs the router dropped, and fyntr's rate over time (from its
 /status). ``--plot`` draws the probe's RTT over time per scenario with fyntr's rate
@@ -369,7 +370,7 @@ def cases(scenario: Scenario, uplink: str, quick: bool) -> list[tuple[str, list[
     out: list[tuple[str, list[str] | None]] = [("direct", None), ("fyntr, no flags", [])]
     shaped = int(rate_bytes(uplink) * 0.9)  # a little below the link
     if scenario.key == "d":
-        out.append(("fyntr --download-rate auto", ["--download-rate", "auto"]))
+        out.append(("fyntr --download-rate 0", ["--download-rate", "0"]))  # download auto off
         if not quick:
             out.append(("fyntr --download-rate 90%", ["--download-rate", str(shaped)]))
     if scenario.key == "a" and not quick:

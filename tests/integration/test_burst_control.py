@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
 import time
 
 import pytest
@@ -43,18 +44,25 @@ async def test_connect_auto_neither_paces_nor_learns_from_loopback_dials() -> No
             writer.close()
 
 
-async def test_upload_auto_leaves_loopback_tunnels_alone() -> None:
-    """A tunnel to this machine crosses no uplink: upload auto (the default) neither
-    samples it (its bytes would pass for the uplink's capacity) nor caps its buffers."""
+async def test_auto_leaves_loopback_tunnels_alone() -> None:
+    """A tunnel to this machine crosses no router: upload and download auto (the
+    defaults) neither sample it (its bytes would pass for the link's capacity) nor touch
+    its buffers."""
     async with origin(echo) as o, proxy(loopback_settings(o.port)) as server:
-        assert server.autorates.upload is not None
+        upload, download = server.autorates.upload, server.autorates.download
+        assert upload is not None and download is not None
         reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
         assert head == OK
         writer.write(bytes(256 << 10))  # below the splice threshold: on the transports
-        assert len(await reader.readexactly(256 << 10)) == 256 << 10
+        assert len(await reader.readexactly(256 << 10)) == 256 << 10  # echoed: a download
         (tunnel,) = server.tunnels
-        assert tunnel.upstream_socket() is not None
-        assert server.autorates.upload.sample() == (0, [], [])
+        sock = tunnel.upstream_socket()
+        assert sock is not None
+        rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+        assert upload.sample() == (0, [], [])
+        assert download.sample() == (0, [], [])
+        download.sampler.steer(1000.0, 0.001)  # a rate in force clamps routed sockets only
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == rcvbuf
         limits = tunnel.upstream.get_write_buffer_limits()  # type: ignore[attr-defined]
         assert limits[1] != AUTORATE_UNSENT_BYTES
         writer.close()

@@ -1,6 +1,7 @@
-"""fyntr with no flags tames a bloated uplink (SPEC §5.1): benchmarks/router.py's
-scenario (a) in network namespaces this test makes and removes (a 20 Mbit/s tbf with a
-300 ms FIFO, addresses of 198.18.0.0/15 inside them only), direct and through fyntr."""
+"""fyntr with no flags tames a bloated uplink and a bloated downlink (SPEC §5.1):
+benchmarks/router.py's scenarios (a) and (d) in network namespaces this test makes and
+removes (a 20 Mbit/s tbf with a 300 ms FIFO, addresses of 198.18.0.0/15 inside them
+only), direct and through fyntr."""
 
 from __future__ import annotations
 
@@ -37,4 +38,25 @@ def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_uplink(
     assert fyntr["probe_p50_ms"] < direct["probe_p50_ms"] / 5
     assert fyntr["failures"] == 0
     assert fyntr["rate_history"], "fyntr's /status shows the auto rate's history"
+    assert any(rate for _t, rate, _achieved, _delay in fyntr["rate_history"])  # it shaped
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_downlink(
+    tmp_path: Path,
+) -> None:
+    """Scenario (d): 30 downloads through a 20 Mbit/s downlink with a 300 ms FIFO. The
+    probe's RTT is taken over time (a probe stuck behind the queue makes fewer round
+    trips, so a plain median of them understates the queue)."""
+    out = tmp_path / "router.json"
+    result = run_benchmark(
+        "router.py", "--scenarios", "d", "--quick", "--json", str(out), timeout=280
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    rows = {row["case"]: row for row in json.loads(out.read_text())["rows"]}
+    direct, fyntr = rows["direct"], rows["fyntr, no flags"]
+    assert direct["probe_time_p50_ms"] > 150  # the downlink really bloats
+    assert fyntr["probe_time_p50_ms"] < direct["probe_time_p50_ms"] / 3
+    assert fyntr["failures"] == 0
     assert any(rate for _t, rate, _achieved, _delay in fyntr["rate_history"])  # it shaped

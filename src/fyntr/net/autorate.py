@@ -33,13 +33,11 @@ from typing import Protocol
 
 from fyntr.config import AUTO, Settings
 from fyntr.limits import (
-    AUTORATE_DELAY_THRESHOLD_S,
     AUTORATE_RECEIVE_MIN_SEGMENTS,
     AUTORATE_SEGMENTS_PER_ACK,
     AUTORATE_STALE_WEIGHT,
     AUTORATE_TICK_S,
     AUTORATE_UNSENT_BYTES,
-    AUTORATE_WINDOW_MIN_SEGMENTS,
     AUTORATE_WINDOW_STEP,
 )
 from fyntr.log import format_bytes, log
@@ -49,9 +47,10 @@ from fyntr.net.dialer import Dialed
 from fyntr.net.pump import Pump
 from fyntr.net.relay import Relay
 from fyntr.net.sockopt import clamp_window, limit_unsent, unclamp_window
-from fyntr.sched.autorate import AutoRate, Phase, weighted_median
+from fyntr.sched.autorate import AutoRate, Phase, receive_window, weighted_median
 
 Samples = list[tuple[float, int]]  # (value, bytes moved) per socket
+ETHERNET_MSS = 1460  # a new socket's segment size until it has received (1500 - 40)
 
 
 def recent_rtt(previous: float, srtt: float, acks: float) -> float | None:
@@ -215,9 +214,8 @@ class DownloadSampler:
         return received, delays, floors
 
     def steer(self, rate: float | None, baseline_s: float | None) -> None:
-        """Clamp each busy socket's receive window to its share of ``rate`` over the
-        floor plus half the threshold (a queue of more than that at the router slows the
-        flows below the rate), or lift the clamps once no rate is in force."""
+        """Clamp each busy socket's receive window to its share of ``rate``
+        (``receive_window``), or lift the clamps once no rate is in force."""
         if rate is None:
             if self.window is not None:
                 self.window = None
@@ -226,10 +224,10 @@ class DownloadSampler:
                         mark.window = None
                         unclamp_window(mark.sock)
             return
-        span = (baseline_s or 0.0) + AUTORATE_DELAY_THRESHOLD_S / 2
-        self.window = int(rate * span / max(len(self._busy), 1))
+        flows = len(self._busy)
+        self.window = receive_window(rate, baseline_s or 0.0, flows, ETHERNET_MSS)
         for mark, mss in self._busy:
-            window = max(self.window, AUTORATE_WINDOW_MIN_SEGMENTS * mss)
+            window = receive_window(rate, baseline_s or 0.0, flows, mss)
             last = mark.window
             if last is None or abs(window - last) > last * AUTORATE_WINDOW_STEP:
                 mark.window = window

@@ -55,6 +55,7 @@ from fyntr.limits import (
     AUTORATE_REFRACTORY_S,
     AUTORATE_RELEASE_S,
     AUTORATE_SMOOTHING,
+    AUTORATE_WINDOW_MIN_SEGMENTS,
     AUTORATE_WINDOW_TICKS,
 )
 
@@ -220,3 +221,13 @@ def weighted_median(samples: list[tuple[float, int]]) -> float | None:
         if seen >= half:
             return value
     return samples[-1][0]
+
+
+def receive_window(rate: float, base_rtt_s: float, flows: int, mss: int) -> int:
+    """Download auto's lever: the receive window of each of ``flows`` busy sockets for
+    ``rate`` bytes/s. All of them together keep the rate over the base RTT plus half
+    the bloat threshold in flight: at the rate, a queue of up to that half is allowed,
+    and a longer one slows the flows below it. Never below two segments each: a
+    one-segment window waits on the peer's delayed-ACK timer."""
+    share = rate * (base_rtt_s + AUTORATE_DELAY_THRESHOLD_S / 2) / max(flows, 1)
+    return max(int(share), AUTORATE_WINDOW_MIN_SEGMENTS * mss)
