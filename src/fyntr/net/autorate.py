@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -243,34 +243,38 @@ class DownloadSampler:
 
 class AutoRateDriver:
     __slots__ = (
+        "_clock",
         "_last",
         "_loop",
         "_relays",
         "_timer",
         "baseline_s",
         "controller",
-        "pump",
         "sampler",
     )
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
+        clock: Callable[[], float],
         relays: Collection[Relay],
         sampler: Sampler,
     ) -> None:
+        """``clock``: the server's (the loop's time in production), so that the
+        controller's history and /status's ages are read on one clock."""
         self._loop = loop
+        self._clock = clock
         self._relays = relays
         self.sampler = sampler
-        self.controller = AutoRate(loop.time())
+        self.controller = AutoRate(clock())
         self.baseline_s: float | None = None  # the median floor of the sampled sockets
         self._timer: asyncio.TimerHandle | None = None
-        self._last = loop.time()
+        self._last = clock()
 
     def wake(self) -> None:
         """A relay started: tick while there are relays."""
         if self._timer is None:
-            self._last = self._loop.time()
+            self._last = self._clock()
             self._timer = self._loop.call_later(AUTORATE_TICK_S, self._tick)
 
     def close(self) -> None:
@@ -283,7 +287,7 @@ class AutoRateDriver:
 
     def _tick(self) -> None:
         self._timer = None
-        now = self._loop.time()
+        now = self._clock()
         moved, delays, floors = self.sample()
         elapsed = max(now - self._last, 1e-3)
         self._last = now
@@ -361,7 +365,10 @@ class AutoRates:
 
 
 def pumps_for(
-    loop: asyncio.AbstractEventLoop, settings: Settings, relays: Collection[Relay]
+    loop: asyncio.AbstractEventLoop,
+    clock: Callable[[], float],
+    settings: Settings,
+    relays: Collection[Relay],
 ) -> tuple[tuple[Pump, Pump], AutoRates]:
     """One pump per direction at its configured rate; a direction set to auto is driven
     by its auto rate where the kernel gives its samples (else unlimited, said once)."""
@@ -379,7 +386,7 @@ def pumps_for(
                 "--%s-rate auto: the kernel gives no RTT samples here; unlimited", sampler.name
             )
             return None
-        return AutoRateDriver(loop, relays, sampler)
+        return AutoRateDriver(loop, clock, relays, sampler)
 
     return pumps, AutoRates(
         driver(upload, tcpinfo.AVAILABLE, UploadSampler(pumps[0])),

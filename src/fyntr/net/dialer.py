@@ -1,7 +1,8 @@
 """DNS and upstream connect attempts (upstream §4.5, §6.7; SPEC §4.8).
 
-Resolver, connector and sleep are injectable so that retries and timeouts are tested
-without waiting for real.
+Resolver and connector are injectable, for tests. Attempt deadlines and back-off are
+read on the loop's clock and nothing else, so tests run them in virtual time
+(tests/integration/test_dial_timing.py, on looptime's loop).
 """
 
 from __future__ import annotations
@@ -60,7 +61,6 @@ Connector = Callable[
     [asyncio.AbstractEventLoop, IPAddress, int],
     Awaitable[tuple[asyncio.Transport, UpstreamPending]],
 ]
-Sleep = Callable[[float], Awaitable[None]]
 
 
 async def system_resolve(name: str, port: int) -> list[IPAddress]:
@@ -153,7 +153,6 @@ class Dialer:
         timeouts: Timeouts,
         resolver: Resolver = system_resolve,
         connector: Connector = tcp_connect,
-        sleep: Sleep = asyncio.sleep,
         *,
         happy_eyeballs_delay: float = 0.0,
     ) -> None:
@@ -163,7 +162,6 @@ class Dialer:
         self._timeouts = timeouts
         self._resolver = resolver
         self._connector = connector
-        self._sleep = sleep
         self.happy_eyeballs_delay = happy_eyeballs_delay
         self.stats = DialStats()
         self._attempts: collections.deque[_Attempt] = collections.deque()  # by deadline
@@ -353,7 +351,7 @@ class Dialer:
                     len(addrs),
                     round(delay * 1000),
                 )
-                await self._sleep(delay)
+                await asyncio.sleep(delay)
                 delay = min(delay * 2, DIAL_BACKOFF_MAX_S)
         raise bad_gateway(
             "dial_failed",

@@ -27,7 +27,7 @@ from fyntr.policy.rules import Policy
 class Parts:
     settings: Settings
     loop: asyncio.AbstractEventLoop
-    clock: Callable[[], float]  # deadlines, tunnel stamps and ages (virtual in tests)
+    clock: Callable[[], float]  # deadlines, stamps, ages, auto-rate history (virtual in tests)
     metrics: Stats
     policy: Policy
     dialer: Dialer

@@ -100,7 +100,7 @@ class Server:
         if stand_ins:
             log.info("platform: %s", "; ".join(stand_ins))
         self.threats.load()
-        self.pumps, self.autorates = pumps_for(self.loop, settings, self.tunnels)
+        self.pumps, self.autorates = pumps_for(self.loop, self.clock, settings, self.tunnels)
         capacity, self.admission.max_waiting = plan_descriptors(
             self.admission.limit,
             splicing=splice.AVAILABLE and not any(pump.shaped for pump in self.pumps),

@@ -65,7 +65,7 @@ class Status:
                 FlowInfo(t.flow_id, t.target, round(now - t.started, 3), t.up.nbytes, t.down.nbytes)
                 for t in top
             ],
-            rates=self._rates(self.parts.loop.time()),
+            rates=self._rates(now),
             dns_lookups=dial.lookups,
             dns_lookups_coalesced=dial.lookups_coalesced,
             dns_lookup_failures=dial.lookups_failed,
