@@ -35,6 +35,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -234,6 +235,7 @@ def run_case(
     halved_at: list[float] = []
     assert origin.stdout is not None and origin.stdin is not None
     drops_before = syn_drops() if scenario.syn_limit else 0
+    stack = contextlib.ExitStack()  # fyntr's log, under --log-dir
     try:
         origin_port = int(origin.stdout.readline())
         params: dict[str, Any] = {"proxy": None, "origin": origin_port, "host": ORIGIN_IP}
@@ -245,16 +247,20 @@ def run_case(
                 "198.18.0.0/15",
                 origin_port,
                 "--log-level",
-                "warning",
+                "warning" if args.log_dir is None else "info",
                 "--metrics-port",
                 str(METRICS_PORT),
                 *fyntr_args,
             )
+            if args.log_dir is not None:
+                slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+                log_path = args.log_dir / f"fyntr-{scenario.key}-{slug}.log"
+                log_file = stack.enter_context(log_path.open("w"))
             proxy = subprocess.Popen(
                 in_ns(CLIENT_NS, *command),
                 env=env,
                 stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL if args.log_dir is None else log_file,
             )
             time.sleep(1.0)
             params["proxy"] = port
@@ -303,6 +309,7 @@ def run_case(
         if proxy is not None:
             proxy.terminate()
             proxy.wait(10)
+        stack.close()
         origin.stdin.close()
         origin.wait(10)
         if scenario.halve_after_s is not None:
@@ -466,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="direct and fyntr with no flags only")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="write a PNG (needs matplotlib)")
+    ap.add_argument(
+        "--log-dir", type=Path, default=None, help="keep fyntr's INFO log of each case here"
+    )
     args = ap.parse_args(argv)
     if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None:
         print(

@@ -18,10 +18,18 @@ pytestmark = needs_netns("tc")
 
 
 def scenario(key: str, tmp_path: Path) -> dict[str, dict[str, Any]]:
-    """One quick run of a scenario: its rows by case."""
+    """One quick run of a scenario: its rows by case; fyntr's logs in ``tmp_path``."""
     out = tmp_path / "router.json"
     result = run_benchmark(
-        "router.py", "--scenarios", key, "--quick", "--json", str(out), timeout=280
+        "router.py",
+        "--scenarios",
+        key,
+        "--quick",
+        "--json",
+        str(out),
+        "--log-dir",
+        str(tmp_path),
+        timeout=280,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return {row["case"]: row for row in json.loads(out.read_text())["rows"]}
@@ -43,6 +51,10 @@ def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_uplink(
     assert fyntr["probe_p50_ms"] < direct["probe_p50_ms"] / 5
     assert fyntr["failures"] == 0
     assert shaped(fyntr)
+    said = (tmp_path / "fyntr-a-fyntr-no-flags.log").read_text()
+    assert "auto upload rate: queueing delay" in said  # one line when it starts ...
+    assert "auto upload rate: shaping at" in said  # ... and one when it takes its rate
+    assert "auto download rate" not in said  # an upload burst, ACKs the only download
 
 
 @pytest.mark.slow
@@ -61,3 +73,7 @@ def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_downlink(
     assert fyntr["probe_time_p50_ms"] < off["probe_time_p50_ms"] / 2
     assert fyntr["failures"] == 0
     assert shaped(fyntr)
+    said = (tmp_path / "fyntr-d-fyntr-no-flags.log").read_text()
+    assert "auto download rate: queueing delay" in said
+    assert "auto download rate: shaping at" in said
+    assert "auto upload rate" not in said  # the probe's and requests' bytes: no sample
