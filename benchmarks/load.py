@@ -294,16 +294,19 @@ class _Upload:
 
 def burst(p: Result) -> Result:
     """``clients`` connections at once, each uploading ``size`` bytes to the sink (or,
-    with ``direction`` "download", downloading them from the source).
+    with ``direction`` "download", downloading them from the source; "trickle", from
+    the source one segment every 20 ms).
 
     One thread drives every client with non-blocking sockets and epoll: a few system
     calls per client, so that the load generator does not stagger the tunnels itself
     (200 asyncio stream clients in one process took 12-17 ms to get going)."""
     size, clients = int(p["size"]), int(p["clients"])
     request = connect_request(p) if p["proxy"] else b""
-    download = p.get("direction") == "download"  # each client downloads ``size`` instead
+    download = p.get("direction") in ("download", "trickle")  # each client downloads
     payload = memoryview(
-        b"SOURCE %d\n" % size if download else b"TSINK %d\n" % size + bytes(size)
+        (b"TRICKLE %d\n" if p.get("direction") == "trickle" else b"SOURCE %d\n") % size
+        if download
+        else b"TSINK %d\n" % size + bytes(size)
     )  # shared by every client
     deadline = time.monotonic() + float(p.get("timeout", 120))
     ep = select.epoll()

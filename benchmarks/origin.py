@@ -3,6 +3,8 @@
 A client sends one command line, then:
 
 * ``SOURCE <n>\\n``: the origin sends n bytes and closes;
+* ``TRICKLE <n>\\n``: the same, one segment every 20 ms (a paced stream: a video, a
+  slow API), 580 kbit/s;
 * ``SINK <n>\\n``: the client sends n bytes, the origin answers ``OK\\n``;
 * ``TSINK <n>\\n``: the same, but the answer is ``OK <json>\\n``, the bytes received in
   each 10 ms window (``{window: bytes}``, windows of time.monotonic() x 100);
@@ -24,6 +26,8 @@ import sys
 import time
 
 CHUNK = memoryview(bytes(1 << 20))
+TRICKLE_SEGMENT = 1448  # one Ethernet TCP segment with timestamps ...
+TRICKLE_INTERVAL_S = 0.02  # ... every 20 ms
 HTTP_REPLY = b"HTTP/1.1 200 OK\r\nContent-Length: 1024\r\n\r\n" + b"h" * 1024
 ACCEPTED: list[float] = []
 
@@ -71,6 +75,8 @@ class OriginProtocol(asyncio.Protocol):
             self.remaining = int(arg or 0)
             if command == "SOURCE":
                 self._source()
+            elif command == "TRICKLE":
+                self._trickle()
             elif command in ("SINK", "TSINK"):
                 self.mode = "SINK"
                 if command == "TSINK":
@@ -98,6 +104,17 @@ class OriginProtocol(asyncio.Protocol):
             self.transport.write(chunk)
         if self.remaining <= 0:
             self.transport.close()
+
+    def _trickle(self) -> None:
+        if self.transport.is_closing():
+            return
+        chunk = CHUNK[: min(self.remaining, TRICKLE_SEGMENT)]
+        self.remaining -= len(chunk)
+        self.transport.write(chunk)
+        if self.remaining <= 0:
+            self.transport.close()
+        else:
+            asyncio.get_running_loop().call_later(TRICKLE_INTERVAL_S, self._trickle)
 
     def pause_writing(self) -> None:
         self.paused = True

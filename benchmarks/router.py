@@ -1,6 +1,6 @@
 """A simulated home router: why fyntr helps, with no flags (SPEC §5.1, §7).
 
-    sudo python benchmarks/router.py [--scenarios a,b,c,d] [--uplink 20mbit] [--quick]
+    sudo python benchmarks/router.py [--scenarios a,b,c,d,e] [--uplink 20mbit] [--quick]
                                      [--buffer-ms 300] [--json PATH] [--plot PATH]
 
 Two network namespaces made here and removed afterwards, even on failure: a client side
@@ -16,7 +16,10 @@ exist only inside these namespaces. Scenarios:
   ``htb`` class of 16 kbit with a 4-packet ``pfifo`` (a ``u32`` filter on the SYN flag,
   byte 33 with a 20-byte IP header), SYNs beyond it are dropped; 40 uploads of 128 KiB;
 * (d) 30 downloads of 512 KiB, the downlink (origin to client) a token bucket with the
-  same deep FIFO: the ISP's side of the line.
+  same deep FIFO: the ISP's side of the line;
+* (e) no queue: 3 streams on that downlink, each paced by its origin at one segment
+  every 20 ms for 5 s (a video, a slow API). A receiver's RTT counts the origin's pauses,
+  so auto must not take them for queueing: it should not shape at all.
 
 While the burst runs a probe makes small round trips. Each scenario runs direct and
 through fyntr with no flags (auto rates); (a) also through fyntr unshaped (auto off)
@@ -202,18 +205,25 @@ class Scenario:
     size: str
     syn_limit: bool = False
     halve_after_s: float | None = None  # the uplink falls to half this long into the burst
-    download: bool = False  # the burst downloads, through a bloated downlink
+    direction: str = "upload"  # or "download", or "trickle": paced downloads
+    # (both through a downlink as deep as the uplink)
+
+    @property
+    def downlink(self) -> bool:
+        return self.direction != "upload"
 
 
 SCENARIOS = {
     "a": Scenario("a", "uplink bloat", 30, "512KiB"),
     "b": Scenario("b", "uplink halves 2 s into the burst", 30, "1MiB", halve_after_s=2.0),
     "c": Scenario("c", "router takes ~25 new connections/s", 40, "128KiB", syn_limit=True),
-    "d": Scenario("d", "download burst, downlink bloat", 30, "512KiB", download=True),
+    "d": Scenario("d", "download burst, downlink bloat", 30, "512KiB", direction="download"),
+    "e": Scenario("e", "paced streams, no queue", 3, "362KB", direction="trickle"),
 }
 
 METRICS_PORT = 17999
 PROBE_INTERVAL_S = 0.02
+HISTORY_TICK_S = 0.1  # fyntr's auto-rate history: one point per tick
 
 
 def run_case(
@@ -295,7 +305,7 @@ def run_case(
                 **params,
                 "clients": scenario.clients,
                 "size": size,
-                "direction": "download" if scenario.download else "upload",
+                "direction": scenario.direction,
             },
             prefix=("ip", "netns", "exec", CLIENT_NS),
         )
@@ -344,12 +354,16 @@ def run_case(
         )
     if status is not None:
         taken, data = status
-        shaped = data["rates"]["download" if scenario.download else "upload"]
+        shaped = data["rates"]["download" if scenario.downlink else "upload"]
         row["rate_history"] = [
             (round(taken - ago - t0, 3), rate, achieved, delay)
             for ago, rate, achieved, delay in shaped["history"]
         ]
         row["connect_rate_end"] = data["rates"]["connect"]["rate"]
+        # The seconds of the burst with a rate in force (the history has one point a tick).
+        row["shaped_s"] = HISTORY_TICK_S * sum(
+            1 for t, rate, _achieved, _delay in row["rate_history"] if rate and 0 <= t <= end - t0
+        )
     return row
 
 
@@ -407,6 +421,7 @@ COLUMNS = [
     ("last_upload_start_s", "last upload starts s"),
     ("syn_drops", "SYNs dropped"),
     ("peak_new_conn_per_10ms", "peak new conns / 10 ms"),
+    ("shaped_s", "fyntr shaped s"),
 ]
 
 
@@ -467,7 +482,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--scenarios", default="a,b,c,d", help="comma list of a, b, c, d")
+    ap.add_argument("--scenarios", default="a,b,c,d,e", help="comma list of a, b, c, d, e")
     ap.add_argument("--uplink", default="20mbit", help="router uplink rate (tc syntax)")
     ap.add_argument("--buffer-ms", type=int, default=300, help="uplink FIFO depth, ms")
     ap.add_argument("--quick", action="store_true", help="direct and fyntr with no flags only")
@@ -486,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for scenario in chosen:
-            with network(args.uplink, args.buffer_ms, scenario.syn_limit, scenario.download):
+            with network(args.uplink, args.buffer_ms, scenario.syn_limit, scenario.downlink):
                 for name, fyntr_args in cases(scenario, args.uplink, args.quick):
                     print(f"running ({scenario.key}) {name} ...", file=sys.stderr, flush=True)
                     rows.append(run_case(name, fyntr_args, scenario, args, Path(tmp)))

@@ -77,3 +77,17 @@ def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_downlink(
     assert "auto download rate: queueing delay" in said
     assert "auto download rate: shaping at" in said
     assert "auto upload rate" not in said  # the probe's and requests' bytes: no sample
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_paced_streams_with_no_queue_are_not_taken_for_bloat(tmp_path: Path) -> None:
+    """Scenario (e): three streams whose origins send one segment every 20 ms. Each
+    segment echoes an ACK up to 20 ms old, so the receiver's RTT reads 20 ms above its
+    floor with no queue anywhere: download auto must not shape."""
+    rows = scenario("e", tmp_path)
+    direct, fyntr = rows["direct"], rows["fyntr, no flags"]
+    assert fyntr["failures"] == 0
+    assert fyntr["shaped_s"] == 0
+    assert fyntr["makespan_s"] < direct["makespan_s"] * 1.05
+    assert "auto download rate" not in (tmp_path / "fyntr-e-fyntr-no-flags.log").read_text()

@@ -208,7 +208,11 @@ class DownloadSampler:
                 and rcv_rtt is not None
                 and delta >= AUTORATE_RECEIVE_MIN_SEGMENTS * sample.mss
             ):
-                delays.append((max(0.0, rcv_rtt - mark.floor), delta))
+                # A segment echoes the newest ACK the origin had when it sent it: one
+                # that spaces its segments (pacing, or writing slowly) adds up to the
+                # gap between them, which is no queue: take the tick's mean gap off.
+                gap = AUTORATE_TICK_S * sample.mss / delta
+                delays.append((max(0.0, rcv_rtt - mark.floor - gap), delta))
                 floors.append((mark.floor, delta))
         self._marks, self._busy = marks, busy
         return received, delays, floors
