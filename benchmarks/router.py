@@ -360,10 +360,13 @@ def run_case(
             for ago, rate, achieved, delay in shaped["history"]
         ]
         row["connect_rate_end"] = data["rates"]["connect"]["rate"]
-        # The seconds of the burst with a rate in force (the history has one point a tick).
-        row["shaped_s"] = HISTORY_TICK_S * sum(
-            1 for t, rate, _achieved, _delay in row["rate_history"] if rate and 0 <= t <= end - t0
-        )
+        # Under auto, the seconds of the burst with a rate in force (one point a tick).
+        if shaped["auto"]:
+            row["shaped_s"] = HISTORY_TICK_S * sum(
+                1
+                for t, rate, _achieved, _delay in row["rate_history"]
+                if rate and 0 <= t <= end - t0
+            )
     return row
 
 
