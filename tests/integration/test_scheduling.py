@@ -103,6 +103,38 @@ async def test_small_flow_is_not_stuck_behind_bulk_uploads() -> None:
         await asyncio.gather(*bulk, return_exceptions=True)
 
 
+async def test_at_a_low_rate_a_small_flow_waits_for_its_own_tokens_not_a_quantums() -> None:
+    """At 256 kbit/s (auto's floor while a queue drains) a quantum's tokens take 0.5 s;
+    a 64-byte request needs 2 ms of them and must not wait for the whole quantum."""
+    rate = 32_000
+    async with (
+        origin(sink) as bulk_origin,
+        origin(echo) as echo_origin,
+        proxy(
+            loopback_settings(
+                bulk_origin.port, echo_origin.port, upload_rate=rate, max_connections=0
+            )
+        ) as server,
+    ):
+        port = http_port(server)
+        bulk = [asyncio.ensure_future(upload(port, bulk_origin.port, 1 << 20)) for _ in range(2)]
+        await asyncio.sleep(0.3)  # the bulk flows hold the bucket empty
+        assert server.pumps[0].queued_bytes > 0
+        reader, writer, head = await connect_via(port, f"127.0.0.1:{echo_origin.port}")
+        assert head == OK
+        worst = 0.0
+        for _ in range(5):
+            started = time.monotonic()
+            writer.write(b"p" * 64)
+            assert await asyncio.wait_for(reader.readexactly(64), 5) == b"p" * 64
+            worst = max(worst, time.monotonic() - started)
+        assert worst < 0.1, worst  # a quantum's wait: up to 0.5 s
+        writer.close()
+        for task in bulk:
+            task.cancel()
+        await asyncio.gather(*bulk, return_exceptions=True)
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:

@@ -20,6 +20,7 @@ from fyntr.limits import (
     LOW_WATERMARK_BYTES,
     RATE_BURST_MIN_BYTES,
     RATE_BURST_S,
+    RATE_TIMER_MIN_S,
 )
 from fyntr.sched.drr import Chunk, Flow, Scheduler, TokenBucket
 
@@ -138,13 +139,14 @@ class Lane(Flow):
 class Pump:
     """One direction's scheduler, its optional token bucket and its one timer."""
 
-    __slots__ = ("_loop", "_timer", "scheduler", "shaped")
+    __slots__ = ("_loop", "_timer", "_wake_at", "scheduler", "shaped")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, rate: float = 0) -> None:
         self._loop = loop
         self.scheduler = Scheduler()
         self.shaped = False
         self._timer: asyncio.TimerHandle | None = None
+        self._wake_at = 0.0  # when the timer fires
         if rate > 0:
             self.set_rate(rate)
 
@@ -197,10 +199,17 @@ class Pump:
 
     def service(self) -> None:
         sched = self.scheduler
-        sched.service(self._loop.time(), self._write)
+        now = self._loop.time()
+        sched.service(now, self._write)
         delay = sched.next_wake()
-        if delay is not None and self._timer is None:
-            self._timer = self._loop.call_later(delay, self._on_timer)
+        if delay is None:
+            return
+        # A new flow may need its turn sooner than the timer armed for a quantum.
+        if self._timer is None or now + delay < self._wake_at - RATE_TIMER_MIN_S:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._wake_at = now + delay
+            self._timer = self._loop.call_at(self._wake_at, self._on_timer)
 
     def _on_timer(self) -> None:
         self._timer = None
