@@ -152,6 +152,7 @@ class OriginProtocol(asyncio.Protocol):
     def answer(self) -> None:
         self.mode = "DONE"
         self.transport.write(b"OK " + json.dumps(self.windows).encode() + b"\n")
+        self.transport.resume_reading()  # the client's EOF ends the connection, as SINK's
 
     def _source(self) -> None:
         while self.remaining > 0 and not self.paused:
