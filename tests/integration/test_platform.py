@@ -41,7 +41,7 @@ STAND_INS = {
     "splice": "no splice(): bulk tunnels stay on the transports",
     "signals": "no loop signal handlers: signal.signal, waking the loop",
     "resource": "no resource module: the FD limit is left as it is",
-    "tcp_info": "no TCP_INFO: --upload-rate auto and --connect-rate auto mean unlimited",
+    "tcp_info": "no TCP_INFO: upload, download and connect auto mean unlimited",
 }
 
 

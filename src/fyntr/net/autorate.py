@@ -386,9 +386,8 @@ def pumps_for(
         if setting != AUTO:
             return None
         if not available:
-            log.warning(
-                "--%s-rate auto: the kernel gives no RTT samples here; unlimited", sampler.name
-            )
+            why = "the kernel keeps no receiver RTT" if tcpinfo.AVAILABLE else "no TCP_INFO"
+            log.warning("--%s-rate auto: %s here; unlimited", sampler.name, why)
             return None
         return AutoRateDriver(loop, clock, relays, sampler)
 

@@ -42,7 +42,7 @@ def fallbacks(loop: asyncio.AbstractEventLoop, signals_on_loop: bool) -> list[st
     if resource is None:
         out.append("no resource module: the FD limit is left as it is")
     if not tcpinfo.AVAILABLE:
-        out.append("no TCP_INFO: --upload-rate auto and --connect-rate auto mean unlimited")
+        out.append("no TCP_INFO: upload, download and connect auto mean unlimited")
     return out
 
 
