@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
+from collections.abc import AsyncIterator
 
 from fyntr.errors import STATUS_LINES, Status
+from fyntr.net.server import Server
 from tests.support.net import (
     connect_via,
     echo,
@@ -69,8 +72,12 @@ async def test_shaped_uploads_share_the_rate_fairly() -> None:
         assert abs(aggregate - rate) / rate <= 0.10, aggregate
 
 
-async def test_small_flow_is_not_stuck_behind_bulk_uploads() -> None:
-    rate = 4_000_000
+@contextlib.asynccontextmanager
+async def behind_bulk_uploads(
+    rate: int, flows: int, size: int, settle_s: float
+) -> AsyncIterator[tuple[Server, asyncio.StreamReader, asyncio.StreamWriter]]:
+    """fyntr at ``rate`` with ``flows`` bulk uploads of ``size`` under way for
+    ``settle_s``, and a fresh tunnel to an echo origin beside them."""
     async with (
         origin(sink) as bulk_origin,
         origin(echo) as echo_origin,
@@ -81,58 +88,47 @@ async def test_small_flow_is_not_stuck_behind_bulk_uploads() -> None:
         ) as server,
     ):
         port = http_port(server)
-        bulk = [
-            asyncio.ensure_future(upload(port, bulk_origin.port, 8 * 1024 * 1024))
-            for _ in range(20)
-        ]
-        await asyncio.sleep(0.5)  # the shaper's queues are full: 20 x 256 KiB backlog
-        queued = server.pumps[0].queued_bytes
-        assert queued > 2_000_000, queued  # > 0.5 s of backlog at the rate
+        bulk = [asyncio.ensure_future(upload(port, bulk_origin.port, size)) for _ in range(flows)]
+        await asyncio.sleep(settle_s)
         reader, writer, head = await connect_via(port, f"127.0.0.1:{echo_origin.port}")
         assert head == OK
-        started = time.monotonic()
-        writer.write(b"q" * 200)  # a small API call
-        assert await asyncio.wait_for(reader.readexactly(200), 5) == b"q" * 200
-        elapsed = time.monotonic() - started
+        try:
+            yield server, reader, writer
+        finally:
+            writer.close()
+            for task in bulk:
+                task.cancel()
+            await asyncio.gather(*bulk, return_exceptions=True)
+
+
+async def round_trip(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, size: int
+) -> float:
+    started = time.monotonic()
+    writer.write(b"q" * size)
+    assert await asyncio.wait_for(reader.readexactly(size), 5) == b"q" * size
+    return time.monotonic() - started
+
+
+async def test_small_flow_is_not_stuck_behind_bulk_uploads() -> None:
+    rate = 4_000_000
+    # After 0.5 s the shaper's queues are full: 20 x 256 KiB of backlog.
+    async with behind_bulk_uploads(rate, 20, 8 * 1024 * 1024, 0.5) as (server, reader, writer):
+        queued = server.pumps[0].queued_bytes
+        assert queued > 2_000_000, queued  # > 0.5 s of backlog at the rate
+        elapsed = await round_trip(reader, writer, 200)  # a small API call
         # FIFO behind the backlog would take queued / rate (> 0.5 s); DRR serves the new
         # sparse flow within a few quanta of the bucket.
         assert elapsed < 0.1 * queued / rate, (elapsed, queued / rate)
-        writer.close()
-        for task in bulk:
-            task.cancel()
-        await asyncio.gather(*bulk, return_exceptions=True)
 
 
 async def test_at_a_low_rate_a_small_flow_waits_for_its_own_tokens_not_a_quantums() -> None:
     """At 256 kbit/s (auto's floor while a queue drains) a quantum's tokens take 0.5 s;
     a 64-byte request needs 2 ms of them and must not wait for the whole quantum."""
-    rate = 32_000
-    async with (
-        origin(sink) as bulk_origin,
-        origin(echo) as echo_origin,
-        proxy(
-            loopback_settings(
-                bulk_origin.port, echo_origin.port, upload_rate=rate, max_connections=0
-            )
-        ) as server,
-    ):
-        port = http_port(server)
-        bulk = [asyncio.ensure_future(upload(port, bulk_origin.port, 1 << 20)) for _ in range(2)]
-        await asyncio.sleep(0.3)  # the bulk flows hold the bucket empty
-        assert server.pumps[0].queued_bytes > 0
-        reader, writer, head = await connect_via(port, f"127.0.0.1:{echo_origin.port}")
-        assert head == OK
-        worst = 0.0
-        for _ in range(5):
-            started = time.monotonic()
-            writer.write(b"p" * 64)
-            assert await asyncio.wait_for(reader.readexactly(64), 5) == b"p" * 64
-            worst = max(worst, time.monotonic() - started)
+    async with behind_bulk_uploads(32_000, 2, 1 << 20, 0.3) as (server, reader, writer):
+        assert server.pumps[0].queued_bytes > 0  # the bulk flows hold the bucket empty
+        worst = max([await round_trip(reader, writer, 64) for _ in range(5)])
         assert worst < 0.1, worst  # a quantum's wait: up to 0.5 s
-        writer.close()
-        for task in bulk:
-            task.cancel()
-        await asyncio.gather(*bulk, return_exceptions=True)
 
 
 def rss_kib(pid: int) -> int:
