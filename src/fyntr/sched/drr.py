@@ -15,9 +15,10 @@ The discipline (SPEC §5):
   unlike upstream §8.4);
 * a parked flow (its destination cannot take more) leaves the lists and keeps no credit
   until it is unparked, when it rejoins the back of the old list;
-* with a rate, a token bucket bounds what every pass may send, and a quantum lasts at
-  most ``QUANTUM_RATE_S`` at the rate (never below ``QUANTUM_MIN_BYTES``), so that a new
-  flow waits for at most that long behind the new flow before it.
+* with a rate, a token bucket bounds what every pass may send, and quanta shrink so that
+  a round of every listed flow lasts at most ``DRR_ROUND_S`` at the rate (never below
+  ``QUANTUM_MIN_BYTES`` a flow): every flow moves in every 10 ms, and a new flow waits
+  for at most one such turn of the new flow before it.
 """
 
 from __future__ import annotations
@@ -27,10 +28,10 @@ from collections.abc import Callable
 
 from fyntr.limits import (
     DRR_ALONE_BUDGET_BYTES,
+    DRR_ROUND_S,
     QUANTUM_DEFAULT_BYTES,
     QUANTUM_MAX_BYTES,
     QUANTUM_MIN_BYTES,
-    QUANTUM_RATE_S,
     RATE_TIMER_MIN_S,
 )
 from fyntr.sched.quantum import ema_update, recommended_quantum
@@ -121,10 +122,12 @@ class Scheduler:
             self.new.append(flow)
 
     def _quantum(self, flow: Flow) -> int:
+        """Under a rate, a round of every listed flow lasts at most DRR_ROUND_S."""
         bucket = self.bucket
         if bucket is None:
             return flow.quantum
-        return min(flow.quantum, max(QUANTUM_MIN_BYTES, int(bucket.rate * QUANTUM_RATE_S)))
+        share = bucket.rate * DRR_ROUND_S / max(1, len(self.new) + len(self.old))
+        return min(flow.quantum, max(QUANTUM_MIN_BYTES, int(share)))
 
     def park(self, flow: Flow) -> None:
         """The destination stopped taking data: leave the lists at the next pass."""
