@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
 from typing import Protocol
 
 from fyntr.config import AUTO, Settings
@@ -344,27 +343,28 @@ class AutoRateDriver:
             log.debug("auto %s rate: %s, queueing delay %s", name, phase.value, delay)
 
 
-@dataclass(frozen=True, eq=False)
 class AutoRates:
     """The auto rate of each direction that has one (None: a fixed rate or unlimited)."""
 
-    upload: AutoRateDriver | None
-    download: AutoRateDriver | None
+    __slots__ = ("download", "drivers", "upload")
 
-    def drivers(self) -> list[AutoRateDriver]:
-        return [d for d in (self.upload, self.download) if d is not None]
+    def __init__(self, upload: AutoRateDriver | None, download: AutoRateDriver | None) -> None:
+        self.upload = upload
+        self.download = download
+        # Once, not on every tunnel's start and dial.
+        self.drivers = tuple(d for d in (upload, download) if d is not None)
 
     def wake(self) -> None:
-        for driver in self.drivers():
+        for driver in self.drivers:
             driver.wake()
 
     def close(self) -> None:
-        for driver in self.drivers():
+        for driver in self.drivers:
             driver.close()
 
     def dialed(self, dialed: Dialed) -> None:
         if dialed.routed:
-            for driver in self.drivers():
+            for driver in self.drivers:
                 driver.sampler.dialed(dialed.transport)
 
 
