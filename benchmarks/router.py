@@ -55,6 +55,10 @@ from run import fyntr_command, load
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO / "src"))  # this checkout's fyntr
+from fyntr.config import parse_rate  # noqa: E402
+from fyntr.sched.autorate import weighted_median  # noqa: E402
+
 SUFFIX = str(os.getpid())
 CLIENT_NS, ORIGIN_NS = f"fyntr-cli-{SUFFIX}", f"fyntr-org-{SUFFIX}"
 CLIENT_IF, ORIGIN_IF = f"fc{SUFFIX}"[:15], f"fo{SUFFIX}"[:15]
@@ -374,19 +378,11 @@ def time_median(rtts_ms: list[float], interval_s: float) -> float:
     """The RTT the probe saw for half the burst's time: each round trip weighs the time
     it took plus the pause after it. The plain median counts round trips, and a probe
     stuck behind a 300 ms queue makes 15 times fewer of them than one that is not."""
-    weighted = sorted((rtt, rtt / 1000 + interval_s) for rtt in rtts_ms)
-    half = sum(weight for _rtt, weight in weighted) / 2
-    for rtt, weight in weighted:
-        half -= weight
-        if half <= 0:
-            return rtt
-    return float("nan")
+    median = weighted_median([(rtt, rtt / 1000 + interval_s) for rtt in rtts_ms])
+    return float("nan") if median is None else median
 
 
 def rate_bytes(text: str) -> float:
-    sys.path.insert(0, str(REPO / "src"))
-    from fyntr.config import parse_rate
-
     return float(parse_rate(text))
 
 

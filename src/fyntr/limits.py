@@ -69,9 +69,10 @@ DRR_ALONE_BUDGET_BYTES: Final = 4 * QUANTUM_MAX_BYTES  # a flow alone may send t
 DRR_ROUND_S: Final = 0.004  # shaped, a round of every listed flow lasts at most this at
 # the rate (quanta shrink, to QUANTUM_MIN_BYTES at the least): 200 flows at 150 MB/s with
 # 16 KiB quanta took 21 ms a round, and half of them moved in any 10 ms (Jain while
-# competing 0.51-0.57, fyntr on its own core; 0.88-0.96 at 4 ms; 2 ms cost throughput:
-# 100k writes/s). At auto's 256 kbit/s floor 16 KiB took 0.5 s, and a request behind a
-# new bulk flow waited that long (1.5 KB: 47 ms).
+# competing 0.51-0.57, fyntr on its own core; 0.90-0.96 at 4 ms, where a 10 ms window
+# holds 2.5 turns a flow and Jain's index is at most 0.96; 2.5 ms was CPU-bound at 150
+# MB/s, 4 ms already takes 87% of a core). At auto's 256 kbit/s floor 16 KiB took 0.5 s,
+# and a request behind a new bulk flow waited that long (1.5 KB: 47 ms).
 RATE_BURST_S: Final = 0.010  # token bucket depth: about 10 ms of the rate ...
 RATE_BURST_MIN_BYTES: Final = 16 * KIB  # ... but at least one full TLS record
 RATE_TIMER_MIN_S: Final = 0.001  # the shaper's timer never fires more often than this

@@ -183,6 +183,8 @@ class DownloadSampler:
             sock = relay.upstream_socket()
             sample = None if sock is None else tcpinfo.read(sock)
             if sock is None or sample is None or sample.bytes_received is None:
+                if mark is not None:  # kept: a clamp it holds must still come off
+                    marks[relay] = mark
                 continue
             fd = sock.fileno()
             if mark is None or mark.fd != fd or sample.bytes_received < mark.received:

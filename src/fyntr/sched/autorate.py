@@ -33,6 +33,7 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
 
@@ -207,20 +208,21 @@ class AutoRate:
             self.phase = Phase.UNSHAPED
 
 
-def weighted_median(samples: list[tuple[float, int]]) -> float | None:
-    """The tick's queueing delay from (inflation, bytes acknowledged) per socket: a
-    socket that moved little has an old smoothed RTT (the kernel updates it per ACK), so
-    each counts by the bytes it moved."""
+def weighted_median(samples: Collection[tuple[float, float]]) -> float | None:
+    """The value at which half the weight is reached: the tick's queueing delay from
+    (inflation, bytes acknowledged) per socket, where a socket that moved little has an
+    old smoothed RTT (the kernel updates it per ACK), so each counts by the bytes it
+    moved."""
     if not samples:
         return None
-    samples.sort()
-    half = sum(weight for _value, weight in samples) / 2
-    seen = 0
-    for value, weight in samples:
+    ordered = sorted(samples)
+    half = sum(weight for _value, weight in ordered) / 2
+    seen = 0.0
+    for value, weight in ordered:
         seen += weight
         if seen >= half:
             return value
-    return samples[-1][0]
+    return ordered[-1][0]
 
 
 def receive_window(rate: float, base_rtt_s: float, flows: int, mss: int) -> int:
