@@ -442,7 +442,7 @@ def own_core(c: Contender) -> Iterator[None]:
     (a child of this process) on the others, for every contender, direct included. With
     all of them free to share two cores, the time slices the kernel gave them, not the
     proxy, decided which flows moved in a 10 ms window: fyntr's Jain while competing
-    spread from 0.57 to 0.85 over three bursts, 0.96-0.97 with a core of its own."""
+    spread from 0.57 to 0.85 over three bursts, 0.956-0.968 with a core of its own."""
     cores = os.sched_getaffinity(0)
     if len(cores) < 2:
         yield
@@ -510,25 +510,14 @@ def measure(c: Contender, workload: str, sizes: Sizes) -> dict[str, Any]:
         }
     if workload == "latency":
         return load("latency", {**base, "count": sizes.pings})
-    if workload == "burst":
-        before = listen_overflows()
+    if workload in ("burst", "burst_name"):
+        params = {**base, "clients": sizes.burst_clients, "size": sizes.burst_size}
+        if workload == "burst_name":  # the same burst to "localhost": DNS at burst scale
+            params["host"] = "localhost"
+        overflows, lookups = listen_overflows(), c.dns_lookups()
         with own_core(c):
-            result = load(
-                "burst", {**base, "clients": sizes.burst_clients, "size": sizes.burst_size}
-            )
-        return {**result, "listen_overflows": listen_overflows() - before}
-    if workload == "burst_name":  # the same burst to "localhost": DNS at burst scale
-        lookups = c.dns_lookups()
-        with own_core(c):
-            result = load(
-                "burst",
-                {
-                    **base,
-                    "host": "localhost",
-                    "clients": sizes.burst_clients,
-                    "size": sizes.burst_size,
-                },
-            )
+            result = load("burst", params)
+        result["listen_overflows"] = listen_overflows() - overflows
         if lookups is not None:
             result["resolver_calls"] = (c.dns_lookups() or 0) - lookups
         return result
