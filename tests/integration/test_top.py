@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.net import fyntr_process, origin, run_fyntr
+from tests.support.net import free_port, fyntr_process, origin, run_fyntr
 
 TMUX = shutil.which("tmux")
 
@@ -51,14 +51,6 @@ async def live_fyntr(seconds: float) -> AsyncIterator[tuple[int, str, asyncio.Fu
         with fyntr_process("--port", "0", "--allow-port", str(o.port), *args) as proc:
             mover = asyncio.ensure_future(moving_bytes(proc.ports[0], o.port, seconds))
             yield metrics, f"127.0.0.1:{o.port}", mover
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def tmux(*args: str) -> str:

@@ -12,6 +12,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -203,6 +204,12 @@ async def cross_deadline(server: Server, clock: FakeClock, seconds: float, waiti
     server.sweep()
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
@@ -218,13 +225,33 @@ class Process:
     proc: subprocess.Popen[bytes]
     ports: list[int]
     lines: list[str]
+    reader: threading.Thread | None = None
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
 
+    def drain(self) -> None:
+        """Keep reading its output from now on: a test that makes fyntr log more than a
+        pipe holds (64 KiB) must not block it on a write to stderr."""
+        assert self.proc.stdout is not None
+        stdout = self.proc.stdout
+
+        def read() -> None:
+            while data := stdout.read(65536):
+                self.lines.append(data.decode(errors="replace"))
+
+        self.reader = threading.Thread(target=read, name="fyntr-output", daemon=True)
+        self.reader.start()
+
     def finish(self, timeout: float = 10) -> int:
         """Wait for the exit, collect the rest of the output, close the pipe."""
+        if self.reader is not None:
+            self.proc.wait(timeout)
+            self.reader.join(timeout)
+            assert self.proc.stdout is not None
+            self.proc.stdout.close()
+            return self.proc.returncode
         out, _ = self.proc.communicate(timeout=timeout)
         self.lines.append(out.decode())
         return self.proc.returncode
@@ -249,9 +276,9 @@ class Process:
 
 @contextlib.contextmanager
 def fyntr_process(
-    *args: str, env: dict[str, str] | None = None, listeners: int = 1
+    *args: str, env: dict[str, str] | None = None, listeners: int = 1, nofile: int | None = None
 ) -> Iterator[Process]:
-    proc = start_fyntr(*args, env=env, listeners=listeners)
+    proc = start_fyntr(*args, env=env, listeners=listeners, nofile=nofile)
     try:
         yield proc
     finally:
@@ -261,14 +288,21 @@ def fyntr_process(
             proc.finish()
 
 
-def start_fyntr(*args: str, env: dict[str, str] | None = None, listeners: int = 1) -> Process:
-    """``python -m fyntr`` with ``args``; waits for its "Starting Fyntr on" lines."""
+def start_fyntr(
+    *args: str, env: dict[str, str] | None = None, listeners: int = 1, nofile: int | None = None
+) -> Process:
+    """``python -m fyntr`` with ``args``; waits for its "Starting Fyntr on" lines.
+    ``nofile``: its soft and hard FD limit, set by the shell that starts it."""
+    command = [sys.executable, "-m", "fyntr", *args]
+    if nofile is not None:
+        command = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *command]
+
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("FYNTR_")}
     full_env.update(env or {})
     # Unbuffered: a buffered reader's read-ahead would hide lines from communicate(),
     # which reads the descriptor itself.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "fyntr", *args],
+        command,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         bufsize=0,

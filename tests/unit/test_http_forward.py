@@ -84,12 +84,74 @@ def test_malformed_fields_refused() -> None:
     assert status_of(head("no colon here\r\n")) == Status.BAD_REQUEST
 
 
+@given(
+    st.sampled_from(["Content-Length", "content-length", "Transfer-Encoding", "Host", "HOST"]),
+    st.sampled_from(["{}", "close, {}", "{} , keep-alive", " {}"]),
+)
+def test_connection_naming_a_framing_field_refused(name: str, spelling: str) -> None:
+    """RFC 9110 §7.6.1: a field meant for every recipient is never a connection option;
+    dropped as one, the body would reach the origin unframed (docs/plain-http.md)."""
+    connection = f"Connection: {spelling.format(name)}\r\n"
+    assert status_of(head(connection, "Content-Length: 5\r\n")) == Status.BAD_REQUEST
+    response = f"HTTP/1.1 200 OK\r\n{connection}Content-Length: 5\r\n\r\nhello".encode()
+    with pytest.raises(HandshakeError) as caught:
+        read(response, response=True)
+    assert caught.value.status == Status.BAD_REQUEST
+
+
+def test_connection_naming_other_fields_is_fine() -> None:
+    assert status_of(head("Connection: TE, keep-alive, X-Private\r\n", "TE: trailers\r\n")) is None
+
+
+def test_at_rest_only_between_messages_with_nothing_beyond() -> None:
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    reader = MessageReader(response=True)
+    reader.feed(ok[:10])
+    assert not reader.at_rest  # a head begun
+    reader.feed(ok[10:])
+    reader.events.clear()
+    assert reader.at_rest
+    reader.feed(b"HTTP/1.1 200 OK\r\nX-P: ")  # the start of a response nobody asked for
+    assert not reader.events and not reader.at_rest
+
+
+@pytest.mark.parametrize("rest", [b"", b"x", b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"])
+def test_bytes_after_a_head_response_are_surplus(rest: bytes) -> None:
+    reader = MessageReader(response=True)
+    reader.expect_no_body = True
+    reader.feed(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\n" + rest)
+    assert [type(e) for e in reader.events] == [Head, type(END)]
+    reader.events.clear()
+    assert reader.at_rest is (rest == b"")
+
+
+def test_a_read_that_ends_in_the_next_head_counts_only_that_head() -> None:
+    """700 pipelined GETs and 20 bytes of the next, or a 100 KB body and 30 bytes of
+    the next head, in one read: no 431 (the read is larger than a head's limit)."""
+    get = b"GET http://a/ HTTP/1.1\r\nHost: a\r\nUser-Agent: " + b"u" * 60 + b"\r\n\r\n"
+    reader = MessageReader()
+    reader.feed(get * 700 + get[:20])
+    reader.feed(get[20:])
+    assert sum(isinstance(e, Head) for e in reader.events) == 701
+    body = b"b" * 100_000
+    reader = MessageReader()
+    reader.feed(b"POST http://a/ HTTP/1.1\r\nContent-Length: 100000\r\n\r\n" + body + get[:30])
+    assert b"".join(e for e in reader.events if isinstance(e, bytes)) == body
+
+
 def test_head_limits() -> None:
     assert status_of(b"GET http://a/" + b"x" * 9000 + b" HTTP/1.1\r\n\r\n") == Status.URI_TOO_LONG
     many = "".join(f"X-{i}: 1\r\n" for i in range(101))
     assert status_of(head(many)) == Status.HEADERS_TOO_LARGE
     endless = b"GET http://a/ HTTP/1.1\r\nX: " + b"a" * 50_000
     assert status_of(endless) == Status.HEADERS_TOO_LARGE
+    # The same after a complete request in the same read, and spread over reads.
+    assert status_of(b"GET http://a/ HTTP/1.1\r\n\r\n" + endless) == Status.HEADERS_TOO_LARGE
+    reader = MessageReader()
+    with pytest.raises(HandshakeError) as caught:
+        for i in range(0, len(endless), 1000):
+            reader.feed(endless[i : i + 1000])
+    assert caught.value.status == Status.HEADERS_TOO_LARGE
 
 
 PIPELINE = (

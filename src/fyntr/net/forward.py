@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from fyntr.log import log
 from fyntr.net.dialer import Dialed
 from fyntr.net.ends import BOTH_CLOSED, Side, end_reason
 from fyntr.net.pump import Lane, Pump
+from fyntr.net.sockopt import has_unread
 from fyntr.net.state import ServerState
 from fyntr.wire.http_forward import (
     END,
@@ -51,6 +53,7 @@ class Origin(asyncio.Protocol):
 
     __slots__ = (
         "address",
+        "checking",
         "cleared",
         "idle_since",
         "key",
@@ -69,6 +72,7 @@ class Origin(asyncio.Protocol):
         self.routed = dialed.routed
         self.served = 0  # exchanges begun on it
         self.cleared: object = None  # the threat index it was last checked under
+        self.checking = False  # kept, and the request's head has not all left fyntr yet
         self.reader = MessageReader(response=True)
         self.session: Forward | None = None
         self.idle_since = 0.0
@@ -81,13 +85,22 @@ class Origin(asyncio.Protocol):
 
     @property
     def usable(self) -> bool:
-        return not (self.lost or self.transport.is_closing() or self.reader.events)
+        """Open, and nothing received beyond its last response (not a byte of another
+        message, nor a body after a bodyless one)."""
+        return not (self.lost or self.transport.is_closing()) and self.reader.at_rest
 
     def data_received(self, data: bytes) -> None:
         session = self.session
         if session is None:  # idle: an origin that talks unasked is out of step
             self.transport.abort()
             return
+        if self.checking:
+            # The origin cannot answer a request whose head it has not received: these
+            # bytes were meant for the connection's previous client.
+            if not session.head_sent():
+                session.origin_failed("the kept connection sent bytes before the request")
+                return
+            self.checking = False
         try:
             self.reader.feed(data)
         except HandshakeError as err:
@@ -122,9 +135,15 @@ def _ignore(_origin: Origin) -> None:
 
 class OriginPool:
     """Idle upstream connections by host and port: bounded per origin and in all,
-    closed after POOL_IDLE_S. The most recently used is taken first (warmest)."""
+    closed after POOL_IDLE_S. The most recently used is taken first (warmest).
 
-    def __init__(self) -> None:
+    ``capacity`` is what the descriptor budget leaves beyond the cap's own sockets
+    (net/listen.py): an idle connection must never take a descriptor a tunnel below
+    the cap needs. A connection is handed out only with nothing received since its last
+    response, in fyntr or in the kernel (docs/plain-http.md)."""
+
+    def __init__(self, capacity: int = POOL_MAX) -> None:
+        self.capacity = capacity
         self._idle: dict[Origin, None] = {}  # oldest first
         self._by_key: dict[str, dict[Origin, None]] = {}  # the same, by host and port
 
@@ -133,7 +152,8 @@ class OriginPool:
 
     def put(self, origin: Origin, now: float) -> None:
         origin.session = None
-        if not origin.usable:
+        origin.checking = False
+        if not origin.usable or self.capacity <= 0:
             origin.transport.close()
             return
         origin.idle_since = now
@@ -141,7 +161,7 @@ class OriginPool:
         same = self._by_key.get(origin.key)
         if same is not None and len(same) >= POOL_PER_ORIGIN:
             self._drop(next(iter(same)))
-        if len(self._idle) >= POOL_MAX:
+        if len(self._idle) >= self.capacity:
             self._drop(next(iter(self._idle)))
         self._idle[origin] = self._by_key.setdefault(origin.key, {})[origin] = None
         origin.transport.resume_reading()
@@ -151,9 +171,9 @@ class OriginPool:
         while same:
             origin = next(reversed(same))
             self._forget(origin)
-            if origin.usable:
+            if origin.usable and not has_unread(origin.transport):
                 return origin
-            origin.transport.close()
+            origin.transport.abort()
         return None
 
     def expire(self, now: float) -> None:
@@ -194,6 +214,7 @@ class Exchange:
     download: Framing = NO_FRAMING
     informational: bool = False  # inside a 1xx response
     reused: bool = False  # sent on a connection that had served before
+    head_end: int = 0  # up.nbytes once the head was pushed: it has left fyntr at that count
     retried: bool = False
 
     @property
@@ -257,6 +278,7 @@ class Forward(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self.client_eof = False
         self.closed = False
+        self.deadline = math.inf  # a request head under way must be complete by then
 
     # --- the relay interface (net/relay.py) -------------------------------------------
     @property
@@ -278,6 +300,23 @@ class Forward(asyncio.Protocol):
             return None
         sock: socket.socket | None = self.origin.transport.get_extra_info("socket")
         return sock
+
+    def on_deadline(self) -> None:
+        """A request head took longer than the handshake allows one: 408, as CONNECT."""
+        limit = self.state.settings.timeouts.headers_s
+        if self.exchange is not None:  # pipelined behind a response still under way
+            self.deadline = self.state.clock() + limit
+            return
+        self.deadline = math.inf
+        self._refuse(
+            HandshakeError(
+                Status.REQUEST_TIMEOUT,
+                Rep.GENERAL_FAILURE,
+                "timeout",
+                f"timed out reading the request headers after {limit:g}s",
+            ),
+            None,
+        )
 
     def wind_down(self) -> None:
         """Shutdown: close now between requests, else after the response under way."""
@@ -313,6 +352,14 @@ class Forward(asyncio.Protocol):
             else:
                 self._refuse(err, ex)
             return
+        # The handshake's header budget holds for every request head, the first one's
+        # (after its request line) and each next one on a kept connection: a head's bytes
+        # are no relay activity, so a trickled head would outlast the idle limits.
+        if self.reader.in_head:
+            if self.deadline == math.inf:
+                self.deadline = self.state.clock() + self.state.settings.timeouts.headers_s
+        elif self.deadline != math.inf:
+            self.deadline = math.inf
         self._client_events()
 
     def eof_received(self) -> bool:
@@ -460,6 +507,8 @@ class Forward(asyncio.Protocol):
         ex.reused = origin.served > 0
         origin.served += 1
         self.up.push(ex.request)
+        ex.head_end = self.up.nbytes
+        origin.checking = ex.reused and not self.head_sent()
         origin.transport.resume_reading()
         self._client_events()  # the body read so far
         self.origin_events()  # what the origin sent before the request, or its close
@@ -475,6 +524,12 @@ class Forward(asyncio.Protocol):
         ex.request_done = True
         if ex.upload.chunked:
             self.up.push(LAST_CHUNK)  # trailers are not forwarded (RFC 9110 §6.5.1)
+
+    def head_sent(self) -> bool:
+        """The exchange's request head has been handed to the kernel (not queued by the
+        scheduler, not in the transport's buffer)."""
+        ex = self.exchange
+        return ex is not None and self.up.nbytes - self.up.held() >= ex.head_end
 
     # --- the origin side --------------------------------------------------------------
     def origin_events(self) -> None:

@@ -1,11 +1,12 @@
 """Listening sockets and the file descriptors they need: binding (dual-stack like the
 original), the FD limit raised to what the cap needs (upstream §3.6), and what the limit
-leaves for splice pipes and for connections waiting at the cap."""
+leaves for splice pipes, connections waiting at the cap and idle origin connections."""
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from typing import NamedTuple
 
 from fyntr.config import validate_bind_address
 from fyntr.errors import ConfigError
@@ -120,6 +121,11 @@ def raise_fd_limit(max_connections: int, extra: int = 0) -> int | None:
     return soft
 
 
+def _spare(max_connections: int, soft: int) -> int:
+    """Descriptors the FD limit leaves beyond the cap's sockets and the headroom."""
+    return soft - (max_connections * FDS_PER_CONNECTION + FD_HEADROOM)
+
+
 def waiting_capacity(max_connections: int, soft: int | None, spliced: int) -> int:
     """How many connections --max-connections-wait may hold at the cap: one descriptor
     each, from what the FD limit leaves beyond the cap's sockets and the splice pipes,
@@ -129,8 +135,7 @@ def waiting_capacity(max_connections: int, soft: int | None, spliced: int) -> in
         return 0  # no cap: nobody waits
     if soft is None:  # no FD limit to go by (no resource module): the fixed bound
         return MAX_CAP_WAITERS
-    spare = soft - (max_connections * FDS_PER_CONNECTION + FD_HEADROOM)
-    spare -= spliced * FDS_PER_SPLICED_TUNNEL
+    spare = _spare(max_connections, soft) - spliced * FDS_PER_SPLICED_TUNNEL
     return max(0, min(MAX_CAP_WAITERS, spare))
 
 
@@ -139,19 +144,38 @@ def splice_capacity(max_connections: int, soft: int | None) -> int:
     own sockets, four descriptors each, at most SPLICE_MAX_TUNNELS."""
     if soft is None:
         return 0
-    spare = soft - (max_connections * FDS_PER_CONNECTION + FD_HEADROOM)
+    spare = _spare(max_connections, soft)
     if max_connections == 0:  # unlimited: pipes may take a quarter of the limit at most
         spare = (soft - FD_HEADROOM) // 4
     return max(0, min(SPLICE_MAX_TUNNELS, spare // FDS_PER_SPLICED_TUNNEL))
+
+
+def pool_capacity(max_connections: int, soft: int | None, spliced: int, waiters: int) -> int:
+    """How many idle plain-HTTP origin connections may be kept: one descriptor each, from
+    what is left beyond the cap's sockets, the splice pipes and the connections waiting
+    at the cap, at most POOL_MAX. An idle connection never takes a descriptor that a
+    connection below the cap needs."""
+    if soft is None or max_connections == 0:
+        return POOL_MAX
+    spare = _spare(max_connections, soft) - spliced * FDS_PER_SPLICED_TUNNEL - waiters
+    return max(0, min(POOL_MAX, spare))
 
 
 def is_loopback(sock: socket.socket) -> bool:
     return ipaddress.ip_address(sock.getsockname()[0]).is_loopback
 
 
-def plan_descriptors(max_connections: int, *, splicing: bool, waiting: bool) -> tuple[int, int]:
-    """Raise the FD limit for all that may be open at once; how many tunnels may then be
-    spliced, and how many connections may wait at the cap (0 where not wanted)."""
+class Descriptors(NamedTuple):
+    """What the FD limit allows beyond the cap's own sockets."""
+
+    spliced: int  # tunnels spliced at once
+    waiting: int  # connections held at the cap (0 where not wanted)
+    pooled: int  # idle plain-HTTP origin connections
+
+
+def plan_descriptors(max_connections: int, *, splicing: bool, waiting: bool) -> Descriptors:
+    """Raise the FD limit for all that may be open at once, then share out what it
+    leaves beyond the cap's sockets."""
     soft = raise_fd_limit(
         max_connections,
         (SPLICE_MAX_TUNNELS * FDS_PER_SPLICED_TUNNEL if splicing else 0)
@@ -162,4 +186,7 @@ def plan_descriptors(max_connections: int, *, splicing: bool, waiting: bool) -> 
     waiters = waiting_capacity(max_connections, soft, spliced) if waiting else 0
     if waiters:
         log.info("--max-connections-wait: up to %d connections wait at the cap", waiters)
-    return spliced, waiters
+    pooled = pool_capacity(max_connections, soft, spliced, waiters)
+    if pooled < POOL_MAX:
+        log.info("plain HTTP: at most %d idle origin connections kept (FD limit)", pooled)
+    return Descriptors(spliced, waiters, pooled)

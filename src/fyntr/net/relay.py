@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import socket
 from collections.abc import Callable
 from typing import Protocol
@@ -27,6 +28,7 @@ class Relay(Protocol):
     reason: str | None
     idle_mark: int  # the sweep's: bytes both ways when it last looked ...
     idle_since: float  # ... and since when they have not changed
+    deadline: float  # clock time by which a request head under way must be complete
     # The auto rate's marks of the current upstream socket (net/autorate.py).
     routed: bool  # it crosses a router: loopback ones say nothing of the uplink
     sent_base: int  # up.nbytes when that socket started
@@ -46,6 +48,9 @@ class Relay(Protocol):
         """How long it may stay idle, given --idle-timeout (0 = off, for a tunnel)."""
 
     def abort(self, reason: str) -> None: ...
+
+    def on_deadline(self) -> None:
+        """The sweep found ``deadline`` passed."""
 
     def wind_down(self) -> None:
         """Shutdown: end once what is under way is done (a tunnel: when its ends say)."""
@@ -89,6 +94,7 @@ class Tunnel:
         "acked_mark",
         "client",
         "client_open",
+        "deadline",
         "down",
         "flow_id",
         "idle_mark",
@@ -130,6 +136,7 @@ class Tunnel:
         self.started = now
         self.idle_since = now  # the sweep's view of the last activity
         self.idle_mark = 0  # bytes both ways at that moment
+        self.deadline = math.inf  # its bytes are opaque: no head to wait for
         self.reason: str | None = None
         self.client_open = True
         self.upstream_open = True
@@ -238,6 +245,9 @@ class Tunnel:
             self.reason = reason
         self.client.close()
         self.upstream.close()
+
+    def on_deadline(self) -> None:  # never due: ``deadline`` is infinite
+        self.abort("timeout")
 
     def abort(self, reason: str) -> None:
         if self.reason is None:

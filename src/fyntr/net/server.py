@@ -101,12 +101,14 @@ class Server:
             log.info("platform: %s", "; ".join(stand_ins))
         self.threats.load()
         self.pumps, self.autorates = pumps_for(self.loop, self.clock, settings, self.tunnels)
-        capacity, self.admission.max_waiting = plan_descriptors(
+        fds = plan_descriptors(
             self.admission.limit,
             splicing=splice.AVAILABLE and not any(pump.shaped for pump in self.pumps),
             waiting=settings.max_connections_wait_s > 0,
         )
-        splicer = splice.Splicer(self.loop, capacity) if capacity else None
+        self.admission.max_waiting = fds.waiting
+        self.pool.capacity = fds.pooled
+        splicer = splice.Splicer(self.loop, fds.spliced) if fds.spliced else None
         listeners = open_listeners(settings)
         self.pacing = ConnectGate(self.loop, settings)
         self.parts = parts = Parts(

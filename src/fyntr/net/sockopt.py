@@ -76,3 +76,24 @@ def unclamp_window(sock: socket.socket) -> None:
     with contextlib.suppress(OSError, RuntimeError, ValueError):
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, _RCVBUF_UNCLAMPED)
         sock.setsockopt(socket.IPPROTO_TCP, option, _NO_WINDOW_CLAMP)
+
+
+def has_unread(transport: asyncio.Transport) -> bool:
+    """Whether the kernel holds bytes or a FIN the loop has not delivered yet: a pooled
+    connection may serve again only with nothing received since its last response
+    (docs/plain-http.md). One ``recv(MSG_PEEK)``; a socket that cannot be asked counts as
+    holding something."""
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return True
+    # The loop's socket is a stand-in without recv(): borrow the descriptor, no dup.
+    peek = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
+    try:
+        peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
+    finally:
+        peek.detach()
+    return True  # a byte, or b"" for the origin's FIN

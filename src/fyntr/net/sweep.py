@@ -43,6 +43,9 @@ class Sweeper:
         parts.gate.expire(now)
         idle = parts.settings.idle_timeout_s
         for relay in list(parts.relays):
+            if relay.deadline <= now:
+                relay.on_deadline()
+                continue
             activity = relay.activity
             if activity != relay.idle_mark:
                 relay.idle_mark = activity

@@ -51,6 +51,10 @@ Headers = list[tuple[bytes, bytes]]
 _NOTED: Final = frozenset(
     (b"transfer-encoding", b"content-length", b"host", b"upgrade", b"connection")
 )
+# Meant for every recipient: a sender must not list them in Connection (RFC 9110 §7.6.1).
+# Were one dropped as hop-by-hop, its body would reach the next hop unframed, and a body
+# shaped as a request would be read there as one (docs/plain-http.md, request smuggling).
+END_TO_END_FRAMING: Final = frozenset((b"content-length", b"transfer-encoding", b"host"))
 
 
 class Head(NamedTuple):
@@ -82,6 +86,12 @@ def _too_large(reason: str, detail: str) -> HandshakeError:
     return HandshakeError(Status.HEADERS_TOO_LARGE, Rep.GENERAL_FAILURE, reason, detail)
 
 
+# The fewest bytes a head holds beyond its target or reason phrase and its fields: the
+# method or status code, the version, the spaces and line ends ("GET " + " HTTP/1.1\r\n"
+# + the blank line).
+_LINE_AND_END_BYTES: Final = 16
+
+
 class MessageReader:
     """Bytes in, events out: ``Head``, body ``bytes``, ``END`` per message, in order.
 
@@ -93,15 +103,21 @@ class MessageReader:
     """
 
     __slots__ = (
+        "_begun_in_feed",
+        "_discarding",
+        "_fed_known",
         "_head_bytes",
+        "_head_content",
         "_headers",
         "_in_head",
+        "_in_message",
         "_parser",
         "_reason",
         "_url",
         "events",
         "expect_no_body",
         "response",
+        "surplus",
     )
 
     def __init__(self, *, response: bool = False) -> None:
@@ -113,7 +129,25 @@ class MessageReader:
         self._reason = b""
         self._headers: Headers = []
         self._in_head = False
-        self._head_bytes = 0
+        self._in_message = False
+        # A head's size (limits.py): its parts as they complete, and the bytes it spans.
+        self._head_content = 0  # request or status line and fields, as parsed
+        self._head_bytes = 0  # received, once it spans a read
+        self._begun_in_feed = False  # the head in progress began in the current feed
+        self._fed_known = 0  # bytes of this feed that earlier messages are known to hold
+        self._discarding = False  # the rest of this feed follows a bodyless response
+        self.surplus = False  # bytes came after a bodyless response: out of step
+
+    @property
+    def in_head(self) -> bool:
+        """A message has begun and its head is not complete yet."""
+        return self._in_head
+
+    @property
+    def at_rest(self) -> bool:
+        """Between messages with nothing held: no event unread, no message begun, nothing
+        received beyond the last message. Only such a connection may serve again."""
+        return not (self.events or self._in_message or self.surplus)
 
     def _new_parser(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
         if self.response:
@@ -121,6 +155,8 @@ class MessageReader:
         return httptools.HttpRequestParser(self)
 
     def feed(self, data: bytes) -> None:
+        self._begun_in_feed = False
+        self._fed_known = 0
         try:
             self._parser.feed_data(data)
         except HandshakeError:
@@ -133,26 +169,49 @@ class MessageReader:
                 raise cause from None
             raise
         except httptools.HttpParserError as exc:
+            if self._discarding:  # past a bodyless response: the rest is surplus anyway
+                self.surplus = True
+                return
             kind = "response" if self.response else "request"
             raise bad_request(f"malformed {kind}: {exc}") from None
+        finally:
+            self._discarding = False
+        # A head still incomplete spans what this read holds beyond the messages before
+        # it (the parser buffers its field in progress): never the whole read when that
+        # began with other messages (pipelined requests, a body).
         if self._in_head:
-            self._head_bytes += len(data)
+            if self._begun_in_feed:
+                self._head_bytes = len(data) - self._fed_known
+            else:
+                self._head_bytes += len(data)
             if self._head_bytes > REQUEST_LINE_MAX_BYTES + HEADERS_MAX_BYTES:
                 raise _too_large("headers_too_large", "message head too large")
 
+    def _count_head(self, size: int) -> None:
+        self._head_content += size
+        if self._head_content > REQUEST_LINE_MAX_BYTES + HEADERS_MAX_BYTES:
+            raise _too_large("headers_too_large", "message head too large")
+
     def restart(self) -> None:
-        """A response reader after a HEAD response: forget its announced body."""
+        """A response reader after a bodyless (HEAD) response: forget its announced body.
+        Whatever else the current feed holds is surplus."""
         self._parser = self._new_parser()
-        self._in_head = False
+        self._in_head = self._in_message = False
+        self._discarding = True
 
     # --- llhttp's callbacks -----------------------------------------------------------
     def on_message_begin(self) -> None:
+        if self._discarding:
+            self.surplus = True
+            return
         self._url = self._reason = b""
         self._headers = []
-        self._in_head = True
+        self._in_head = self._in_message = self._begun_in_feed = True
         self._head_bytes = 0
+        self._head_content = _LINE_AND_END_BYTES
 
     def on_url(self, url: bytes) -> None:
+        self._count_head(len(url))
         self._url += url
         if len(self._url) > REQUEST_LINE_MAX_BYTES:
             raise HandshakeError(
@@ -163,15 +222,24 @@ class MessageReader:
             )
 
     def on_status(self, reason: bytes) -> None:
+        if self._discarding:
+            return
+        self._count_head(len(reason))
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._discarding:
+            return
+        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
         self._headers.append((name.lower(), value))
         if len(self._headers) > HEADERS_MAX_LINES:
             raise _too_large("too_many_headers", f"too many headers (max {HEADERS_MAX_LINES})")
 
     def on_headers_complete(self) -> None:
+        if self._discarding:
+            return
         self._in_head = False
+        self._fed_known += self._head_content
         parser = self._parser
         chunked = has_host = upgrade = False
         length = None
@@ -188,6 +256,11 @@ class MessageReader:
                     upgrade = True
                 else:  # Connection (RFC 9110 §7.6.1): the fields it names are hop-by-hop
                     named = {token.strip().lower() for token in value.split(b",")}
+                    if not named.isdisjoint(END_TO_END_FRAMING):
+                        raise bad_request(
+                            "Connection names Content-Length, Transfer-Encoding or Host"
+                            " (RFC 9110 §7.6.1)"
+                        )
                     if not named <= drop:
                         drop = drop.union(named)
         if isinstance(parser, httptools.HttpResponseParser):
@@ -214,12 +287,16 @@ class MessageReader:
             self.restart()
 
     def on_body(self, body: bytes) -> None:
-        if not self.expect_no_body:  # a HEAD response has none, whatever follows its head
+        if self._discarding:  # a body on a HEAD response: never forwarded
+            self.surplus = True
+        else:
+            self._fed_known += len(body)
             self.events.append(body)
 
     def on_message_complete(self) -> None:
-        if not (self.expect_no_body and self.events and self.events[-1] is END):
-            self.events.append(END)  # a HEAD response's END went with its head
+        if not self._discarding:  # a HEAD response's END went with its head
+            self._in_message = False
+            self.events.append(END)
 
 
 _AFTER_SCHEME: Final = re.compile(rb"([^/?#]*)([^#]*)")  # authority, then path and query
