@@ -170,7 +170,7 @@ async def test_pooled_connection_is_checked_again_after_a_feed_reload(tmp_path: 
         assert await curl(http_port(server), url) == b"hello"  # the pooled one, cleared
         assert o.connections == 1
         feed.write_text("127.0.0.1\n")  # the address the pooled connection is connected to
-        server.threats.reload()
+        await server.threats.reload()
         await until(lambda: len(server.pool) == 1)
         code, out, _ = await run(
             "curl", "-sS", "-i", "-x", f"http://127.0.0.1:{http_port(server)}", url

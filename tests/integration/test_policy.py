@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import signal
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,28 @@ async def test_mixed_script_host_is_warned_about(caplog: pytest.LogCaptureFixtur
         "client_addr=127.0.0.1:",
     ):
         assert field in line
+
+
+async def test_a_large_feed_is_reloaded_while_tunnels_are_served(tmp_path: Path) -> None:
+    """A 100,000-line feed takes a second or more to parse: SIGHUP parses it off the loop, so a
+    CONNECT made meanwhile is answered before the new index is in place, under the old
+    one; once in place, the new entries apply."""
+    feed = tmp_path / "feed.txt"
+    feed.write_text("unrelated.test\n")
+    settings = loopback_settings(
+        threat_feed_files=(str(feed),),
+        threat_action=ThreatAction.BLOCK,
+        allow_domains=("localhost",),
+    )
+    async with origin(echo) as o, proxy(replace(settings, allow_ports=(o.port,))) as server:
+        port = http_port(server)
+        feed.write_text("".join(f"||host{i}.example^\n" for i in range(100_000)) + "localhost\n")
+        reloaded = server.threats.reload()
+        _reader, writer, head = await connect_via(port, f"localhost:{o.port}")
+        assert head == OK
+        assert not reloaded.done()  # answered during the reload, by the old index
+        writer.close()
+        await asyncio.wait_for(reloaded, 60)
+        assert len(server.threats.index.domains) == 100_001
+        reply = await exchange(port, f"CONNECT localhost:{o.port} HTTP/1.1\r\n\r\n".encode())
+        assert reply == FORBIDDEN

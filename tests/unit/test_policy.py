@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 
 from fyntr.errors import ConfigError, HandshakeError, Status
+from fyntr.limits import THREAT_FEED_SLICE_LINES
 from fyntr.policy.rules import Policy, collect_addresses, parse_cidr
 from fyntr.policy.threat import (
     build_index,
     classify_line,
+    index_steps,
     is_mixed_script,
     load_feed_files,
-    parse_feed,
 )
 from fyntr.wire.target import parse_domain_target, parse_request_host
 
@@ -208,11 +209,11 @@ def test_feed_parsing_counts_and_matching() -> None:
         "! Title\n||evil.com^\n||Evil.COM.^\n||phish.example^\n||1.2.3.4^\n# c\r\n"
         "0.0.0.0 hosts.example\n.leading.example\n||bad host.com^\nhost:443\n[::ffff:5.6.7.8]\n"
     )
-    domains, ips, stats = parse_feed("f", text)
-    assert domains == {"evil.com", "phish.example"}
-    assert ips == {ip("1.2.3.4"), ip("5.6.7.8")}
+    index = build_index([("f", text.split("\n"))])
+    assert index.domains == {"evil.com", "phish.example"}
+    assert index.ips == {ip("1.2.3.4"), ip("5.6.7.8")}
+    (stats,) = index.files
     assert (stats.domains, stats.ips, stats.skipped) == (2, 2, 4)
-    index = build_index([("f", text)])
     assert index.match_host(parse_request_host("login.evil.com")) == "evil.com"
     assert index.match_host(parse_domain_target("API.EVIL.COM.")) == "evil.com"
     assert index.match_host(parse_request_host("notevil.com")) is None
@@ -225,8 +226,27 @@ def test_feed_parsing_counts_and_matching() -> None:
     ]
 
 
+def test_a_feed_is_parsed_in_slices_and_counted_per_file() -> None:
+    """index_steps yields between slices of THREAT_FEED_SLICE_LINES lines (a reload lets
+    the loop turn there); each file counts what it added."""
+    one = [f"a{i}.example\n" for i in range(2 * THREAT_FEED_SLICE_LINES)]
+    two = ["a0.example\r\n", "b.example\r\n", "9.9.9.9\n", "/regex/\n"]
+    steps = index_steps([("one", one), ("two", two)])
+    slices = 0
+    with pytest.raises(StopIteration) as built:
+        while True:
+            next(steps)
+            slices += 1
+    assert slices == 2
+    index = built.value.value
+    assert [(f.path, f.domains, f.ips, f.skipped) for f in index.files] == [
+        ("one", 2 * THREAT_FEED_SLICE_LINES, 0, 0),
+        ("two", 1, 1, 1),  # a0.example was already there
+    ]
+
+
 def test_idna_feed_entries() -> None:
-    index = build_index([("f", "||bücher.de^\n")])
+    index = build_index([("f", ["||bücher.de^"])])
     assert index.domains == {"xn--bcher-kva.de"}
     assert index.match_host(parse_domain_target("BÜCHER.DE.")) == "xn--bcher-kva.de"
     assert index.match_host(parse_request_host("api.login.bücher.de")) == "xn--bcher-kva.de"

@@ -4,13 +4,22 @@ and of its resolved addresses, each match logged and counted, refused under ``bl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Iterator, Sequence
 
 from fyntr.config import Settings
 from fyntr.errors import ConfigError, forbidden
 from fyntr.log import log
 from fyntr.metrics import Stats
-from fyntr.policy.threat import ThreatAction, ThreatIndex, is_mixed_script, load_feed_files
+from fyntr.net.memory import release_memory
+from fyntr.policy.threat import (
+    ThreatAction,
+    ThreatIndex,
+    build_index,
+    index_steps,
+    is_mixed_script,
+    read_lines,
+)
 from fyntr.wire.handshake import Requester
 from fyntr.wire.target import IPAddress, Target
 
@@ -20,25 +29,54 @@ class ThreatGuard:
         self.settings = settings
         self.stats = stats
         self.index = ThreatIndex()
+        self._reloading: asyncio.Task[None] | None = None
+        self._again = False  # a SIGHUP came during a reload
 
     def load(self) -> None:
         """At start-up: ConfigError (exit 1) when a feed cannot be used."""
-        self.index = self._load()
+        feeds = self._feeds()
+        if self.settings.threat_feed_files:
+            self.index = self._finish(build_index(feeds))
 
-    def reload(self) -> None:
-        """SIGHUP: a feed that fails to load keeps the previous index."""
+    def reload(self) -> asyncio.Task[None]:
+        """SIGHUP: parse the files again in slices between the loop's turns (a
+        400,000-line feed takes seconds), then put the new index in place; a feed that
+        fails to load keeps the previous index. A SIGHUP during a reload asks for one
+        more after it. The task ends when the last index asked for is in place."""
+        if self._reloading is None:
+            self._reloading = asyncio.get_running_loop().create_task(
+                self._reload(), name="fyntr-threat-feed-reload"
+            )
+        else:
+            self._again = True
+        return self._reloading
+
+    async def _reload(self) -> None:
         try:
-            self.index = self._load()
-        except ConfigError as exc:
-            log.error("threat feed reload failed, keeping the previous index: %s", exc)
+            again = True
+            while again and self.settings.threat_feed_files:
+                self._again = False
+                try:
+                    steps = index_steps(self._feeds())
+                    while True:
+                        next(steps)
+                        await asyncio.sleep(0)
+                except StopIteration as built:
+                    self.index = self._finish(built.value)
+                except ConfigError as exc:
+                    log.error("threat feed reload failed, keeping the previous index: %s", exc)
+                again = self._again
+        finally:
+            self._reloading = None
+        release_memory()  # the previous index, and what parsing the files left
 
-    def _load(self) -> ThreatIndex:
+    def _feeds(self) -> Iterator[tuple[str, Iterator[str]]]:
         settings = self.settings
         if settings.threat_action is ThreatAction.BLOCK and not settings.threat_feed_files:
             raise ConfigError("--threat-action block needs at least one --threat-feed-file")
-        if not settings.threat_feed_files:
-            return ThreatIndex()
-        index = load_feed_files(settings.threat_feed_files)
+        return ((path, read_lines(path)) for path in settings.threat_feed_files)
+
+    def _finish(self, index: ThreatIndex) -> ThreatIndex:
         for f in index.files:
             log.info(
                 "loaded threat feed file=%s domains=%d ips=%d skipped=%d",

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 
 from fyntr.errors import ConfigError, TargetError
+from fyntr.limits import THREAT_FEED_SLICE_LINES
 from fyntr.wire.target import Host, IPAddress, normalize_lenient, parse_ip
 
 
@@ -73,12 +74,18 @@ def classify_line(line: str) -> str | None:
     return text
 
 
-def parse_feed(path: str, text: str) -> tuple[set[str], set[IPAddress], FeedStats]:
-    domains: set[str] = set()
-    ips: set[IPAddress] = set()
+def parse_feed(
+    path: str, lines: Iterable[str], domains: set[str], ips: set[IPAddress]
+) -> Iterator[FeedStats | None]:
+    """Adds one feed's entries to ``domains`` and ``ips``, a line at a time (each may end
+    in LF or CRLF). Yields None after every THREAT_FEED_SLICE_LINES lines, so that a
+    caller on the event loop can let it turn, then the feed's counts."""
+    before = len(domains), len(ips)
     skipped = 0
-    for line in text.split("\n"):
-        entry = classify_line(line.removesuffix("\r"))
+    for number, line in enumerate(lines, 1):
+        if number % THREAT_FEED_SLICE_LINES == 0:
+            yield None
+        entry = classify_line(line.rstrip("\n").removesuffix("\r"))
         if entry == "":
             continue
         if entry is None:
@@ -93,33 +100,48 @@ def parse_feed(path: str, text: str) -> tuple[set[str], set[IPAddress], FeedStat
             domains.add(value)
         else:
             ips.add(value)
-    return domains, ips, FeedStats(path, len(domains), len(ips), skipped)
+    yield FeedStats(path, len(domains) - before[0], len(ips) - before[1], skipped)
 
 
-def build_index(feeds: Sequence[tuple[str, str]]) -> ThreatIndex:
-    """Merge (path, text) feeds. An index with no entry at all is an error (upstream §5.1)."""
+def index_steps(feeds: Iterable[tuple[str, Iterable[str]]]) -> Generator[None, None, ThreatIndex]:
+    """Merge (path, lines) feeds, yielding between slices of lines; returns the index.
+    An index with no entry at all is an error (upstream §5.1)."""
     domains: set[str] = set()
     ips: set[IPAddress] = set()
     stats: list[FeedStats] = []
-    for path, text in feeds:
-        d, i, s = parse_feed(path, text)
-        domains |= d
-        ips |= i
-        stats.append(s)
+    for path, lines in feeds:
+        for step in parse_feed(path, lines, domains, ips):
+            if step is None:
+                yield
+            else:
+                stats.append(step)
     if not domains and not ips:
         raise ConfigError("threat feeds contain no supported entries")
     return ThreatIndex(frozenset(domains), frozenset(ips), tuple(stats))
 
 
-def load_feed_files(paths: Sequence[str]) -> ThreatIndex:
-    feeds: list[tuple[str, str]] = []
-    for path in paths:
+def build_index(feeds: Iterable[tuple[str, Iterable[str]]]) -> ThreatIndex:
+    """``index_steps`` at once."""
+    steps = index_steps(feeds)
+    while True:
         try:
-            with open(path, encoding="utf-8") as f:
-                feeds.append((path, f.read()))
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"cannot read threat feed file {path}: {exc}") from None
-    return build_index(feeds)
+            next(steps)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
+
+
+def read_lines(path: str) -> Iterator[str]:
+    """A feed file a line at a time (LF-separated, as upstream reads it): a feed of
+    400,000 lines is never held whole as text."""
+    try:
+        with open(path, encoding="utf-8", newline="\n") as f:
+            yield from f
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read threat feed file {path}: {exc}") from None
+
+
+def load_feed_files(paths: Sequence[str]) -> ThreatIndex:
+    return build_index((path, read_lines(path)) for path in paths)
 
 
 _SCRIPTS = ("LATIN", "CYRILLIC", "GREEK")
