@@ -15,7 +15,18 @@ attack run found, so that they stay fixed:
 * ``halfclose``: tunnels that move data both ways and half-close at random points: every
   byte exact (sha256) both ways;
 * ``resets``: origins that send a random prefix, then reset while the client is still
-  uploading (spliced and not): every client sees a reset, no tunnel is left behind;
+  uploading (spliced and not), trickling or streaming 20 MB in 64 KiB writes: every
+  client sees a reset (or, streaming, at least the end), no tunnel is left behind;
+* ``smuggle``: client A's POST whose ``Connection`` names ``Content-Length`` (its body a
+  request whose own body would swallow the next request on that origin connection), then
+  client B's GET with a bearer token: A refused, the origin never sees B's token inside
+  another request, B gets its own answer;
+* ``pool``: a faulty origin answers A and then sends more on the same connection (a
+  response cut mid-head, a short Content-Length, an extra response, a body on HEAD or
+  after 204, a response after a chunked one, a response whose ``Connection`` names its
+  framing), at once or 300 ms late; B, asking the same origin, gets its own answer;
+* ``pipeline``: 700 GETs and 20 bytes of the next in one write, 5,000 GETs in writes of
+  500, a 100 KB POST and 30 bytes of the next GET: every request answered, no 431;
 * ``soak``: ``--soak-s`` seconds of 50 concurrent tunnels of 1 KB-5 MB, 10% reset by the
   client, ``--upload-rate 50mbit``; then the proxy's RSS once it has gone idle, against
   its idle RSS before the load (the budget: 32 MiB).
@@ -47,6 +58,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(REPO))  # the faulty origin the tests use too
+from tests.support.faulty_origin import Request, Writes, faulty_origin, response  # noqa: E402
+
 MIB = 1 << 20
 RSS_BUDGET_MIB = 32
 RST = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
@@ -394,12 +408,30 @@ async def trickle(writer: asyncio.StreamWriter) -> None:
             await asyncio.sleep(0.005)
 
 
+async def stream(writer: asyncio.StreamWriter, total: int) -> None:
+    """``total`` bytes in 64 KiB writes, each after a short random pause."""
+    sent = 0
+    while sent < total:
+        size = min(1 << 16, total - sent)
+        writer.write(os.urandom(size))
+        await writer.drain()
+        sent += size
+        await asyncio.sleep(random.uniform(0, 0.002))
+
+
 async def case_resets(tmp: Path, scale: float) -> dict[str, Any]:
     tunnels = max(10, int(10 * scale))
 
     async def prefix_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(os.urandom(random.randrange(MIB // 2, 20 * MIB)))
-        await writer.drain()
+        streaming = (await reader.readexactly(1)) == b"S"
+        if streaming:  # download while the client uploads, then reset
+            reading = asyncio.ensure_future(read_outcome(reader))
+            with contextlib.suppress(ConnectionError):
+                await stream(writer, random.randrange(MIB // 2, 20 * MIB))
+            reading.cancel()
+        else:
+            writer.write(os.urandom(random.randrange(MIB // 2, 20 * MIB)))
+            await writer.drain()
         reset(writer)
 
     async with (
@@ -407,24 +439,222 @@ async def case_resets(tmp: Path, scale: float) -> dict[str, Any]:
         fyntr(tmp, "--allow-port", str(origin)) as proxy,
     ):
 
-        async def one() -> str:
+        async def one(streaming: bool) -> str:
             reader, writer = await connect(proxy.port, f"127.0.0.1:{origin}")
-            uploading = asyncio.ensure_future(trickle(writer))
+            writer.write(b"S" if streaming else b"T")
+
+            async def upload() -> None:
+                with contextlib.suppress(ConnectionError):
+                    await stream(writer, 20 * MIB)
+                    writer.write_eof()
+
+            uploading = asyncio.ensure_future(upload() if streaming else trickle(writer))
             try:
                 return (await asyncio.wait_for(read_outcome(reader), 60))[0]
+            except TimeoutError:
+                return "hung"
             finally:
                 uploading.cancel()
                 writer.close()
 
-        outcomes = await asyncio.gather(*(one() for _ in range(tunnels)))
+        trickling = await asyncio.gather(*(one(False) for _ in range(tunnels)))
+        streaming = await asyncio.gather(*(one(True) for _ in range(tunnels)))
         await asyncio.sleep(1.0)
         left = proxy.status()["active_flows"]
     return {
-        "tunnels": tunnels,
-        "client_saw_reset": outcomes.count("reset"),
+        "tunnels": 2 * tunnels,
+        "trickling_saw_reset": trickling.count("reset"),
+        # The client's own upload may meet the reset first; its read then ends.
+        "streaming_saw_reset_or_end": tunnels - streaming.count("hung"),
         "left_in_status": left,
-        "ok": outcomes.count("reset") == tunnels and left == 0,
+        "ok": trickling.count("reset") == tunnels and "hung" not in streaming and left == 0,
     }
+
+
+# --- plain HTTP: what one client sends, or an origin sends it, reaches no other ---------
+TOKEN = b"Bearer attack-run-b-token"
+PRIVATE = response(b"B-OK")
+
+
+def private_or(request: Request, writes: Writes) -> Writes:
+    """The origin's answer to B, else ``writes`` (A's)."""
+    return [(0, PRIVATE)] if request.path == b"/private" else writes
+
+
+async def plain_request(proxy: int, request: bytes) -> tuple[bytes, bytes]:
+    """One request on a connection of its own: (status line, body as framed by
+    Content-Length), or ("closed" or "no answer" within 10 s, b"")."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+    writer.write(request)
+    try:
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        fields = dict(
+            line.lower().split(b":", 1) for line in head.split(b"\r\n")[1:] if b":" in line
+        )
+        body = await reader.readexactly(int(fields.get(b"content-length", b"0")))
+        return head.split(b"\r\n")[0], body
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return b"closed", b""
+    except TimeoutError:
+        return b"no answer", b""
+    finally:
+        writer.close()
+
+
+async def client_b(proxy: int, origin: int) -> bool:
+    status, body = await plain_request(
+        proxy,
+        b"GET http://127.0.0.1:%d/private HTTP/1.1\r\nHost: o\r\nAuthorization: %s\r\n\r\n"
+        % (origin, TOKEN),
+    )
+    return (status, body) == (b"HTTP/1.1 200 OK", b"B-OK")
+
+
+async def case_smuggle(tmp: Path, scale: float) -> dict[str, Any]:
+    trials = max(10, int(10 * scale))
+    inner = b"POST /steal HTTP/1.1\r\nHost: o\r\nContent-Length: 110\r\n\r\n"
+    spellings = (b"content-length", b"Content-Length, close", b"close, Transfer-Encoding")
+    refused = stolen = b_ok = 0
+    async with (
+        faulty_origin(lambda r: private_or(r, [(0, response(b"A"))])) as origin,
+        fyntr(tmp, "--allow-port", str(origin.port)) as proxy,
+    ):
+        for n in range(trials):
+            a = b"POST http://127.0.0.1:%d/x HTTP/1.1\r\nHost: o\r\nConnection: %s\r\n" % (
+                origin.port,
+                spellings[n % len(spellings)],
+            )
+            a += b"Content-Length: %d\r\n\r\n%s" % (len(inner), inner)
+            status, _ = await plain_request(proxy.port, a)
+            refused += status == b"HTTP/1.1 400 Bad Request"
+            b_ok += await client_b(proxy.port, origin.port)
+        stolen = sum(TOKEN in r.body for r in origin.requests)
+        tracebacks = proxy.tracebacks()
+    return {
+        "trials": trials,
+        "a_refused": refused,
+        "b_token_in_another_request": stolen,
+        "b_got_its_own_answer": b_ok,
+        "tracebacks": tracebacks,
+        "ok": refused == b_ok == trials and stolen == 0 and tracebacks == 0,
+    }
+
+
+INNER = response(b"STOLEN")
+POOL_FAULTS: dict[str, tuple[bytes, bytes, bytes]] = {  # method, A's answer, what follows
+    "cut_mid_head": (b"GET", response(b"A-OK"), b"HTTP/1.1 200 OK\r\nX-P: "),
+    "short_length": (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK", INNER),
+    "extra_response": (b"GET", response(b"A"), INNER),
+    "head_body": (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(INNER), INNER),
+    "body_after_204": (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n", INNER),
+    "after_chunked": (
+        b"GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
+        INNER,
+    ),
+    "connection_names_length": (b"GET", response(b"STOLEN", b"Connection: content-length"), b""),
+}
+
+
+async def case_pool(tmp: Path, scale: float) -> dict[str, Any]:
+    rounds = max(3, int(3 * scale))
+    tail = b"stolen\r\nContent-Length: 6\r\n\r\nSTOLEN"  # completes a head cut short
+    plan: list[tuple[str, float]] = [(f, d) for f in POOL_FAULTS for d in (0.0, 0.3)] * rounds
+    leaked: dict[str, int] = {}
+    fault, delay = plan[0]
+
+    def answer(request: Request) -> Writes:
+        _method, first, rest = POOL_FAULTS[fault]
+        writes: Writes = [(0, first), (delay, rest)] if delay else [(0, first + rest)]
+        if rest.endswith(b": "):
+            writes.append((0.3, tail))
+        return private_or(request, writes)
+
+    async with (
+        faulty_origin(answer) as origin,
+        fyntr(tmp, "--allow-port", str(origin.port)) as proxy,
+    ):
+        for fault, delay in plan:
+            method = POOL_FAULTS[fault][0]
+            reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+            writer.write(
+                b"%s http://127.0.0.1:%d/a HTTP/1.1\r\nHost: o\r\n\r\n"
+                % (
+                    method,
+                    origin.port,
+                )
+            )
+            with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+                await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            await asyncio.sleep(0.1 if delay == 0 else delay + 0.1)
+            if not await client_b(proxy.port, origin.port):
+                key = f"{fault}@{int(delay * 1000)}ms"
+                leaked[key] = leaked.get(key, 0) + 1
+            writer.close()
+        tracebacks = proxy.tracebacks()
+    return {
+        "trials": len(plan),
+        "b_got_another_answer": sum(leaked.values()),
+        "which": leaked,
+        "tracebacks": tracebacks,
+        "ok": not leaked and tracebacks == 0,
+    }
+
+
+async def case_pipeline(tmp: Path, scale: float) -> dict[str, Any]:
+    del scale
+    async with (
+        faulty_origin(lambda r: [(0, response(b"%d" % len(r.body)))]) as origin,
+        fyntr(tmp, "--allow-port", str(origin.port)) as proxy,
+    ):
+        get = b"GET http://127.0.0.1:%d/p HTTP/1.1\r\nHost: o\r\nUser-Agent: %s\r\n\r\n" % (
+            origin.port,
+            b"u" * 60,
+        )
+        body = b"b" * 100_000
+        post = b"POST http://127.0.0.1:%d/p HTTP/1.1\r\nHost: o\r\n" % origin.port
+        post += b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        runs = {
+            "700_and_a_head_begun": ([get * 700 + get[:20], get[20:]], 701),
+            "5000_in_writes_of_500": (split(get * 5000, 500), 5000),
+            "post_and_a_head_begun": ([post + get[:30], get[30:]], 2),
+        }
+        answered: dict[str, int] = {}
+        for name, (writes, expected) in runs.items():
+            answered[name] = await count_answers(proxy.port, writes, expected)
+    return {
+        **{f"{n}_answered": a for n, a in answered.items()},
+        "ok": all(answered[n] == runs[n][1] for n in runs),
+    }
+
+
+def split(data: bytes, size: int) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, len(data), size)]
+
+
+async def count_answers(proxy: int, writes: list[bytes], expected: int) -> int:
+    """Sends ``writes`` on one connection while reading: how many 200s came back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy)
+
+    async def send() -> None:
+        for data in writes:
+            writer.write(data)
+            await writer.drain()
+            await asyncio.sleep(0)
+
+    sender = asyncio.ensure_future(send())
+    answered = 0
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+        while answered < expected:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            if not head.startswith(b"HTTP/1.1 200"):
+                break
+            length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            answered += 1
+    sender.cancel()
+    writer.close()
+    return answered
 
 
 async def case_soak(tmp: Path, scale: float, seconds: float) -> dict[str, Any]:
@@ -480,7 +710,7 @@ async def case_soak(tmp: Path, scale: float, seconds: float) -> dict[str, Any]:
     }
 
 
-CASES = ("linger", "ssrf", "fuzz", "halfclose", "resets", "soak")
+CASES = ("linger", "ssrf", "fuzz", "halfclose", "resets", "smuggle", "pool", "pipeline", "soak")
 
 
 async def run(args: argparse.Namespace, tmp: Path) -> dict[str, dict[str, Any]]:

@@ -53,6 +53,10 @@ LABEL_MAX_LEN: Final = 63  # RFC 1035 §2.3.4
 
 # --- Resolution and dialing (upstream §4.5, §6.7; SPEC §4.8) -----------------------------
 DNS_TIMEOUT_S: Final = 5.0  # ours: upstream has none (SPEC §4.8) -> 502 / SOCKS5 0x04
+DNS_ANSWER_TTL_S: Final = 10.0  # a name's addresses serve this long (aiohttp's default
+# ttl_dns_cache): a burst to one name asks once, and getaddrinfo() gives no TTL to honour
+DNS_FAILURE_TTL_S: Final = 1.0  # a failed lookup is answered again this long, not asked
+DNS_ANSWERS_KEPT: Final = 1024  # names whose answers are kept, most recently used
 MAX_RESOLVED_ADDRS: Final = 32  # unique answers; bounds a dial to 3 x 32 x 3 s + 0.6 s
 DIAL_ATTEMPT_TIMEOUT_S: Final = 3.0
 DIAL_ROUNDS: Final = 3

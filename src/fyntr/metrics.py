@@ -160,6 +160,7 @@ class Snapshot:
     rates: dict[str, RateInfo] = field(default_factory=dict)  # upload, download, connect
     dns_lookups: int = 0  # resolver calls
     dns_lookups_coalesced: int = 0  # tunnels that waited for a lookup under way instead
+    dns_lookups_cached: int = 0  # tunnels answered from a recent lookup's answer
     dns_lookup_failures: int = 0
     connect_attempts: dict[str, int] = field(default_factory=dict)  # by family: ipv4, ipv6
     connect_wins: dict[str, int] = field(default_factory=dict)  # the attempts that connected
@@ -308,6 +309,11 @@ def render_prometheus(snap: Snapshot) -> bytes:
             "fyntr_dns_lookups_coalesced",
             "Tunnels that waited for a lookup of the same name under way.",
             snap.dns_lookups_coalesced,
+        ),
+        counter(
+            "fyntr_dns_lookups_cached",
+            "Tunnels answered from a recent lookup of the same name.",
+            snap.dns_lookups_cached,
         ),
         counter("fyntr_dns_lookup_failures", "DNS lookups that failed.", snap.dns_lookup_failures),
         _by_family("fyntr_connect_attempts", "Upstream connect attempts.", snap.connect_attempts),

@@ -1,9 +1,10 @@
 """``fyntr status`` (one screen, then exit) and ``fyntr top`` (live, ``q`` quits): what a
 running fyntr is doing, read from its ``/status`` (``--metrics-port`` of that instance).
 
-With the ``top`` extra (``pip install 'fyntr[top]'``: rich) and a terminal, tables;
-otherwise plain text, so that a pipe or a log gets no colour codes. The proxy itself
-never imports this module: its memory stays as it was.
+On a terminal, ``top`` redraws its screen in place and ``q`` quits, with rich's tables
+when the ``top`` extra is installed (``pip install 'fyntr[top]'``) and in plain text
+otherwise. To a pipe or a log both commands write plain text, without terminal codes.
+The proxy itself never imports this module: its memory stays as it was.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from fyntr import limits
@@ -195,26 +196,50 @@ def quit_pressed(fd: int, timeout: float) -> bool:
 
 
 def run_top(bind: str, port: int) -> int:
-    interactive = sys.stdout.isatty() and sys.stdin.isatty()
-    if not (interactive and rich_available()):
+    if not (sys.stdout.isatty() and sys.stdin.isatty()):
         previous, last = None, time.monotonic()
-        while True:  # plain text, a screen a second, until interrupted
+        while True:  # a pipe or a log: plain text, a screen a second, until interrupted
             status = fetch(bind, port)
             now = time.monotonic()
             print(render_text(status, previous, now - last) + "\n", flush=True)
             previous, last = status, now
             time.sleep(REFRESH_S)
-    from rich.live import Live  # noqa: PLC0415
-
     status = fetch(bind, port)
     previous, last = None, time.monotonic()
-    with keys() as fd, Live(render_rich(status, None, 1.0), auto_refresh=False) as live:
+    with keys() as fd, screen() as show:
+        show(status, None, 1.0)
         while not quit_pressed(fd, REFRESH_S):
             previous, status = status, fetch(bind, port)
             now = time.monotonic()
-            live.update(render_rich(status, previous, now - last), refresh=True)
+            show(status, previous, now - last)
             last = now
     return 0
+
+
+Show = Callable[[Status, Status | None, float], None]
+# Home, then erase the screen (ECMA-48 CUP and ED): each refresh replaces the last.
+REDRAW = "\x1b[H\x1b[2J"
+
+
+@contextlib.contextmanager
+def screen() -> Iterator[Show]:
+    """A terminal screen redrawn in place: rich's tables with the top extra, else the
+    plain text under a clear-screen code (any terminal since the VT100 has it)."""
+    if rich_available():
+        from rich.live import Live  # noqa: PLC0415
+
+        with Live(auto_refresh=False) as live:
+            yield lambda status, previous, elapsed: live.update(
+                render_rich(status, previous, elapsed), refresh=True
+            )
+        return
+
+    def redraw(status: Status, previous: Status | None, elapsed: float) -> None:
+        text = render_text(status, previous, elapsed)
+        sys.stdout.write(f"{REDRAW}{text}\n\nq quits\n")
+        sys.stdout.flush()
+
+    yield redraw
 
 
 def run_status(bind: str, port: int) -> int:

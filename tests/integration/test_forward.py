@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from fyntr.config import ThreatAction
 from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import HTTP_KEEPALIVE_IDLE_S, POOL_PER_ORIGIN
+from tests.support.faulty_origin import Request, Writes, faulty_origin, response
 from tests.support.http_origin import http_origin
 from tests.support.net import FakeClock, exchange, http_port, loopback_settings, proxy, until
 
@@ -417,17 +418,21 @@ async def test_idle_keep_alive_client_closed_after_60s_and_pool_expires() -> Non
 
 
 async def test_pool_keeps_at_most_the_per_origin_bound() -> None:
-    async with http_origin() as o, proxy(loopback_settings(o.port)) as server:
+    def answer(_request: Request) -> Writes:  # late enough for every exchange to overlap
+        return [(1.0, response(b"hello"))]
+
+    async with faulty_origin(answer) as o, proxy(loopback_settings(o.port)) as server:
         clients = []
         for _ in range(POOL_PER_ORIGIN + 3):  # that many exchanges at once
             reader, writer = await asyncio.open_connection("127.0.0.1", http_port(server))
-            writer.write(f"GET http://127.0.0.1:{o.port}/slow HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+            writer.write(f"GET http://127.0.0.1:{o.port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
             clients.append((reader, writer))
         for reader, _writer in clients:
             await reader.readuntil(b"\r\n\r\n")
-            await reader.readexactly(5)
-        await until(lambda: o.connections == POOL_PER_ORIGIN + 3)
-        await until(lambda: len(server.pool) == POOL_PER_ORIGIN)
+            assert await reader.readexactly(5) == b"hello"
+        assert o.connections == POOL_PER_ORIGIN + 3
+        # Each went back to the pool before its response was written: three were closed.
+        assert len(server.pool) == POOL_PER_ORIGIN
         for _reader, writer in clients:
             writer.close()
 

@@ -284,7 +284,7 @@ async def test_idle_origin_connections_never_take_a_descriptor_below_the_cap() -
             for _ in range(3):  # 288 GETs, 24 at a time to each origin: 96 at once
                 statuses = await asyncio.gather(*(get(o) for o in http for _ in range(24)))
                 assert set(statuses) == {b"HTTP/1.1 200 OK"}
-            await until(lambda: idle(metrics))  # every slot of those clients given back
+                await until(lambda: idle(metrics))  # every slot of those clients given back
             tunnels = [await asyncio.open_connection("127.0.0.1", port) for _ in range(96)]
             for _reader, writer in tunnels:
                 writer.write(b"CONNECT 127.0.0.1:%d HTTP/1.1\r\nHost: x\r\n\r\n" % ports[4])

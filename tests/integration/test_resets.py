@@ -5,6 +5,7 @@ truncated stream off as complete."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import socket
@@ -91,3 +92,47 @@ async def test_a_client_reset_mid_stream_reaches_the_origin_as_a_reset() -> None
         await until(lambda: len(origin_saw) == TUNNELS, timeout=10)
         assert origin_saw == ["reset"] * TUNNELS
         await until(lambda: not server.tunnels)
+
+
+async def test_an_origin_reset_while_both_ways_stream_reaches_the_client() -> None:
+    """Both peers stream 20 MB at once in 64 KiB writes with short random pauses, and
+    the origin resets after a random part of its download: the client, still uploading,
+    sees the reset (or at least the end of the download) and no tunnel is left behind."""
+
+    async def stream(writer: asyncio.StreamWriter, total: int) -> None:
+        sent = 0
+        while sent < total:
+            size = min(1 << 16, total - sent)
+            writer.write(os.urandom(size))
+            await writer.drain()
+            sent += size
+            await asyncio.sleep(random.uniform(0, 0.002))
+
+    async def stream_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        drain = asyncio.ensure_future(outcome(reader))
+        with contextlib.suppress(ConnectionError):
+            await stream(writer, random.randrange(SPLICE_AFTER_BYTES // 2, STREAM_BYTES))
+        reset(writer)
+        drain.cancel()
+
+    async with origin(stream_then_reset) as o, proxy(loopback_settings(o.port)) as server:
+
+        async def one() -> str:
+            reader, writer, _ = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
+
+            async def upload() -> None:
+                with contextlib.suppress(ConnectionError):
+                    await stream(writer, STREAM_BYTES)
+                    writer.write_eof()
+
+            sender = asyncio.ensure_future(upload())
+            try:
+                return await asyncio.wait_for(outcome(reader), 40)
+            finally:
+                sender.cancel()
+                writer.close()
+
+        results = await asyncio.gather(*(one() for _ in range(TUNNELS)))
+        assert set(results) <= {"reset", "eof"}, results
+        await until(lambda: not server.tunnels)
+        assert server.admission.active == 0

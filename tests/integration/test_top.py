@@ -86,11 +86,22 @@ def test_status_without_a_port_or_a_fyntr_says_which_flag() -> None:
     assert f"--metrics-port {port}" in out.stderr and "nothing answers" in out.stderr
 
 
+# ``fyntr top`` as the default install runs it, without the top extra: rich cannot be
+# imported (None in sys.modules makes ``import rich`` raise ImportError).
+WITHOUT_RICH = (
+    "import sys; sys.modules['rich'] = None; from fyntr.cli import main; sys.exit(main())"
+)
+
+
 @pytest.mark.skipif(TMUX is None, reason="tmux is installed by the test command")
-async def test_top_renders_on_a_terminal_refreshes_and_quits_with_q() -> None:
+@pytest.mark.parametrize("with_rich", [True, False], ids=["top extra", "default install"])
+async def test_top_renders_on_a_terminal_refreshes_and_quits_with_q(with_rich: bool) -> None:
     async with live_fyntr(seconds=6.0) as (metrics, target, mover):
         await asyncio.sleep(0.5)
-        command = f"{sys.executable} -m fyntr top --metrics-port {metrics}"
+        python = (
+            f"{sys.executable} -m fyntr" if with_rich else f'{sys.executable} -c "{WITHOUT_RICH}"'
+        )
+        command = f"{python} top --metrics-port {metrics}"
         env = {"PYTHONPATH": os.environ.get("PYTHONPATH", ""), "TERM": "xterm-256color"}
         tmux(
             "new-session",
@@ -107,7 +118,7 @@ async def test_top_renders_on_a_terminal_refreshes_and_quits_with_q() -> None:
         try:
             started = time.monotonic()
             screen = ""
-            while "top flows" not in screen and time.monotonic() - started < 5:
+            while "q quits" not in screen and time.monotonic() - started < 5:
                 await asyncio.sleep(0.1)
                 screen = tmux("capture-pane", "-p", "-t", "top")
             rendered_after = time.monotonic() - started
@@ -126,4 +137,5 @@ async def test_top_renders_on_a_terminal_refreshes_and_quits_with_q() -> None:
     assert target in screen and "tunnels  1 active" in screen
     assert "upload   auto" in screen
     assert later != screen  # refreshed: uptime and bytes moved
+    assert later.count("tunnels  1 active") == 1  # redrawn in place, not appended
     assert not still_there, "q quits"

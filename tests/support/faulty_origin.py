@@ -80,7 +80,7 @@ async def faulty_origin(answer: Callable[[Request], Writes]) -> AsyncIterator[Fa
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await _serve(state, reader, writer)
-        except ConnectionError:
+        except (ConnectionError, asyncio.IncompleteReadError):
             pass
         finally:
             writer.close()

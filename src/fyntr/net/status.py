@@ -68,6 +68,7 @@ class Status:
             rates=self._rates(now),
             dns_lookups=dial.lookups,
             dns_lookups_coalesced=dial.lookups_coalesced,
+            dns_lookups_cached=dial.lookups_cached,
             dns_lookup_failures=dial.lookups_failed,
             connect_attempts={f"ipv{v}": n for v, n in dial.attempts.items()},
             connect_wins={f"ipv{v}": n for v, n in dial.wins.items()},
