@@ -139,13 +139,14 @@ def latency(p: Result) -> Result:
     sock = open_stream(p, b"ECHO\n")
     payload = b"x" * 64
     samples: list[float] = []
-    for i in range(int(p["count"]) + 100):
+    warmup = int(p.get("warmup", 100))
+    for i in range(int(p["count"]) + warmup):
         t = time.perf_counter()
         sock.sendall(payload)
         got = 0
         while got < len(payload):
             got += len(sock.recv(4096))
-        if i >= 100:  # warm-up excluded
+        if i >= warmup:  # excluded
             samples.append((time.perf_counter() - t) * 1e6)
     sock.close()
     return {"rtt_p50_us": percentile(samples, 50), "rtt_p99_us": percentile(samples, 99)}
@@ -282,10 +283,12 @@ async def _http_idle(p: Result) -> Result:
 class _Upload:
     """One burst client: connect, CONNECT when there is a proxy, upload, await OK."""
 
-    __slots__ = ("end", "got", "phase", "sent", "sock", "start")
+    __slots__ = ("download", "end", "got", "payload", "phase", "sent", "sock", "start")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, download: bool, payload: memoryview) -> None:
         self.sock = sock
+        self.download = download  # else it uploads
+        self.payload = payload  # the request it sends, shared by the clients alike
         self.phase = "connect"
         self.got = b""
         self.sent = 0
@@ -295,19 +298,26 @@ class _Upload:
 def burst(p: Result) -> Result:
     """``clients`` connections at once, each uploading ``size`` bytes to the sink (or,
     with ``direction`` "download", downloading them from the source; "trickle", from
-    the source one segment every 20 ms).
+    the source one segment every 20 ms; "mixed", every other client downloading
+    ``download_size`` bytes, as a ``terraform apply`` sends state up and fetches
+    providers and API answers down).
 
     One thread drives every client with non-blocking sockets and epoll: a few system
     calls per client, so that the load generator does not stagger the tunnels itself
     (200 asyncio stream clients in one process took 12-17 ms to get going)."""
     size, clients = int(p["size"]), int(p["clients"])
+    direction = p.get("direction", "upload")
+    down_size = int(p.get("download_size", size))
     request = connect_request(p) if p["proxy"] else b""
-    download = p.get("direction") in ("download", "trickle")  # each client downloads
-    payload = memoryview(
-        (b"TRICKLE %d\n" if p.get("direction") == "trickle" else b"SOURCE %d\n") % size
-        if download
-        else b"TSINK %d\n" % size + bytes(size)
-    )  # shared by every client
+    upload = memoryview(b"TSINK %d\n" % size + bytes(size))
+    fetch = memoryview(
+        (b"TRICKLE %d\n" if direction == "trickle" else b"SOURCE %d\n")
+        % (down_size if direction == "mixed" else size)
+    )
+
+    def downloads(i: int) -> bool:
+        return direction in ("download", "trickle") or (direction == "mixed" and i % 2 == 1)
+
     deadline = time.monotonic() + float(p.get("timeout", 120))
     ep = select.epoll()
     clients_by_fd: dict[int, _Upload] = {}
@@ -353,16 +363,17 @@ def burst(p: Result) -> Result:
             elif not data:
                 finish(c, False)
         elif c.phase == "upload":
-            c.sent += c.sock.send(payload[c.sent :])
-            if c.sent == len(payload):
+            c.sent += c.sock.send(c.payload[c.sent :])
+            if c.sent == len(c.payload):
                 c.phase = "ok"
                 ep.modify(c.sock, select.EPOLLIN)
-        elif download:
+        elif c.download:
             n = len(c.sock.recv(1 << 16))
             c.sent += n
-            if c.sent >= len(payload) + size or not n:
+            expected = len(c.payload) + (down_size if direction == "mixed" else size)
+            if c.sent >= expected or not n:
                 c.end = time.monotonic()
-                finish(c, c.sent == len(payload) + size)
+                finish(c, c.sent == expected)
         else:
             data = c.sock.recv(1 << 16)
             c.got += data
@@ -374,12 +385,13 @@ def burst(p: Result) -> Result:
                 finish(c, ok)
 
     t0 = time.monotonic()
-    for _ in range(clients):
+    for i in range(clients):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.connect_ex(first_hop(p))
-        clients_by_fd[sock.fileno()] = _Upload(sock)
+        down = downloads(i)
+        clients_by_fd[sock.fileno()] = _Upload(sock, down, fetch if down else upload)
         ep.register(sock, select.EPOLLOUT)
     while clients_by_fd and time.monotonic() < deadline:
         for fd, _events in ep.poll(0.5):

@@ -1,14 +1,23 @@
 """A simulated home router: why fyntr helps, with no flags (SPEC §5.1, §7).
 
-    sudo python benchmarks/router.py [--scenarios a,b,c,d,e] [--uplink 20mbit] [--quick]
-                                     [--buffer-ms 300] [--json PATH] [--plot PATH]
+    sudo python benchmarks/router.py [--scenarios a,b,c,d,e | profiles | dsl,lte-up ...]
+                                     [--uplink 20mbit] [--quick] [--buffer-ms 300]
+                                     [--json PATH] [--plot PATH]
 
 Two network namespaces made here and removed afterwards, even on failure: a client side
 (the user's machine: load generator, probe and fyntr) and an origin side, joined by a
-veth pair. The client side's egress is the router's uplink: ``--uplink`` with a
-``--buffer-ms`` deep FIFO. Addresses come from the benchmarking range 198.18.0.0/15 and
-exist only inside these namespaces. Scenarios:
+delay line (benchmarks/delayline.py: two TUN devices, a packet held for half the round
+trip each way, with optional jitter). The client side's egress is the router's uplink:
+a token bucket with a deep FIFO; the origin side's egress, the ISP's downlink. Addresses
+come from the benchmarking range 198.18.0.0/15 and exist only inside these namespaces.
 
+The profiles are the links people have, each with its rates, base RTT, jitter and FIFOs
+(``PROFILES``: dsl, cable, fibre, lte whose uplink steps 5, 20, 40, 10 Mbit/s every
+3 s, satellite); each runs an upload burst of 40 flows carrying 10 s of the link
+(``-up``), the same as downloads (``-down``), half of each at once (``-mixed``, as a
+``terraform apply``), and the upload burst beside four long downloads (``-beside``).
+
+The classic scenarios use ``--uplink`` with a ``--buffer-ms`` FIFO and no added RTT:
 * (a) a burst of 30 uploads of 512 KiB on the uplink (a ``tc tbf``);
 * (b) the same with 1 MiB each, and the uplink falls to half (``tc qdisc change``) 2 s
   into the burst: Wi-Fi, DOCSIS or LTE changing under the user;
@@ -51,13 +60,13 @@ from pathlib import Path
 from typing import Any
 
 from load import percentile  # benchmarks/ is on sys.path when run as a script
-from run import fyntr_command, load
+from run import LOAD, fyntr_command, load
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))  # this checkout's fyntr
 from fyntr.config import parse_rate  # noqa: E402
-from fyntr.sched.autorate import weighted_median  # noqa: E402
+from fyntr.sched.autorate import weighted_quantile  # noqa: E402
 
 SUFFIX = str(os.getpid())
 CLIENT_NS, ORIGIN_NS = f"fyntr-cli-{SUFFIX}", f"fyntr-org-{SUFFIX}"
@@ -75,27 +84,68 @@ def in_ns(ns: str, *args: str) -> list[str]:
     return ["ip", "netns", "exec", ns, *args]
 
 
+def rate_bytes(text: str) -> float:
+    return float(parse_rate(text))
+
+
+@dataclass(frozen=True)
+class Link:
+    """The line between the two namespaces: each way a token bucket with a FIFO of
+    ``fifo_ms`` at its rate, and a delay line holding every packet for half of ``rtt_ms``
+    (plus jitter); ``steps``: the uplink's rate in turn, ``step_s`` apart, from the
+    burst's start (the downlink keeps its ratio to it)."""
+
+    up: str
+    down: str | None  # None: no downlink bottleneck
+    rtt_ms: float = 0.0
+    jitter_ms: float = 0.0
+    fifo_ms: int = 300
+    syn_limit: bool = False
+    steps: tuple[str, ...] = ()
+    step_s: float = 3.0
+
+    def rate_at(self, t: float) -> float:
+        """The uplink's rate (bytes/s) ``t`` seconds into the burst."""
+        if not self.steps or t < 0:
+            return rate_bytes(self.up)
+        return rate_bytes(self.steps[int(t / self.step_s) % len(self.steps)])
+
+    def offered(self, start: float, end: float) -> float:
+        """Bytes the uplink could carry between ``start`` and ``end`` (s into the burst)."""
+        total, t, tick = 0.0, start, 0.01
+        while t < end:
+            total += self.rate_at(t) * min(tick, end - t)
+            t += tick
+        return total
+
+
 @contextlib.contextmanager
-def network(uplink: str, buffer_ms: int, syn_limit: bool, downlink: bool) -> Iterator[None]:
-    """Make the two namespaces; always remove them again."""
+def network(link: Link) -> Iterator[None]:
+    """Make the two namespaces and the delay line between them (two TUN devices, one
+    in each namespace); always remove them again."""
+    delay: subprocess.Popen[str] | None = None
     try:
         sh("ip", "netns", "add", CLIENT_NS)
         sh("ip", "netns", "add", ORIGIN_NS)
-        sh(
-            "ip",
-            "link",
-            "add",
-            CLIENT_IF,
-            "netns",
-            CLIENT_NS,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            ORIGIN_IF,
-            "netns",
-            ORIGIN_NS,
+        delay = subprocess.Popen(
+            in_ns(
+                CLIENT_NS,
+                sys.executable,
+                str(HERE / "delayline.py"),
+                CLIENT_IF,
+                ORIGIN_IF,
+                "--rtt-ms",
+                str(link.rtt_ms),
+                "--jitter-ms",
+                str(link.jitter_ms),
+            ),
+            stdout=subprocess.PIPE,
+            text=True,
         )
+        assert delay.stdout is not None
+        if delay.stdout.readline().strip() != "ready":
+            raise RuntimeError("the delay line did not start (TUN devices need root)")
+        sh("ip", "-n", CLIENT_NS, "link", "set", ORIGIN_IF, "netns", ORIGIN_NS)
         for ns, dev, ip in ((CLIENT_NS, CLIENT_IF, CLIENT_IP), (ORIGIN_NS, ORIGIN_IF, ORIGIN_IP)):
             sh("ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev)
             sh("ip", "-n", ns, "link", "set", dev, "up")
@@ -120,29 +170,14 @@ def network(uplink: str, buffer_ms: int, syn_limit: bool, downlink: bool) -> Ite
                 "congctl",
                 "cubic",
             )
-        uplink_qdisc(uplink, buffer_ms, syn_limit)
-        if downlink:  # the same token bucket and FIFO on the way back: the ISP's downlink
-            sh(
-                "ip",
-                "netns",
-                "exec",
-                ORIGIN_NS,
-                "tc",
-                "qdisc",
-                "add",
-                "dev",
-                ORIGIN_IF,
-                "root",
-                "tbf",
-                "rate",
-                uplink,
-                "burst",
-                "32kb",
-                "latency",
-                f"{buffer_ms}ms",
-            )
+        uplink_qdisc(link.up, link.fifo_ms, link.syn_limit)
+        if link.down is not None:  # the ISP's side of the line
+            downlink_qdisc(link.down, link.fifo_ms)
         yield
     finally:
+        if delay is not None:
+            delay.terminate()
+            delay.wait(10)
         for ns in (CLIENT_NS, ORIGIN_NS):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
 
@@ -173,6 +208,12 @@ def uplink_qdisc(uplink: str, buffer_ms: int, syn_limit: bool, verb: str = "add"
     tc("filter", "add", "dev", CLIENT_IF, "parent", "1:", "protocol", "ip", "prio", "1", "u32",
        "match", "ip", "protocol", "6", "0xff", "match", "u8", "0x02", "0x02", "at", "33",
        "flowid", "1:10")  # fmt: skip
+
+
+def downlink_qdisc(rate: str, buffer_ms: int, verb: str = "add") -> None:
+    """The downlink, origin -> client: a token bucket with a deep FIFO."""
+    sh("ip", "netns", "exec", ORIGIN_NS, "tc", "qdisc", verb, "dev", ORIGIN_IF, "root", "tbf",
+       "rate", rate, "burst", "32kb", "latency", f"{buffer_ms}ms")  # fmt: skip
 
 
 def syn_drops() -> int:
@@ -209,12 +250,22 @@ class Scenario:
     size: str
     syn_limit: bool = False
     halve_after_s: float | None = None  # the uplink falls to half this long into the burst
-    direction: str = "upload"  # or "download", or "trickle": paced downloads
-    # (both through a downlink as deep as the uplink)
+    # "upload", "download", "trickle" (paced downloads), "mixed" (every other client
+    # downloads ``download_size``), or "beside" (uploads while 4 long downloads of
+    # ``download_size`` each run)
+    direction: str = "upload"
+    link: Link | None = None  # None: --uplink with a --buffer-ms FIFO, no added RTT
+    download_size: str = "0"
 
     @property
     def downlink(self) -> bool:
         return self.direction != "upload"
+
+    def line(self, args: argparse.Namespace) -> Link:
+        if self.link is not None:
+            return self.link
+        down = args.uplink if self.downlink else None
+        return Link(args.uplink, down, fifo_ms=args.buffer_ms, syn_limit=self.syn_limit)
 
 
 SCENARIOS = {
@@ -224,6 +275,87 @@ SCENARIOS = {
     "d": Scenario("d", "download burst, downlink bloat", 30, "512KiB", direction="download"),
     "e": Scenario("e", "paced streams, no queue", 3, "362KB", direction="trickle"),
 }
+
+# The links people have (docs/zero-configuration.md): uplink and downlink rates, base
+# RTT, jitter, and the FIFO a consumer router or modem keeps in front of each.
+PROFILES = {
+    "dsl": Link("1mbit", "8mbit", rtt_ms=30, fifo_ms=1000),
+    "cable": Link("10mbit", "100mbit", rtt_ms=20, fifo_ms=500),
+    "fibre": Link("100mbit", "100mbit", rtt_ms=5, fifo_ms=50),
+    "lte": Link(
+        "5mbit",
+        "20mbit",
+        rtt_ms=50,
+        jitter_ms=15,
+        fifo_ms=300,
+        steps=("5mbit", "20mbit", "40mbit", "10mbit"),
+    ),
+    "satellite": Link("5mbit", "50mbit", rtt_ms=600, fifo_ms=1000),
+}
+PROFILE_CLIENTS = 40
+PROFILE_BURST_S = 10.0  # a burst carries this long of the link's (mean) rate
+
+
+def mean_up(link: Link) -> float:
+    steps = link.steps or (link.up,)
+    return sum(rate_bytes(r) for r in steps) / len(steps)
+
+
+def profile_scenarios(name: str, link: Link) -> dict[str, Scenario]:
+    """Each link's upload burst, download burst, mixed load and upload beside a long
+    download, sized to the link: 40 flows carrying PROFILE_BURST_S of its rate."""
+    up = int(mean_up(link) * PROFILE_BURST_S / PROFILE_CLIENTS)
+    down_rate = rate_bytes(link.down or link.up) * mean_up(link) / rate_bytes(link.up)
+    down = int(down_rate * PROFILE_BURST_S / PROFILE_CLIENTS)
+    long = int(down_rate * 1.5 * PROFILE_BURST_S / 4)  # four downloads outlasting the uploads
+    made = [
+        Scenario(f"{name}-up", f"{name}: upload burst", PROFILE_CLIENTS, str(up), link=link),
+        Scenario(
+            f"{name}-down",
+            f"{name}: download burst",
+            PROFILE_CLIENTS,
+            str(down),
+            direction="download",
+            link=link,
+        ),
+        Scenario(
+            f"{name}-mixed",
+            f"{name}: uploads and downloads at once (terraform apply)",
+            PROFILE_CLIENTS,
+            str(up),
+            direction="mixed",
+            link=link,
+            download_size=str(down),
+        ),
+        Scenario(
+            f"{name}-beside",
+            f"{name}: upload burst beside 4 long downloads",
+            PROFILE_CLIENTS,
+            str(up),
+            direction="beside",
+            link=link,
+            download_size=str(long),
+        ),
+    ]
+    return {s.key: s for s in made}
+
+
+for _name, _link in PROFILES.items():
+    SCENARIOS.update(profile_scenarios(_name, _link))
+
+
+def expand(keys: str) -> list[Scenario]:
+    """Scenario keys; a profile's name stands for its four, "profiles" for all of them."""
+    out: list[Scenario] = []
+    for key in keys.split(","):
+        if key == "profiles":
+            out += [s for s in SCENARIOS.values() if s.link is not None]
+        elif key in PROFILES:
+            out += [s for s in SCENARIOS.values() if s.key.startswith(f"{key}-")]
+        else:
+            out.append(SCENARIOS[key])
+    return out
+
 
 METRICS_PORT = 17999
 PROBE_INTERVAL_S = 0.02
@@ -245,6 +377,8 @@ def run_case(
         text=True,
     )
     proxy = None
+    background: subprocess.Popen[bytes] | None = None
+    link = scenario.line(args)
     status: tuple[float, dict[str, Any]] | None = None
     halved_at: list[float] = []
     assert origin.stdout is not None and origin.stdin is not None
@@ -302,17 +436,51 @@ def run_case(
                 halved_at.append(time.monotonic())
 
             threading.Thread(target=halve, daemon=True).start()
+        if scenario.direction == "beside":  # the long downloads first, filling the downlink
+            background = subprocess.Popen(
+                in_ns(
+                    CLIENT_NS,
+                    *LOAD,
+                    "burst",
+                    json.dumps(
+                        {
+                            **params,
+                            "clients": 4,
+                            "size": int(rate_bytes(scenario.download_size)),
+                            "direction": "download",
+                            "timeout": 300,
+                        }
+                    ),
+                ),
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(2.0)
+        stepping = threading.Event()
+        if link.steps:
+            threading.Thread(target=step_link, args=(link, stepping), daemon=True).start()
         size = int(rate_bytes(scenario.size))
-        burst = load(
-            "burst",
-            {
-                **params,
-                "clients": scenario.clients,
-                "size": size,
-                "direction": scenario.direction,
-            },
-            prefix=("ip", "netns", "exec", CLIENT_NS),
-        )
+        try:
+            burst = load(
+                "burst",
+                {
+                    **params,
+                    "clients": scenario.clients,
+                    "size": size,
+                    "direction": "upload" if scenario.direction == "beside" else scenario.direction,
+                    "download_size": int(rate_bytes(scenario.download_size)),
+                    "timeout": 300,
+                },
+                prefix=("ip", "netns", "exec", CLIENT_NS),
+            )
+        finally:
+            stepping.set()
+            if link.steps:  # back to the first step for the next case
+                uplink_qdisc(link.up, link.fifo_ms, False, verb="change")
+                if link.down is not None:
+                    downlink_qdisc(link.down, link.fifo_ms, verb="change")
+            if background is not None:
+                background.terminate()
+                background.wait(10)
         if proxy is not None:
             status = fetch_status(METRICS_PORT)
         time.sleep(0.5)
@@ -343,7 +511,8 @@ def run_case(
         "probe_idle_p50_ms": percentile(idle, 50),
         "probe_p50_ms": percentile(during, 50),
         "probe_p99_ms": percentile(during, 99),
-        "probe_time_p50_ms": time_median(during, PROBE_INTERVAL_S),
+        "probe_time_p50_ms": time_quantile(during, PROBE_INTERVAL_S, 0.5),
+        "probe_time_p95_ms": time_quantile(during, PROBE_INTERVAL_S, 0.95),
         "makespan_s": burst["burst_makespan_s"],
         "failures": burst["burst_failures"],
         "last_upload_start_s": burst["burst_last_start_s"],
@@ -351,6 +520,10 @@ def run_case(
         "syn_drops": syn_drops() - drops_before if scenario.syn_limit else 0,
         "probe_samples": [(round(when - t0, 4), round(rtt, 3)) for when, rtt in samples],
     }
+    moved = scenario.clients * size
+    if scenario.direction in ("upload", "beside") and row["makespan_s"] == row["makespan_s"]:
+        transfer = burst["burst_end"] - t0
+        row["uplink_used"] = moved / link.offered(0, transfer)  # of what it offered
     if halved_at:
         settled = halved_at[0] + 5.0
         row["probe_p50_ms_5s_after_halving"] = percentile(
@@ -374,16 +547,25 @@ def run_case(
     return row
 
 
-def time_median(rtts_ms: list[float], interval_s: float) -> float:
-    """The RTT the probe saw for half the burst's time: each round trip weighs the time
-    it took plus the pause after it. The plain median counts round trips, and a probe
-    stuck behind a 300 ms queue makes 15 times fewer of them than one that is not."""
-    median = weighted_median([(rtt, rtt / 1000 + interval_s) for rtt in rtts_ms])
-    return float("nan") if median is None else median
+def time_quantile(rtts_ms: list[float], interval_s: float, q: float) -> float:
+    """The RTT the probe saw for the fraction ``q`` of the burst's time: each round trip
+    weighs the time it took plus the pause after it. A plain percentile counts round
+    trips, and a probe stuck behind a 300 ms queue makes 15 times fewer of them than one
+    that is not."""
+    value = weighted_quantile([(rtt, rtt / 1000 + interval_s) for rtt in rtts_ms], q)
+    return float("nan") if value is None else value
 
 
-def rate_bytes(text: str) -> float:
-    return float(parse_rate(text))
+def step_link(link: Link, done: threading.Event) -> None:
+    """The uplink (and the downlink, in proportion) through ``link.steps`` until done."""
+    ratio = rate_bytes(link.down) / rate_bytes(link.up) if link.down else 0.0
+    n = 0
+    while not done.wait(0 if n == 0 else link.step_s):
+        rate = rate_bytes(link.steps[n % len(link.steps)])
+        uplink_qdisc(f"{rate * 8 / 1e6:g}mbit", link.fifo_ms, False, verb="change")
+        if ratio:
+            downlink_qdisc(f"{rate * ratio * 8 / 1e6:g}mbit", link.fifo_ms, verb="change")
+        n += 1
 
 
 def cases(scenario: Scenario, uplink: str, quick: bool) -> list[tuple[str, list[str] | None]]:
@@ -414,6 +596,7 @@ COLUMNS = [
     ("probe_p50_ms", "probe p50 ms (burst)"),
     ("probe_p99_ms", "probe p99 ms (burst)"),
     ("probe_time_p50_ms", "probe p50 ms over time (burst)"),
+    ("probe_time_p95_ms", "probe p95 ms over time (burst)"),
     ("probe_p50_ms_5s_after_halving", "probe p50 ms, 5 s after halving"),
     ("makespan_s", "makespan s"),
     ("failures", "failures"),
@@ -421,6 +604,7 @@ COLUMNS = [
     ("syn_drops", "SYNs dropped"),
     ("peak_new_conn_per_10ms", "peak new conns / 10 ms"),
     ("shaped_s", "fyntr shaped s"),
+    ("uplink_used", "uplink used"),
 ]
 
 
@@ -477,11 +661,53 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=90)
 
 
+def check_link(rtt_ms: float, jitter_ms: float) -> dict[str, float]:
+    """What the delay line adds and whether it limits: 64-byte round trips and one
+    64 MiB transfer each way through it, with no token bucket that binds (10 Gbit/s)."""
+    link = Link("10gbit", "10gbit", rtt_ms=rtt_ms, jitter_ms=jitter_ms, fifo_ms=50)
+    with network(link), tempfile.TemporaryDirectory() as tmp:
+        origin = subprocess.Popen(
+            in_ns(ORIGIN_NS, sys.executable, str(HERE / "origin.py"), ORIGIN_IP, f"{tmp}/a"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert origin.stdout is not None and origin.stdin is not None
+        try:
+            params = {"proxy": None, "origin": int(origin.stdout.readline()), "host": ORIGIN_IP}
+            prefix = ("ip", "netns", "exec", CLIENT_NS)
+            echo = load("latency", {**params, "count": 20, "warmup": 2}, prefix=prefix)
+            moved = {
+                d: load(
+                    "throughput",
+                    {**params, "direction": d, "size": 64 * 2**20, "streams": 1},
+                    prefix=prefix,
+                )["mb_s"]
+                for d in ("upload", "download")
+            }
+        finally:
+            origin.stdin.close()
+            origin.wait(10)
+    return {
+        "rtt_ms_asked": rtt_ms,
+        "jitter_ms_asked": jitter_ms,
+        "echo_rtt_p50_ms": echo["rtt_p50_us"] / 1000,
+        "echo_rtt_p99_ms": echo["rtt_p99_us"] / 1000,
+        "upload_mbit_s": moved["upload"] * 8,
+        "download_mbit_s": moved["download"] * 8,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("--scenarios", default="a,b,c,d,e", help="comma list of a, b, c, d, e")
+    ap.add_argument(
+        "--scenarios",
+        default="a,b,c,d,e",
+        help="comma list of a-e, of profile scenarios (dsl-up, lte-beside ...), of profiles "
+        f"({', '.join(PROFILES)}: their up, down, mixed and beside), or 'profiles' for all",
+    )
     ap.add_argument("--uplink", default="20mbit", help="router uplink rate (tc syntax)")
     ap.add_argument("--buffer-ms", type=int, default=300, help="uplink FIFO depth, ms")
     ap.add_argument("--quick", action="store_true", help="direct and fyntr with no flags only")
@@ -490,17 +716,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--log-dir", type=Path, default=None, help="keep fyntr's INFO log of each case here"
     )
+    ap.add_argument(
+        "--check-link",
+        type=float,
+        default=None,
+        metavar="RTT_MS",
+        help="only measure what the delay line adds at this RTT (with --jitter-ms) and exit",
+    )
+    ap.add_argument("--jitter-ms", type=float, default=0.0, help="with --check-link")
     args = ap.parse_args(argv)
     if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None:
         print(
             "router.py needs root and iproute2 (ip, tc) to build its network namespaces; skipping."
         )
         return 0
-    chosen = [SCENARIOS[k] for k in args.scenarios.split(",")]
+    if args.check_link is not None:
+        print(json.dumps(check_link(args.check_link, args.jitter_ms)))
+        return 0
+    chosen = expand(args.scenarios)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for scenario in chosen:
-            with network(args.uplink, args.buffer_ms, scenario.syn_limit, scenario.downlink):
+            with network(scenario.line(args)):
                 for name, fyntr_args in cases(scenario, args.uplink, args.quick):
                     print(f"running ({scenario.key}) {name} ...", file=sys.stderr, flush=True)
                     rows.append(run_case(name, fyntr_args, scenario, args, Path(tmp)))

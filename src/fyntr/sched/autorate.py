@@ -213,14 +213,20 @@ def weighted_median(samples: Collection[tuple[float, float]]) -> float | None:
     (inflation, bytes acknowledged) per socket, where a socket that moved little has an
     old smoothed RTT (the kernel updates it per ACK), so each counts by the bytes it
     moved."""
+    return weighted_quantile(samples, 0.5)
+
+
+def weighted_quantile(samples: Collection[tuple[float, float]], q: float) -> float | None:
+    """The value at which the fraction ``q`` of the (value, weight) pairs' weight is
+    reached; None for no samples."""
     if not samples:
         return None
     ordered = sorted(samples)
-    half = sum(weight for _value, weight in ordered) / 2
+    mark = sum(weight for _value, weight in ordered) * q
     seen = 0.0
     for value, weight in ordered:
         seen += weight
-        if seen >= half:
+        if seen >= mark:
             return value
     return ordered[-1][0]
 
