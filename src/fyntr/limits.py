@@ -103,6 +103,8 @@ AUTORATE_DRAIN_MAX_S: Final = 3.0  # at the floor after bloat is first seen, at 
 # had passed fyntr then (3.7 MB for 30 uploads at 20 Mbit/s) drains in 1.5 s
 AUTORATE_RAISE: Final = 1.05  # per tick while calm and the rate binds: x1.6 a second
 AUTORATE_PROBE: Final = 1.01  # per tick at and above this fraction of the highest rate
+AUTORATE_PROBE_ACCEL_TICKS: Final = 2  # calm ticks in a row that double the probe's step:
+# 2x higher in 0.9 s, 4x (an LTE step from 10 to 40 Mbit/s) in 1.2 s, then 25% a tick
 AUTORATE_PLATEAU: Final = 0.9  # achieved since the last cut: x1.1 a second
 AUTORATE_RECOVER: Final = 1.25  # per tick instead, below this fraction of the highest
 AUTORATE_RECOVER_BELOW: Final = 0.75  # rate achieved since the last cut: back from a
@@ -114,6 +116,13 @@ AUTORATE_RELEASE_S: Final = 30.0  # without bloat or a binding rate: stop shapin
 AUTORATE_SEGMENTS_PER_ACK: Final = 2  # delayed ACKs (RFC 9293 §3.8.6.3): one RTT sample
 AUTORATE_STALE_WEIGHT: Final = 0.5  # per two segments; a socket whose old srtt still
 # weighs more than this in the new one (fewer than ~5 ACKs in the tick) gives no sample
+AUTORATE_FLOOR_FALL: Final = 0.1  # of the gap a tick, towards a lower mean RTT: a lucky
+# tick moves a destination's RTT floor a tenth of the way (sched/autorate.PathFloors) ...
+AUTORATE_FLOOR_RISE: Final = 0.001  # ... and towards a higher one: a time constant of 100 s
+# (cake-autorate's baseline rises at 0.001 a sample too), so a queue is not learnt as floor
+AUTORATE_JITTER_ALLOWANCE_S: Final = 2 * AUTORATE_DELAY_THRESHOLD_S  # the floor is at most
+# this above the kernel's minimum RTT: more than a mean RTT's jitter (15 ms at +-15 ms)
+AUTORATE_FLOORS_KEPT: Final = 1024  # destinations whose RTT floor is kept
 AUTORATE_FLOOR_BYTES_S: Final = 32_000  # 256 kbit/s: below any uplink worth shaping
 AUTORATE_MIN_LOAD_BYTES_S: Final = AUTORATE_FLOOR_BYTES_S  # less upload in a tick is no
 # sample: it cannot fill an uplink worth shaping (a 64-byte probe every 20 ms: 3.2 kB/s)

@@ -144,3 +144,22 @@ def test_a_trickle_of_upload_beside_a_bloated_downlink_is_not_shaped() -> None:
         now += AUTORATE_TICK_S
         controller.update(now, 0.3, 2_500_000)
     assert controller.phase is Phase.DRAINING
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    base=st.floats(min_value=2e6 / 8, max_value=20e6 / 8),
+    base_rtt=st.floats(min_value=0.02, max_value=0.1),
+)
+def test_follows_a_link_that_steps_up_and_down_every_3_s(base: float, base_rtt: float) -> None:
+    """An LTE uplink moving by itself: 1, 4, 8, 2 x a base rate, a step every 3 s. The
+    rate must climb after a step up within the step, not creep (it stayed near the
+    first rate it found and used a quarter of the link)."""
+    steps = (1, 4, 8, 2)
+
+    def capacity(t: float) -> float:
+        return base * steps[int(t / 3) % len(steps)]
+
+    ticks = simulate(capacity, base_rtt_s=base_rtt, buffer_s=0.3, duration_s=48)
+    assert utilisation(window(ticks, 12)) >= 0.8
+    assert median_queue_s(window(ticks, 12)) < AUTORATE_DELAY_THRESHOLD_S

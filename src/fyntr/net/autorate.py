@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import statistics
 from collections.abc import Callable, Collection
 from typing import Protocol
 
@@ -46,7 +47,7 @@ from fyntr.net.dialer import Dialed
 from fyntr.net.pump import Pump
 from fyntr.net.relay import Relay
 from fyntr.net.sockopt import clamp_window, limit_unsent, unclamp_window
-from fyntr.sched.autorate import AutoRate, Phase, receive_window, weighted_median
+from fyntr.sched.autorate import AutoRate, PathFloors, Phase, receive_window, weighted_median
 
 Samples = list[tuple[float, int]]  # (value, bytes moved) per socket
 ETHERNET_MSS = 1460  # a new socket's segment size until it has received (1500 - 40)
@@ -89,11 +90,12 @@ class UploadSampler:
 
     def __init__(self, pump: Pump) -> None:
         self.pump = pump
+        self.floors = PathFloors()
 
     def sample(self, relays: Collection[Relay]) -> tuple[int, Samples, Samples]:
         acked = 0
-        delays: Samples = []
-        floors: Samples = []
+        # (destination, the tick's mean RTT, the kernel's minimum, bytes acknowledged)
+        seen: list[tuple[str, float, float, int]] = []
         for tunnel in relays:
             if not tunnel.routed:  # loopback: no uplink, no queue of the router's
                 continue
@@ -127,9 +129,24 @@ class UploadSampler:
             if rtt is not None or tunnel.srtt_mark <= 0:
                 tunnel.srtt_mark, tunnel.segs_mark = sample.rtt_s, count
             if rtt is not None:  # else count on: the next tick looks over a longer span
-                delays.append((max(0.0, rtt - floor), delta))
-                floors.append((floor, delta))
-        return acked, delays, floors
+                seen.append((tunnel.target, rtt, floor, delta))
+        return acked, *self._delays(seen)
+
+    def _delays(self, seen: list[tuple[str, float, float, int]]) -> tuple[Samples, Samples]:
+        """Each socket's queueing delay above its destination's floor (PathFloors),
+        which learns from the median of the tick's mean RTTs to it, once a tick."""
+        by_destination: dict[str, list[float]] = {}
+        for target, rtt, _kernel_min, _acked in seen:
+            by_destination.setdefault(target, []).append(rtt)
+        for target, rtts in by_destination.items():
+            self.floors.update(target, statistics.median(rtts))
+        delays: Samples = []
+        floors: Samples = []
+        for target, rtt, kernel_min, acked in seen:
+            floor = self.floors.floor(target, kernel_min)
+            delays.append((max(0.0, rtt - floor), acked))
+            floors.append((floor, acked))
+        return delays, floors
 
     def steer(self, rate: float | None, baseline_s: float | None) -> None:
         if rate != self.pump.rate:

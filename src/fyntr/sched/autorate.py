@@ -24,7 +24,9 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
 * while the delay is low and the rate is nearly used, the rate rises: by
   ``AUTORATE_RECOVER`` per tick while well below the highest rate achieved since the
   last cut, by ``AUTORATE_RAISE`` nearer, and by ``AUTORATE_PROBE`` once near it,
-  probing for a link that got faster without overshooting far;
+  probing for a link that got faster without overshooting far; the probe's step doubles
+  every ``AUTORATE_PROBE_ACCEL_TICKS`` calm ticks in a row, so that an uplink that
+  stepped up (LTE moves by itself every few seconds) is found within its step;
 * the rate never goes below ``AUTORATE_FLOOR_BYTES_S``, and rises only while the flows use
   it (so never far above the highest rate achieved); after ``AUTORATE_RELEASE_S``
   without bloat while the rate does not bind, shaping stops.
@@ -32,7 +34,7 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
 
 from __future__ import annotations
 
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Collection
 from dataclasses import dataclass
 from enum import Enum
@@ -44,12 +46,17 @@ from fyntr.limits import (
     AUTORATE_DELAY_THRESHOLD_S,
     AUTORATE_DRAIN_MAX_S,
     AUTORATE_FLOOR_BYTES_S,
+    AUTORATE_FLOOR_FALL,
+    AUTORATE_FLOOR_RISE,
+    AUTORATE_FLOORS_KEPT,
     AUTORATE_HIGH_LOAD,
     AUTORATE_HISTORY,
     AUTORATE_IN_CONTROL,
+    AUTORATE_JITTER_ALLOWANCE_S,
     AUTORATE_MIN_LOAD_BYTES_S,
     AUTORATE_PLATEAU,
     AUTORATE_PROBE,
+    AUTORATE_PROBE_ACCEL_TICKS,
     AUTORATE_RAISE,
     AUTORATE_RECOVER,
     AUTORATE_RECOVER_BELOW,
@@ -81,6 +88,7 @@ class Point:
 class AutoRate:
     __slots__ = (
         "_active_since",
+        "_calm_ticks",
         "_hold_until",
         "_recent",
         "_target",
@@ -102,6 +110,7 @@ class AutoRate:
         self._hold_until = now  # no cut before; in DRAINING, the end of the drain
         self._target = 0.0  # the rate to shape at once DRAINING is over
         self._active_since = now  # the last bloat, or tick where the rate bound
+        self._calm_ticks = 0  # ticks in a row probing upwards without bloat
         self.history: deque[Point] = deque(maxlen=AUTORATE_HISTORY)
 
     def update(self, now: float, delay_s: float | None, achieved: float) -> float | None:
@@ -178,6 +187,7 @@ class AutoRate:
         new = max(min(self.rate, achieved) * factor, self.rate / 2)
         self.rate = max(AUTORATE_FLOOR_BYTES_S, new)
         self.phase = Phase.HOLDING
+        self._calm_ticks = 0
         # Hold until the queue that was seen has drained at the rate given up (a queue of
         # d seconds of the link drains in d / (1 - factor)), so that the same queue is
         # not cut for twice while it drains.
@@ -189,9 +199,13 @@ class AutoRate:
         if now < self._hold_until:
             return
         self.phase = Phase.SHAPING
-        if achieved >= AUTORATE_HIGH_LOAD * self.rate:  # the rate binds
+        binds = achieved >= AUTORATE_HIGH_LOAD * self.rate
+        calm = delay_s is None or delay_s < AUTORATE_DELAY_THRESHOLD_S / 2
+        if not (binds and calm):
+            self._calm_ticks = 0
+        if binds:
             self._active_since = now
-            if delay_s is None or delay_s < AUTORATE_DELAY_THRESHOLD_S / 2:
+            if calm:
                 # Room left: probe for a faster link; fast while far below what the link
                 # has carried, so that a deep cut costs a second, not ten.
                 # Near what the link carried when it last bloated, slowly: the overshoot
@@ -202,10 +216,56 @@ class AutoRate:
                 elif self.rate < AUTORATE_PLATEAU * self.ceiling:
                     self.rate *= AUTORATE_RAISE
                 else:
-                    self.rate *= AUTORATE_PROBE
+                    # Above the last ceiling and still calm: the link may be faster than
+                    # it was. The probe's step doubles every AUTORATE_PROBE_ACCEL_TICKS
+                    # calm ticks in a row (1%, 1.4%, 2% ...), up to the recovery step.
+                    self._calm_ticks += 1
+                    step = (AUTORATE_PROBE - 1) * 2 ** (
+                        self._calm_ticks / AUTORATE_PROBE_ACCEL_TICKS
+                    )
+                    self.rate *= min(1 + step, AUTORATE_RECOVER)
         elif now - self._active_since >= AUTORATE_RELEASE_S:
             self.rate = None
             self.phase = Phase.UNSHAPED
+
+
+class PathFloors:
+    """The RTT with no queue on the way to each destination, for the queueing delay.
+
+    The kernel's minimum RTT is one lucky packet: on a link with jitter (Wi-Fi, LTE) the
+    mean RTT sits above it by the jitter with no queue at all (15 ms on a 50 ms +-15 ms
+    link), which read as bloat stopped the rate from ever rising. So the floor of a
+    destination follows the mean RTT its sockets report per tick (the median over them
+    once a tick), down quickly (``AUTORATE_FLOOR_FALL`` of the gap a tick) and up slowly
+    (``AUTORATE_FLOOR_RISE``, for a route that got longer), and never more than
+    ``AUTORATE_JITTER_ALLOWANCE_S`` above the kernel's minimum: sockets opened into a
+    queue that was already full see no tick without it, and their queue must still show.
+    Keyed by the requested host and port; at most ``AUTORATE_FLOORS_KEPT`` of them."""
+
+    __slots__ = ("_floors",)
+
+    def __init__(self) -> None:
+        self._floors: OrderedDict[str, float] = OrderedDict()
+
+    def update(self, key: str, mean_rtt_s: float) -> None:
+        """One tick's mean RTT to ``key`` (once a tick per destination)."""
+        floors = self._floors
+        floor = floors.get(key)
+        if floor is None:
+            floor = mean_rtt_s
+        elif mean_rtt_s < floor:
+            floor -= (floor - mean_rtt_s) * AUTORATE_FLOOR_FALL
+        else:
+            floor += (mean_rtt_s - floor) * AUTORATE_FLOOR_RISE
+        floors[key] = floor
+        floors.move_to_end(key)
+        if len(floors) > AUTORATE_FLOORS_KEPT:
+            floors.popitem(last=False)
+
+    def floor(self, key: str, kernel_min_s: float) -> float:
+        """The floor to measure ``key``'s queueing delay from."""
+        ceiling = kernel_min_s + AUTORATE_JITTER_ALLOWANCE_S
+        return min(self._floors.get(key, ceiling), ceiling)
 
 
 def weighted_median(samples: Collection[tuple[float, float]]) -> float | None:
