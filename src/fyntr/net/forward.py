@@ -55,6 +55,7 @@ class Origin(asyncio.Protocol):
         "address",
         "checking",
         "cleared",
+        "fd",
         "idle_since",
         "key",
         "lost",
@@ -78,6 +79,8 @@ class Origin(asyncio.Protocol):
         self.idle_since = 0.0
         self.on_idle_lost: Callable[[Origin], None] = _ignore
         self.transport = dialed.transport
+        sock = self.transport.get_extra_info("socket")
+        self.fd: int = -1 if sock is None else sock.fileno()  # has_unread asks about it
         self.lost = dialed.protocol.lost
         self.transport.set_protocol(self)
         for data in dialed.protocol.early:  # an origin that talks first is out of step
@@ -171,7 +174,7 @@ class OriginPool:
         while same:
             origin = next(reversed(same))
             self._forget(origin)
-            if origin.usable and not has_unread(origin.transport):
+            if origin.usable and not has_unread(origin.fd):
                 return origin
             origin.transport.abort()
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import select
 import socket
 import struct
 from typing import Final, cast
@@ -78,22 +79,21 @@ def unclamp_window(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, option, _NO_WINDOW_CLAMP)
 
 
-def has_unread(transport: asyncio.Transport) -> bool:
-    """Whether the kernel holds bytes or a FIN the loop has not delivered yet: a pooled
-    connection may serve again only with nothing received since its last response
-    (docs/plain-http.md). One ``recv(MSG_PEEK)``; a socket that cannot be asked counts as
-    holding something."""
-    sock = transport.get_extra_info("socket")
-    if sock is None:
+def has_unread(fd: int) -> bool:
+    """Whether the kernel holds bytes, a FIN or an error for socket ``fd`` that the loop
+    has not delivered yet: a pooled connection may serve again only with nothing
+    received since its last response (docs/plain-http.md). One poll(2) with no wait
+    (2 us; a borrowed socket object for recv(MSG_PEEK) cost 12 us of a 120 us request).
+    No socket to ask (``fd`` < 0) counts as holding something."""
+    if fd < 0:
         return True
-    # The loop's socket is a stand-in without recv(): borrow the descriptor, no dup.
-    peek = socket.socket(sock.family, sock.type, sock.proto, fileno=sock.fileno())
+    if _POLLER is None:  # no poll(2) (Windows): select, whose descriptors stay below 512
+        return bool(select.select((fd,), (), (), 0)[0])
+    _POLLER.register(fd, select.POLLIN)
     try:
-        peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True
+        return bool(_POLLER.poll(0))
     finally:
-        peek.detach()
-    return True  # a byte, or b"" for the origin's FIN
+        _POLLER.unregister(fd)
+
+
+_POLLER = select.poll() if hasattr(select, "poll") else None

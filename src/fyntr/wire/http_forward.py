@@ -109,13 +109,13 @@ class MessageReader:
         "_head_bytes",
         "_head_content",
         "_headers",
-        "_in_head",
         "_in_message",
         "_parser",
         "_reason",
         "_url",
         "events",
         "expect_no_body",
+        "in_head",
         "response",
         "surplus",
     )
@@ -128,7 +128,7 @@ class MessageReader:
         self._url = b""
         self._reason = b""
         self._headers: Headers = []
-        self._in_head = False
+        self.in_head = False  # a message has begun and its head is not complete yet
         self._in_message = False
         # A head's size (limits.py): its parts as they complete, and the bytes it spans.
         self._head_content = 0  # request or status line and fields, as parsed
@@ -137,11 +137,6 @@ class MessageReader:
         self._fed_known = 0  # bytes of this feed that earlier messages are known to hold
         self._discarding = False  # the rest of this feed follows a bodyless response
         self.surplus = False  # bytes came after a bodyless response: out of step
-
-    @property
-    def in_head(self) -> bool:
-        """A message has begun and its head is not complete yet."""
-        return self._in_head
 
     @property
     def at_rest(self) -> bool:
@@ -179,7 +174,7 @@ class MessageReader:
         # A head still incomplete spans what this read holds beyond the messages before
         # it (the parser buffers its field in progress): never the whole read when that
         # began with other messages (pipelined requests, a body).
-        if self._in_head:
+        if self.in_head:
             if self._begun_in_feed:
                 self._head_bytes = len(data) - self._fed_known
             else:
@@ -187,16 +182,11 @@ class MessageReader:
             if self._head_bytes > REQUEST_LINE_MAX_BYTES + HEADERS_MAX_BYTES:
                 raise _too_large("headers_too_large", "message head too large")
 
-    def _count_head(self, size: int) -> None:
-        self._head_content += size
-        if self._head_content > REQUEST_LINE_MAX_BYTES + HEADERS_MAX_BYTES:
-            raise _too_large("headers_too_large", "message head too large")
-
     def restart(self) -> None:
         """A response reader after a bodyless (HEAD) response: forget its announced body.
         Whatever else the current feed holds is surplus."""
         self._parser = self._new_parser()
-        self._in_head = self._in_message = False
+        self.in_head = self._in_message = False
         self._discarding = True
 
     # --- llhttp's callbacks -----------------------------------------------------------
@@ -206,12 +196,12 @@ class MessageReader:
             return
         self._url = self._reason = b""
         self._headers = []
-        self._in_head = self._in_message = self._begun_in_feed = True
+        self.in_head = self._in_message = self._begun_in_feed = True
         self._head_bytes = 0
         self._head_content = _LINE_AND_END_BYTES
 
     def on_url(self, url: bytes) -> None:
-        self._count_head(len(url))
+        self._head_content += len(url)
         self._url += url
         if len(self._url) > REQUEST_LINE_MAX_BYTES:
             raise HandshakeError(
@@ -224,13 +214,13 @@ class MessageReader:
     def on_status(self, reason: bytes) -> None:
         if self._discarding:
             return
-        self._count_head(len(reason))
+        self._head_content += len(reason)
         self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
         if self._discarding:
             return
-        self._count_head(len(name) + len(value) + 4)  # ": " and CRLF
+        self._head_content += len(name) + len(value) + 4  # ": " and CRLF
         self._headers.append((name.lower(), value))
         if len(self._headers) > HEADERS_MAX_LINES:
             raise _too_large("too_many_headers", f"too many headers (max {HEADERS_MAX_LINES})")
@@ -238,7 +228,9 @@ class MessageReader:
     def on_headers_complete(self) -> None:
         if self._discarding:
             return
-        self._in_head = False
+        self.in_head = False
+        if self._head_content > REQUEST_LINE_MAX_BYTES + HEADERS_MAX_BYTES:
+            raise _too_large("headers_too_large", "message head too large")
         self._fed_known += self._head_content
         parser = self._parser
         chunked = has_host = upgrade = False
