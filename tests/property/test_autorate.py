@@ -4,11 +4,14 @@ or doubles, other traffic on the link, bursts and silences."""
 
 from __future__ import annotations
 
+import random
+import statistics
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fyntr.limits import AUTORATE_DELAY_THRESHOLD_S, AUTORATE_FLOOR_BYTES_S, AUTORATE_TICK_S
-from fyntr.sched.autorate import AutoRate, Phase
+from fyntr.sched.autorate import AutoRate, PathFloors, Phase
 from tests.support.link import median_queue_s, simulate, utilisation, window
 
 LINKS = st.floats(min_value=1e6 / 8, max_value=1e9 / 8)  # 1 Mbit/s to 1 Gbit/s
@@ -163,3 +166,52 @@ def test_follows_a_link_that_steps_up_and_down_every_3_s(base: float, base_rtt: 
     ticks = simulate(capacity, base_rtt_s=base_rtt, buffer_s=0.3, duration_s=48)
     assert utilisation(window(ticks, 12)) >= 0.8
     assert median_queue_s(window(ticks, 12)) < AUTORATE_DELAY_THRESHOLD_S
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    base_rtt=st.floats(min_value=0.005, max_value=0.6),
+    jitter=st.floats(min_value=0.0, max_value=0.03),
+    queue=st.floats(min_value=0.0, max_value=1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_jitter_is_not_read_as_queueing_but_a_queue_is(
+    base_rtt: float, jitter: float, queue: float, seed: int
+) -> None:
+    """A destination's RTT floor (PathFloors) on a link whose round trips vary by up to
+    +-``jitter`` (Wi-Fi, LTE): with no queue the delay reads under half the threshold
+    (the kernel's minimum RTT, one lucky packet, read the jitter as 15 ms of queue);
+    a queue that builds later reads as itself, to within the jitter and the floor's slow
+    rise."""
+    rng = random.Random(seed)
+    floors = PathFloors()
+    lucky = base_rtt - jitter  # the kernel's minimum: the luckiest packet
+
+    def tick_mean(extra: float) -> float:  # the mean of ~10 ACKs' RTTs in a tick
+        return base_rtt + extra + statistics.mean(rng.uniform(-jitter, jitter) for _ in range(10))
+
+    calm = []
+    for _ in range(100):  # 10 s with no queue
+        rtt = tick_mean(0.0)
+        floors.update("d:443", rtt)
+        calm.append(rtt - floors.floor("d:443", lucky))
+    assert statistics.median(calm[20:]) < AUTORATE_DELAY_THRESHOLD_S / 2
+    loaded = []
+    for _ in range(30):  # then 3 s behind a queue
+        rtt = tick_mean(queue)
+        floors.update("d:443", rtt)
+        loaded.append(rtt - floors.floor("d:443", lucky))
+    # The floor rises slowly towards a lasting queue (0.1% of the gap a tick): 1.5%
+    # of it in these 3 s.
+    reading = statistics.median(loaded)
+    assert queue * 0.97 - jitter - 0.005 <= reading <= queue + jitter + 0.005
+
+
+def test_a_destination_first_seen_behind_a_full_queue_still_shows_it() -> None:
+    """Sockets opened into a queue that was already full never see a tick without it:
+    their floor stays within the jitter allowance of the kernel's minimum (the handshake
+    crossed an empty queue), so 900 ms of queue reads as at least 860 ms."""
+    floors = PathFloors()
+    for _ in range(50):
+        floors.update("d:443", 0.930)  # 30 ms base, 900 ms of queue, from the start
+    assert 0.930 - floors.floor("d:443", 0.030) >= 0.86
