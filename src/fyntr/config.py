@@ -30,7 +30,7 @@ _RATE_RE: Final = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*([a-z]*)(?:/s)?")
 
 
 def parse_rate(text: str) -> int:
-    """RATE of SPEC §2 -> bytes per second (0 = unlimited). Raises ValueError."""
+    """A RATE (README.md, Command line) -> bytes per second (0 = unlimited). Raises ValueError."""
     match = _RATE_RE.fullmatch(text.strip().lower())
     if match is None or match.group(2) not in _RATE_UNITS:
         raise ValueError(
@@ -49,7 +49,8 @@ T = TypeVar("T")
 
 
 def or_auto(parse: Callable[[str], T]) -> Callable[[str], T | Auto]:
-    """``parse``, or the word ``auto`` (SPEC §5.1), for a flag that takes either."""
+    """``parse``, or the word ``auto`` (docs/zero-configuration.md), for a flag that takes
+    either."""
 
     def convert(text: str) -> T | Auto:
         if text.strip().lower() == AUTO:
@@ -127,8 +128,12 @@ class Settings:
     threat_feed_files: tuple[str, ...] = ()
     threat_action: ThreatAction = ThreatAction.WARN
     log_level: str = "info"
-    upload_rate: int | Auto = AUTO  # bytes/s, 0 = unlimited, or adaptive (SPEC §5.1)
-    download_rate: int | Auto = AUTO  # bytes/s, 0 = unlimited, or adaptive (SPEC §5.1)
+    upload_rate: int | Auto = (
+        AUTO  # bytes/s, 0 = unlimited, or adaptive (docs/zero-configuration.md)
+    )
+    download_rate: int | Auto = (
+        AUTO  # bytes/s, 0 = unlimited, or adaptive (docs/zero-configuration.md)
+    )
     connect_rate: float | Auto = AUTO  # new upstream dials per second, 0 = unlimited
     connect_burst: int | None = None  # None = the rate
     max_connections_wait_s: float = 0.0
@@ -162,7 +167,7 @@ _BIND_HOST_CHARS: Final = frozenset(
 
 
 def validate_bind_address(text: str) -> str:
-    """``--bind``: an IP literal or a plain host name without port (upstream §1.2)."""
+    """``--bind``: an IP literal or a plain host name without port (docs/original.md §1.2)."""
     import ipaddress  # noqa: PLC0415
 
     value = text.strip()

@@ -6,7 +6,7 @@ from enum import IntEnum
 
 
 class Status(IntEnum):
-    """HTTP status codes fyntr sends (upstream §6.6). Nothing else is ever sent."""
+    """HTTP status codes fyntr sends (docs/original.md §6.6). Nothing else is ever sent."""
 
     OK = 200
     BAD_REQUEST = 400
@@ -38,7 +38,7 @@ REASON_PHRASES: dict[int, str] = {
     505: "HTTP Version Not Supported",
 }
 
-# The bare status lines of the CONNECT port (upstream §6.6): a 200 there is
+# The bare status lines of the CONNECT port (docs/original.md §6.6): a 200 there is
 # "Connection Established".
 STATUS_LINES: dict[Status, bytes] = {
     status: b"HTTP/1.1 %d %s\r\n\r\n"
@@ -51,7 +51,7 @@ STATUS_LINES: dict[Status, bytes] = {
 
 
 class Rep(IntEnum):
-    """SOCKS5 reply codes (RFC 1928 §6) that fyntr uses (upstream §7.2)."""
+    """SOCKS5 reply codes (RFC 1928 §6) that fyntr uses (docs/original.md §7.2)."""
 
     SUCCEEDED = 0x00
     GENERAL_FAILURE = 0x01

@@ -1,13 +1,14 @@
 """Every numeric cap of fyntr, with its unit and where the number comes from.
 
-"upstream" means the Rust original (shared/reference/upstream-behaviour.md, section given).
+"the original" is the Rust project fyntr re-implements; docs/original.md says what
+fyntr keeps of it, by section.
 """
 
 from typing import Final
 
 KIB: Final = 1024
 
-# --- Defaults of the command line (upstream §1.1, §1.3) ---------------------------------
+# --- Defaults of the command line (docs/original.md §1.1, §1.3) ---------------------------------
 DEFAULT_BIND: Final = "127.0.0.1"
 DEFAULT_PORT: Final = 9999
 DEFAULT_MAX_CONNECTIONS: Final = 1000
@@ -16,7 +17,7 @@ DEFAULT_SHUTDOWN_GRACE_S: Final = 30.0
 DEFAULT_METRICS_BIND: Final = "127.0.0.1"
 DEFAULT_ALLOWED_PORT: Final = 443
 
-# --- HTTP CONNECT handshake (upstream §6.1) ----------------------------------------------
+# --- HTTP CONNECT handshake (docs/original.md §6.1) ----------------------------------------------
 REQUEST_LINE_MAX_BYTES: Final = 8192  # including the line terminator; 8193 -> 414
 HEADER_LINE_MAX_BYTES: Final = 8192  # including the terminator; more -> 431
 HEADERS_MAX_BYTES: Final = 32768  # all header lines plus the blank line; more -> 431
@@ -25,7 +26,7 @@ REQUEST_LINE_TIMEOUT_S: Final = 30.0  # -> 408
 HEADERS_TIMEOUT_S: Final = 30.0  # restarted after the request line -> 408
 HANDSHAKE_BUDGET_S: Final = 30.0  # accept to dial: bounds a --connect-rate wait -> 503 / 0x01
 
-# --- Plain HTTP forwarding (SPEC §3; RFC 9110 §7.6, RFC 9112) -----------------------------
+# --- Plain HTTP forwarding (docs/plain-http.md; RFC 9110 §7.6, RFC 9112) -------------------
 HTTP_DEFAULT_PORT: Final = 80  # RFC 9110 §4.2.1; allowed by default for plain HTTP as 443 is
 # for CONNECT
 HTTP_KEEPALIVE_IDLE_S: Final = 60.0  # a client connection between requests (nginx 75 s,
@@ -44,15 +45,15 @@ THREAT_FEED_SLICE_LINES: Final = 200  # a SIGHUP reload parses this many lines p
 # the loop: 2.5 ms at 12 us a line (mostly IDNA; a 2-core x86-64 VM), and a CONNECT
 # takes several turns, each of which may wait one slice
 
-# --- SOCKS5 handshake (upstream §7.1) -----------------------------------------------------
+# --- SOCKS5 handshake (docs/original.md §7.1) -----------------------------------------------------
 SOCKS5_READ_TIMEOUT_S: Final = 30.0  # per field read; on expiry the socket is closed
 
-# --- Host names (upstream §1.2, §6.4) ----------------------------------------------------
+# --- Host names (docs/original.md §1.2, §6.4) ----------------------------------------------------
 DOMAIN_MAX_LEN: Final = 253  # RFC 1035 presentation length without the trailing dot
 LABEL_MAX_LEN: Final = 63  # RFC 1035 §2.3.4
 
-# --- Resolution and dialing (upstream §4.5, §6.7; SPEC §4.8) -----------------------------
-DNS_TIMEOUT_S: Final = 5.0  # ours: upstream has none (SPEC §4.8) -> 502 / SOCKS5 0x04
+# --- Resolution and dialing (docs/original.md §4.5, §6.7; docs/differences.md) --------------------
+DNS_TIMEOUT_S: Final = 5.0  # ours: the original has none (docs/differences.md) -> 502 / SOCKS5 0x04
 DNS_ANSWER_TTL_S: Final = 10.0  # a name's addresses serve this long (aiohttp's default
 # ttl_dns_cache): a burst to one name asks once, and getaddrinfo() gives no TTL to honour
 DNS_FAILURE_TTL_S: Final = 1.0  # a failed lookup is answered again this long, not asked
@@ -65,10 +66,10 @@ DIAL_BACKOFF_MAX_S: Final = 3.0
 DEFAULT_HAPPY_EYEBALLS_DELAY_S: Final = 0.25  # RFC 8305 §5's recommended Connection Attempt
 # Delay (curl and Chrome use 200-300 ms); 0 dials one address after another, as upstream
 
-# --- Data plane (SPEC §5; upstream §8.1, §8.5) -------------------------------------------
+# --- Data plane (docs/architecture.md; docs/original.md §8.1, §8.5) -------------------------------
 HIGH_WATERMARK_BYTES: Final = 256 * KIB  # held per flow and direction before the source pauses
 LOW_WATERMARK_BYTES: Final = HIGH_WATERMARK_BYTES // 4  # resume below a quarter, as uvloop does
-QUANTUM_DEFAULT_BYTES: Final = 8192  # before the first sample (upstream §8.5)
+QUANTUM_DEFAULT_BYTES: Final = 8192  # before the first sample (docs/original.md §8.5)
 QUANTUM_MIN_BYTES: Final = 1500  # about one Ethernet MTU: every turn carries a full packet
 QUANTUM_MAX_BYTES: Final = 16384  # stops one flow monopolising a round
 QUANTUM_EMA_ALPHA: Final = 0.2
@@ -89,7 +90,7 @@ SPLICE_AFTER_BYTES: Final = 1024 * KIB  # unshaped, a tunnel is spliced once a d
 # carried this much: past a burst's handshakes and API calls, where the switch would cost
 SPLICE_MAX_TUNNELS: Final = 256  # spliced at once; each holds two pipes (4 descriptors)
 
-# --- Automatic rate (SPEC §5.1; sched/autorate.py, after cake-autorate's defaults) -------
+# --- Automatic rate (docs/zero-configuration.md; sched/autorate.py, after cake-autorate's defaults)
 AUTORATE_TICK_S: Final = 0.1  # one sample of the upstream sockets and one decision
 AUTORATE_DELAY_THRESHOLD_S: Final = 0.020  # queueing delay that counts as bloat: well
 # above loopback's and a LAN's jitter (< 2 ms), below what a voice call tolerates (~30 ms
@@ -137,7 +138,7 @@ AUTORATE_WINDOW_MIN_SEGMENTS: Final = 2  # a clamped receive window is never sma
 AUTORATE_WINDOW_STEP: Final = 0.25  # a clamp is set again only when its window moved
 # by more than this fraction: two system calls per socket, not every tick
 
-# --- Automatic connect pacing (SPEC §5.1; sched/connectrate.py) -------------------------
+# --- Automatic connect pacing (docs/zero-configuration.md; sched/connectrate.py) ------------------
 CONNECT_AUTO_INITIAL_RATE: Final = 40.0  # dials/s on a fresh start, after the burst: a
 # router that takes 27 SYNs/s into a 4-packet queue (router benchmark (c)) fills it in
 # 0.3 s at this rate, and shows the queueing 37 ms after it starts (100/s: 9 SYNs lost)
@@ -158,9 +159,9 @@ ACCEPT_RETRY_DELAY_S: Final = 0.1  # after EMFILE/ENFILE/ENOBUFS, pause acceptin
 ACCEPT_BATCH: Final = 64  # accepts per wake-up before yielding to the other listener
 LISTEN_BACKLOG: Final = 4096  # asyncio's 100 overflows under a 200-client burst (1 s SYN retry)
 SHUTDOWN_POLL_S: Final = 0.05  # how often a draining shutdown looks for the last tunnel
-STATS_INTERVAL_S: Final = 60.0  # SPEC §6: the INFO stats line while there is traffic
+STATS_INTERVAL_S: Final = 60.0  # docs/observability.md: the INFO stats line while there is traffic
 
-# --- File descriptors (upstream §3.6) -----------------------------------------------------
+# --- File descriptors (docs/original.md §3.6) -----------------------------------------------------
 FDS_PER_CONNECTION: Final = 2  # client socket + upstream socket
 FD_HEADROOM: Final = 64  # listeners, DNS, logs
 FDS_PER_SPLICED_TUNNEL: Final = 4  # two pipes, on top of its two sockets
@@ -169,7 +170,7 @@ MAX_CONNECTIONS_CAP: Final = (2**64 - 1 - FD_HEADROOM) // FDS_PER_CONNECTION
 # --- Port numbers -------------------------------------------------------------------------
 PORT_MAX: Final = 65535
 
-# --- Metrics endpoint (SPEC §6) -----------------------------------------------------------
+# --- Metrics endpoint (docs/observability.md) -----------------------------------------------------
 METRICS_REQUEST_MAX_BYTES: Final = 8192  # request line plus headers of a metrics request
 METRICS_REQUEST_TIMEOUT_S: Final = 10.0
 METRICS_MAX_CLIENTS: Final = 16  # concurrent metrics connections; more get 503

@@ -28,7 +28,7 @@ def setup_logging(level: str) -> None:
 
 
 def format_bytes(n: float) -> str:
-    """Decimal units as upstream §3.5: ``2.00 KB``, ``512 B``."""
+    """Decimal units as docs/original.md §3.5: ``2.00 KB``, ``512 B``."""
     for factor, unit in ((1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
         if n >= factor:
             return f"{n / factor:.2f} {unit}"

@@ -1,4 +1,5 @@
-"""What the proxy counts about itself (SPEC §6), and its /metrics and /status renderings.
+"""What the proxy counts about itself (docs/observability.md), and its /metrics and /status
+renderings.
 
 Counters are plain integers bumped on connection events, never per chunk. The Prometheus
 text comes from ``prometheus-client``, imported only when the metrics port is enabled.

@@ -1,4 +1,4 @@
-"""DNS and upstream connect attempts (upstream §4.5, §6.7; SPEC §4.8).
+"""DNS and upstream connect attempts (docs/original.md §4.5, §6.7; docs/differences.md).
 
 Resolver and connector are injectable, for tests. Attempt deadlines and back-off are
 read on the loop's clock and nothing else, so tests run them in virtual time
@@ -71,7 +71,7 @@ Connector = Callable[
 
 
 async def system_resolve(name: str, port: int) -> list[IPAddress]:
-    """``getaddrinfo`` with any family and stream sockets, as upstream §4.5."""
+    """``getaddrinfo`` with any family and stream sockets, as docs/original.md §4.5."""
     loop = asyncio.get_running_loop()
     infos = await loop.getaddrinfo(name, port, type=socket.SOCK_STREAM)
     out: list[IPAddress] = []
@@ -89,7 +89,7 @@ async def tcp_connect(
 
 
 def rep_for_dial_error(exc: BaseException) -> Rep:
-    """SOCKS5 REP from the last dial error (upstream §7.2)."""
+    """SOCKS5 REP from the last dial error (docs/original.md §7.2)."""
     if isinstance(exc, ConnectionRefusedError):
         return Rep.CONNECTION_REFUSED
     if isinstance(exc, OSError) and exc.errno == errno.ENETUNREACH:
@@ -355,7 +355,7 @@ class Dialer:
     async def dial(
         self, loop: asyncio.AbstractEventLoop, flow_id: int, addrs: Sequence[IPAddress], port: int
     ) -> Dialed:
-        """Try every address, 3 rounds 200/400 ms apart (upstream §6.7): one after
+        """Try every address, 3 rounds 200/400 ms apart (docs/original.md §6.7): one after
         another, 3 s each, or raced (RFC 8305, ``happy_eyeballs_delay``).
 
         The caller passes its loop: on Python 3.11 every ``get_running_loop()`` is a

@@ -1,4 +1,4 @@
-"""From a complete request to a relay (upstream §6.5): the checks and the dial, then a
+"""From a complete request to a relay (docs/original.md §6.5): the checks and the dial, then a
 CONNECT or SOCKS5 ``Tunnel`` or a plain HTTP ``Forward`` session, and the end of each."""
 
 from __future__ import annotations

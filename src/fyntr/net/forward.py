@@ -1,4 +1,4 @@
-"""Plain HTTP forwarding (SPEC §3): absolute-form requests on the CONNECT port.
+"""Plain HTTP forwarding (docs/plain-http.md): absolute-form requests on the CONNECT port.
 
 A ``Forward`` is one client connection carrying requests, one exchange at a time
 (pipelined requests wait in the reader and are answered in order). Each request is

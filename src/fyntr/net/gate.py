@@ -1,4 +1,4 @@
-"""Accepting and admission (upstream §2.1, §3.6): the listeners, the cap, connections
+"""Accepting and admission (docs/original.md §2.1, §3.6): the listeners, the cap, connections
 waiting at it, and the one place a slot comes back."""
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ class Gate:
 
     def _on_acceptable(self, sock: socket.socket, factory: InboundFactory) -> None:
         """Accept a batch, then let the loop turn: with both listeners ready, each gets
-        a batch per iteration, so neither starves the other (upstream §2.1, v0.4.0)."""
+        a batch per iteration, so neither starves the other (docs/original.md §2.1, v0.4.0)."""
         family = sock.family
         for _ in range(ACCEPT_BATCH):
             try:
@@ -85,7 +85,7 @@ class Gate:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                # EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: never fatal (SPEC §4.3). Stop
+                # EMFILE, ENFILE, ENOBUFS, ECONNABORTED...: never fatal (docs/differences.md). Stop
                 # watching the socket for a moment: it stays readable, so retrying at
                 # once would spin.
                 log.warning("accept failed: %s; retrying in %gs", exc, ACCEPT_RETRY_DELAY_S)
@@ -101,7 +101,7 @@ class Gate:
             self.loop.add_reader(sock, self._on_acceptable, sock, factory)
 
     def _adopt(self, conn: socket.socket, factory: InboundFactory) -> None:
-        """Admission happens here, before a byte is read (upstream §2.1)."""
+        """Admission happens here, before a byte is read (docs/original.md §2.1)."""
         flow_id = self._next_flow_id
         self._next_flow_id += 1
         self.metrics.accepted += 1

@@ -1,5 +1,5 @@
 """Listening sockets and the file descriptors they need: binding (dual-stack like the
-original), the FD limit raised to what the cap needs (upstream §3.6), and what the limit
+original), the FD limit raised to what the cap needs (docs/original.md §3.6), and what the limit
 leaves for splice pipes, connections waiting at the cap and idle origin connections."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Connection pacing on the loop (SPEC §5): ``--connect-rate`` as a FIFO token bucket,
+"""Connection pacing on the loop (docs/architecture.md): ``--connect-rate`` as a FIFO token bucket,
 fixed or, with ``auto``, steered by every dial's outcome (sched/connectrate.py)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Binds the DRR scheduler to the event loop (SPEC §5).
+"""Binds the DRR scheduler to the event loop (docs/architecture.md).
 
 One ``Pump`` per direction (upload, download), shared by every tunnel. A ``Lane`` is one
 direction of one tunnel: the scheduler's ``Flow`` plus the two transports it joins.
@@ -90,7 +90,7 @@ class Lane(Flow):
                 raise
 
     def finish(self) -> None:
-        """``src`` sent EOF: deliver what is queued, then pass the FIN on (SPEC §4.2)."""
+        """``src`` sent EOF: deliver what is queued, then pass the FIN on (docs/differences.md)."""
         if self.queued:
             self.eof_pending = True
         else:

@@ -1,4 +1,4 @@
-"""Established tunnels: two transports, two lanes, one close (SPEC §4.2, §4.4, §4.5)."""
+"""Established tunnels: two transports, two lanes, one close (docs/differences.md)."""
 
 from __future__ import annotations
 
@@ -74,7 +74,7 @@ class Endpoint(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self.out.finish()
-        return True  # keep the other direction open: half-close (SPEC §4.2)
+        return True  # keep the other direction open: half-close (docs/differences.md)
 
     def pause_writing(self) -> None:
         self.inp.dst_paused_writing()
@@ -166,7 +166,7 @@ class Tunnel:
         self.client.set_protocol(client_end)
         self.upstream.set_protocol(upstream_end)
         if client_early:
-            self.up.push(client_early)  # SPEC §4.1: never dropped
+            self.up.push(client_early)  # docs/differences.md: never dropped
         for chunk in upstream_early:
             self.down.push(chunk)
         if not self.up.src_paused:

@@ -240,7 +240,7 @@ class SpliceLane:
             return
         lane.eof_sent = True
         try:
-            self.dst.shutdown(socket.SHUT_WR)  # half-close (SPEC §4.2)
+            self.dst.shutdown(socket.SHUT_WR)  # half-close (docs/differences.md)
         except OSError as exc:
             self._relay.failed(self, exc, reading=False)
             return

@@ -7,7 +7,7 @@ running kernel by tests/integration/test_tcpinfo.py. macOS: ``TCP_CONNECTION_INF
 (0x106) fills ``struct tcp_connection_info`` (netinet/tcp.h), whose smoothed RTT is in
 milliseconds and which has no minimum RTT (the auto-rate baseline tracks its own).
 Elsewhere, or where the option is refused, there are no samples: ``auto`` means
-unlimited there (SPEC §5.1).
+unlimited there (docs/zero-configuration.md).
 """
 
 from __future__ import annotations

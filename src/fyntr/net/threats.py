@@ -1,4 +1,4 @@
-"""Threat feeds on the handshake path (upstream §5): loading and reloading the index
+"""Threat feeds on the handshake path (docs/original.md §5): loading and reloading the index
 (SIGHUP), the mixed-script warning, and the checks of the requested host (before DNS)
 and of its resolved addresses, each match logged and counted, refused under ``block``."""
 

@@ -1,4 +1,5 @@
-"""Destination policy: ports, CIDRs, allow-domains -> decision (upstream §4; SPEC §3). Pure."""
+"""Destination policy: ports, CIDRs, allow-domains -> decision (docs/original.md §4,
+docs/destination-policy.md). Pure."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from fyntr.wire.target import Host, IPAddress, canonical_ip, embedded_ipv4, norm
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-# Always denied (upstream §4.2, plus ::1/128 and ::/128 which SPEC §3 keeps as IPv6, and
+# Always denied (docs/original.md §4.2, plus ::1/128 and ::/128 which fyntr keeps as IPv6, and
 # fec0::/10). IPv6 addresses that embed an IPv4 address (NAT64, 6to4, IPv4-translated:
 # wire/target.embedded_ipv4) are also judged as that IPv4.
 BUILTIN_DENY_CIDRS: Final = (
@@ -36,7 +37,7 @@ BUILTIN_DENY_CIDRS: Final = (
 
 
 def parse_cidr(text: str) -> Network:
-    """``ip/prefix`` with host bits masked off; errors as upstream §1.4."""
+    """``ip/prefix`` with host bits masked off; errors as docs/original.md §1.4."""
     value = text.strip()
     ip_text, sep, prefix_text = value.partition("/")
     if not sep:
@@ -56,7 +57,8 @@ def parse_cidr(text: str) -> Network:
 
 
 def collect_addresses(ips: Iterable[IPAddress], limit: int = MAX_RESOLVED_ADDRS) -> list[IPAddress]:
-    """Canonicalise, de-duplicate, cap and sort resolver answers: IPv4 first (upstream §4.5)."""
+    """Canonicalise, de-duplicate, cap and sort resolver answers: IPv4 first
+    (docs/original.md §4.5)."""
     unique = {canonical_ip(ip) for ip in ips}
     if len(unique) > limit:
         raise bad_gateway("resolve_failed", f"host had more than {limit} unique addresses")
@@ -126,7 +128,7 @@ class Policy:
         return cls(frozenset(ports), frozenset(plain), deny, allow, tuple(domains))
 
     def check_port(self, port: int, *, plain: bool = False) -> None:
-        """Runs before any DNS lookup (upstream §4.1). ``plain``: a plain HTTP request,
+        """Runs before any DNS lookup (docs/original.md §4.1). ``plain``: a plain HTTP request,
         whose implicit port is 80, not 443."""
         ports = self.plain_ports if plain else self.allowed_ports
         if port in ports:
@@ -166,7 +168,7 @@ class Policy:
         return None
 
     def authorize(self, host: Host, addrs: Sequence[IPAddress]) -> list[IPAddress]:
-        """Addresses that may be dialled, in dial order (upstream §4.4).
+        """Addresses that may be dialled, in dial order (docs/original.md §4.4).
 
         One denied address denies the whole request (DNS rebinding, mixed answers) unless
         the host is on the allow-domain list, in which case it is only dropped.

@@ -1,4 +1,4 @@
-"""Threat feeds -> an index of domains and IPs (upstream §5). Pure but for reading files."""
+"""Threat feeds -> an index of domains and IPs (docs/original.md §5). Pure but for reading files."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ def parse_feed(
 
 def index_steps(feeds: Iterable[tuple[str, Iterable[str]]]) -> Generator[None, None, ThreatIndex]:
     """Merge (path, lines) feeds, yielding between slices of lines; returns the index.
-    An index with no entry at all is an error (upstream §5.1)."""
+    An index with no entry at all is an error (docs/original.md §5.1)."""
     domains: set[str] = set()
     ips: set[IPAddress] = set()
     stats: list[FeedStats] = []
@@ -160,7 +160,8 @@ def _script(char: str) -> str | None:
 
 
 def is_mixed_script(raw_host: str) -> bool:
-    """A label mixing Latin, Cyrillic and Greek letters (upstream §5.5), e.g. ``f\\u0430ke``."""
+    """A label mixing Latin, Cyrillic and Greek letters (docs/original.md §5.5), e.g.
+    ``f\\u0430ke``."""
     if raw_host.isascii() or parse_ip(raw_host.strip("[]")) is not None:
         return False
     for label in raw_host.split("."):

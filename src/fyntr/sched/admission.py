@@ -1,4 +1,4 @@
-"""Connection admission and connection pacing (upstream §2.2; SPEC §5). Pure.
+"""Connection admission and connection pacing (docs/original.md §2.2; docs/architecture.md). Pure.
 
 * ``Admission``: pending handshakes and live tunnels share the cap. A slot is reserved at
   accept, converted when the tunnel starts, released when the handshake fails or the

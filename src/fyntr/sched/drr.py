@@ -3,7 +3,7 @@
 No event loop and no clock of its own: ``now`` is passed in and bytes go out through the
 ``write`` callback given to ``Scheduler.service``. ``net/pump.py`` binds it to the loop.
 
-The discipline (SPEC §5):
+The discipline (docs/architecture.md):
 
 * each flow has a FIFO of ``bytes`` chunks; a flow with data waiting is *listed*;
 * flows that become active after being idle join the *new* list with a full quantum of
@@ -12,7 +12,7 @@ The discipline (SPEC §5):
 * a listed flow sends up to its deficit per turn, splitting chunks as needed; when its
   deficit is spent it gets another quantum and goes to the back of the old list;
 * a flow whose queue empties leaves the lists with its deficit reset (no credit banking,
-  unlike upstream §8.4);
+  unlike docs/original.md §8.4);
 * a parked flow (its destination cannot take more) leaves the lists and keeps no credit
   until it is unparked, when it rejoins the back of the old list;
 * with a rate, a token bucket bounds what every pass may send, and quanta shrink so that

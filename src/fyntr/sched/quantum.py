@@ -1,4 +1,4 @@
-"""Adaptive DRR quantum (upstream §8.5): an EMA of chunk sizes, x10, clamped. Pure."""
+"""Adaptive DRR quantum (docs/original.md §8.5): an EMA of chunk sizes, x10, clamped. Pure."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""The handshake, sans-I/O (upstream §6, §7): events in, commands out.
+"""The handshake, sans-I/O (docs/original.md §6, §7): events in, commands out.
 
 A ``Handshake`` reads one request through its front-end (``HttpHandshake``: HTTP CONNECT,
 and a plain HTTP request handed on whole; ``Socks5Handshake``), judges its host, asks for
 the upstream connection, and answers. ``Upstream`` is the check order once a request is
-read (upstream §6.5), shared with plain HTTP. Which deadline applies while what is read,
+read (docs/original.md §6.5), shared with plain HTTP. Which deadline applies while what is read,
 which reply each refusal gets, and what is logged and counted, are decided here and
 nowhere else: net/inbound.py performs the commands and net/establish.py the resolve,
 pace and dial steps. tests/unit/test_handshake.py asserts the exact command sequences.
@@ -169,7 +169,7 @@ class Connect(NamedTuple):
 
 class StartTunnel(NamedTuple):
     target: Target
-    leftover: bytes  # what the client sent after its request: forwarded (SPEC §4.1)
+    leftover: bytes  # what the client sent after its request: forwarded (docs/differences.md)
     client_eof: bool
 
 
@@ -333,7 +333,7 @@ class Handshake:
 
 
 class HttpHandshake(Handshake):
-    """HTTP CONNECT (upstream §6): the request line within ``request_line_s``, the
+    """HTTP CONNECT (docs/original.md §6): the request line within ``request_line_s``, the
     headers within ``headers_s``; refusals are bare status lines."""
 
     NAME = "HTTP CONNECT"
@@ -402,7 +402,7 @@ class HttpHandshake(Handshake):
 
 
 class Socks5Handshake(Handshake):
-    """SOCKS5 (upstream §7): each field within ``socks5_read_s``; a refusal is the
+    """SOCKS5 (docs/original.md §7): each field within ``socks5_read_s``; a refusal is the
     reply ``refusal_reply`` renders, and a client that is not one is sent nothing."""
 
     NAME = "SOCKS5"

@@ -1,4 +1,4 @@
-"""Incremental, sans-I/O parser of an HTTP CONNECT request head (upstream §6.1-6.3).
+"""Incremental, sans-I/O parser of an HTTP CONNECT request head (docs/original.md §6.1-6.3).
 
 A request line whose method is not CONNECT and whose target is absolute-form
 (``http://...``) is a plain HTTP request: the parser stops there and hands every byte
@@ -103,7 +103,7 @@ class ConnectParser:
     def feed_eof(self) -> NoReturn:
         """The client closed its side before the head was complete: always a 400. A
         partial request line counts as complete, so that its own error, if it has one,
-        is the one reported (upstream §6.1)."""
+        is the one reported (docs/original.md §6.1)."""
         if self.phase is Phase.REQUEST_LINE and self._buf:
             line = bytes(self._buf)
             self._buf.clear()

@@ -1,4 +1,4 @@
-"""SOCKS5 (RFC 1928) no-auth CONNECT handshake as a pure state machine (upstream §7).
+"""SOCKS5 (RFC 1928) no-auth CONNECT handshake as a pure state machine (docs/original.md §7).
 
 ``feed`` takes bytes and returns the replies to send and, at the end, the request.
 Every field is acted on as soon as it is complete, so a bad field is answered before the
@@ -63,7 +63,7 @@ def _is_number(part: str) -> bool:
 
 
 def is_numeric_looking(name: str) -> bool:
-    """Legacy IPv4 spellings that resolvers read as addresses (upstream §7.3)."""
+    """Legacy IPv4 spellings that resolvers read as addresses (docs/original.md §7.3)."""
     text = name.removesuffix(".")
     if not text:
         return False
@@ -88,7 +88,7 @@ class Phase(Enum):
 class Request:
     host: Host
     port: int
-    leftover: bytes  # what the client sent after the request: forwarded (SPEC §4.1)
+    leftover: bytes  # what the client sent after the request: forwarded (docs/differences.md)
 
 
 class Fed(NamedTuple):

@@ -1,4 +1,4 @@
-"""Host, port and IP normalisation (upstream §4.3, §6.3, §6.4; SPEC §3). Pure.
+"""Host, port and IP normalisation (docs/original.md §4.3, §6.3, §6.4). Pure.
 
 Two flavours of host parsing:
 
@@ -34,7 +34,8 @@ _IPV4_MAPPED_PREFIX: Final = 0xFFFF << 32
 
 
 def canonical_ip(ip: IPAddress) -> IPAddress:
-    """Judge IPv4-mapped and IPv4-compatible IPv6 as the IPv4 they carry (SPEC §3).
+    """Judge IPv4-mapped and IPv4-compatible IPv6 as the IPv4 they carry
+    (docs/destination-policy.md).
 
     ``::ffff:a.b.c.d`` is mapped; ``::a.b.c.d`` is compatible when its value is above 1,
     so ``::`` and ``::1`` stay IPv6 (upstream turns them into 0.0.0.0 and 0.0.0.1).
@@ -80,7 +81,8 @@ def parse_ip(text: str) -> IPAddress | None:
 
 
 def parse_port(text: str) -> int:
-    """An optional ``+`` then ASCII digits, 0-65535 (upstream §6.3, Rust ``u16`` parsing)."""
+    """An optional ``+`` then ASCII digits, 0-65535 (docs/original.md §6.3, as Rust parses a
+    ``u16``)."""
     digits = text[1:] if text.startswith("+") else text
     if not digits or not digits.isascii() or not digits.isdigit():
         raise TargetError("invalid port")
@@ -122,7 +124,7 @@ def to_ascii_domain(name: str) -> str:
             if not label.isascii():
                 labels[i] = idna.alabel(label).decode("ascii")
             elif label.startswith("xn--"):
-                idna.ulabel(label)  # existing A-labels must decode (upstream §6.4)
+                idna.ulabel(label)  # existing A-labels must decode (docs/original.md §6.4)
         except (idna.IDNAError, UnicodeError) as exc:
             raise TargetError(f"IDNA error: {exc}") from None
     return _check_ldh(".".join(labels))
@@ -170,7 +172,7 @@ def _domain_host(raw: str) -> Host:
 
 
 def parse_request_host(raw: str) -> Host:
-    """Strict request host (upstream §6.3): a dotted-quad literal, else a domain."""
+    """Strict request host (docs/original.md §6.3): a dotted-quad literal, else a domain."""
     if not raw:
         raise TargetError("empty host")
     if not raw.endswith(".") and (ip := parse_ip(raw)) is not None and ip.version == 4:
@@ -184,7 +186,7 @@ def parse_domain_target(raw: str) -> Host:
 
 
 def parse_request_target(text: str) -> Target:
-    """Authority-form CONNECT target: ``host:port`` or ``[v6]:port`` (upstream §6.3)."""
+    """Authority-form CONNECT target: ``host:port`` or ``[v6]:port`` (docs/original.md §6.3)."""
     if text.startswith("["):
         close = text.find("]")
         if close < 0 or text[close + 1 : close + 2] != ":":
@@ -203,7 +205,7 @@ def parse_request_target(text: str) -> Target:
 
 
 def normalize_lenient(text: str) -> IPAddress | str:
-    """Configuration and feed entries (upstream §6.4): an IP or an ASCII domain."""
+    """Configuration and feed entries (docs/original.md §6.4): an IP or an ASCII domain."""
     value = text.strip()
     if len(value) >= 2 and value[0] == "[" and value[-1] == "]":
         value = value[1:-1]
