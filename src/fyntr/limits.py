@@ -117,10 +117,21 @@ AUTORATE_RELEASE_S: Final = 30.0  # without bloat or a binding rate: stop shapin
 AUTORATE_SEGMENTS_PER_ACK: Final = 2  # delayed ACKs (RFC 9293 §3.8.6.3): one RTT sample
 AUTORATE_STALE_WEIGHT: Final = 0.5  # per two segments; a socket whose old srtt still
 # weighs more than this in the new one (fewer than ~5 ACKs in the tick) gives no sample
-AUTORATE_FLOOR_FALL: Final = 0.1  # of the gap a tick, towards a lower mean RTT: a lucky
-# tick moves a destination's RTT floor a tenth of the way (sched/autorate.PathFloors) ...
-AUTORATE_FLOOR_RISE: Final = 0.001  # ... and towards a higher one: a time constant of 100 s
-# (cake-autorate's baseline rises at 0.001 a sample too), so a queue is not learnt as floor
+AUTORATE_START_BYTES_S: Final = 125_000  # a burst across a router starts at 1 Mbit/s, the
+# slowest uplink worth shaping (a DSL line), and doubles per round trip while calm ...
+AUTORATE_START_GROWTH_MAX: Final = 2.0  # ... at most x2 a tick, however short the round trip:
+# an overshoot of one tick at most (x4 filled 200 ms of a DSL FIFO in one tick) ...
+AUTORATE_START_DELIVERED: Final = 0.8  # ... while the link delivers this much of what was
+# released a round trip before (BBR's startup leaves at a 25% plateau) ...
+AUTORATE_START_HISTORY: Final = 64  # ticks of released rates kept: a 6.4 s round trip
+AUTORATE_START_RELEASE_BYTES_S: Final = 2_500_000_000  # ... until 20 Gbit/s, beyond any uplink ...
+AUTORATE_START_LOOSE_TICKS: Final = 3  # ... or until the flows leave the rate unused this
+# many calm ticks in a row: they want less than it, nothing to hold back
+AUTORATE_FLOOR_FALL: Final = 0.02  # of the gap a tick, towards a lower mean RTT: a lucky
+# tick moves a destination's RTT floor a fiftieth of the way (sched/autorate.PathFloors) ...
+AUTORATE_FLOOR_RISE: Final = 0.002  # ... and towards a higher one: a time constant of 50 s,
+# so a queue is not learnt as floor (cake-autorate's baseline rises at 0.001 a sample); ten
+# times slower than down, the floor sits near the tenth percentile of the ticks' means
 AUTORATE_JITTER_ALLOWANCE_S: Final = 2 * AUTORATE_DELAY_THRESHOLD_S  # the floor is at most
 # this above the kernel's minimum RTT: more than a mean RTT's jitter (15 ms at +-15 ms)
 AUTORATE_FLOORS_KEPT: Final = 1024  # destinations whose RTT floor is kept

@@ -165,7 +165,9 @@ def test_follows_a_link_that_steps_up_and_down_every_3_s(base: float, base_rtt: 
 
     ticks = simulate(capacity, base_rtt_s=base_rtt, buffer_s=0.3, duration_s=48)
     assert utilisation(window(ticks, 12)) >= 0.8
-    assert median_queue_s(window(ticks, 12)) < AUTORATE_DELAY_THRESHOLD_S
+    # Each step down fills the FIFO until it is seen (a 4x drop every 12 s): the median
+    # queue sits near the threshold, not under it as on a steady link.
+    assert median_queue_s(window(ticks, 12)) < 1.5 * AUTORATE_DELAY_THRESHOLD_S
 
 
 @settings(max_examples=60, deadline=None)
@@ -201,10 +203,10 @@ def test_jitter_is_not_read_as_queueing_but_a_queue_is(
         rtt = tick_mean(queue)
         floors.update("d:443", rtt)
         loaded.append(rtt - floors.floor("d:443", lucky))
-    # The floor rises slowly towards a lasting queue (0.1% of the gap a tick): 1.5%
-    # of it in these 3 s.
+    # The floor rises slowly towards a lasting queue (0.2% of the gap a tick): 3% of it
+    # in these 3 s.
     reading = statistics.median(loaded)
-    assert queue * 0.97 - jitter - 0.005 <= reading <= queue + jitter + 0.005
+    assert queue * 0.95 - jitter - 0.005 <= reading <= queue + jitter + 0.005
 
 
 def test_a_destination_first_seen_behind_a_full_queue_still_shows_it() -> None:
@@ -215,3 +217,32 @@ def test_a_destination_first_seen_behind_a_full_queue_still_shows_it() -> None:
     for _ in range(50):
         floors.update("d:443", 0.930)  # 30 ms base, 900 ms of queue, from the start
     assert 0.930 - floors.floor("d:443", 0.030) >= 0.86
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    link=LINKS,
+    base_rtt=st.floats(min_value=0.002, max_value=0.2),
+    buffer=st.floats(min_value=0.05, max_value=1.0),
+)
+def test_a_burst_through_fyntr_starts_without_filling_the_fifo(
+    link: float, base_rtt: float, buffer: float
+) -> None:
+    """The flows of a burst dialled through fyntr: their first windows and buffers used
+    to fill the router's FIFO before any RTT grew (10 s of a 1 Mbit/s uplink). Released
+    as one flow in slow start would be, the queue stays within about a round trip and a
+    tick, and the link is used well within seconds."""
+    started(link, base_rtt, buffer)
+
+
+def test_a_burst_over_a_satellite_link_starts_without_filling_its_fifo() -> None:
+    started(5e6 / 8, 0.6, 1.0)
+
+
+def started(link: float, base_rtt: float, buffer: float) -> None:
+    ticks = simulate(
+        lambda _t: link, base_rtt_s=base_rtt, buffer_s=buffer, duration_s=10, started=True
+    )
+    first = window(ticks, 0, 5)
+    assert max(t.queue_s for t in first) <= min(buffer, base_rtt + 0.25) + 1e-9
+    assert utilisation(window(ticks, 4)) >= 0.8

@@ -1,7 +1,8 @@
 """A simulated bottleneck for the auto-rate controller: a FIFO in front of a link of
 capacity C (bytes/s), fed by fyntr's flows (at the controller's rate, or, unshaped, as
 fast as TCP fills the FIFO) and by other traffic that fyntr does not see. A fluid model
-in ticks of AUTORATE_TICK_S; the RTT the sockets report lags by the base RTT."""
+in ticks of AUTORATE_TICK_S; the RTT the sockets report, and the bytes acknowledged, lag
+by the base RTT."""
 
 from __future__ import annotations
 
@@ -32,13 +33,19 @@ def simulate(
     duration_s: float,
     other: Callable[[float], float] = lambda _t: 0.0,
     demand: Callable[[float], float] | None = None,
+    started: bool = False,
 ) -> list[Tick]:
-    """``demand``: what fyntr's flows would send (bytes/s); default: always backlogged."""
+    """``demand``: what fyntr's flows would send (bytes/s); default: always backlogged.
+    ``started``: the burst's connections were dialled through fyntr at 0 (AutoRate.start
+    with the base RTT as their connect time); else they were already open."""
     controller = AutoRate(0.0)
-    rate: float | None = None
+    rate: float | None = controller.start(0.0, base_rtt_s) if started else None
     queue = 0.0  # bytes in the FIFO
     lag = max(1, round(base_rtt_s / AUTORATE_TICK_S))
     seen: list[float] = [0.0] * lag
+    # What the link carries is acknowledged a round trip later.
+    acks = round(base_rtt_s / AUTORATE_TICK_S)
+    carried_then: list[float] = [0.0] * acks
     ticks: list[Tick] = []
     for i in range(round(duration_s / AUTORATE_TICK_S)):
         now = i * AUTORATE_TICK_S
@@ -50,8 +57,10 @@ def simulate(
         carried = link if queue > 0 else offered
         achieved = carried * mine / offered if offered else 0.0
         seen.append(queue / link)
+        carried_then.append(achieved)
         delay = seen[-1 - lag] if mine > 0 else None  # no data: no sample
-        rate = controller.update(now + AUTORATE_TICK_S, delay, achieved)
+        acked = carried_then[-1 - acks]
+        rate = controller.update(now + AUTORATE_TICK_S, delay, acked, base_rtt_s)
         ticks.append(Tick(now, link, rate, achieved, queue / link))
     return ticks
 

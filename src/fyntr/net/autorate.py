@@ -70,6 +70,7 @@ class Sampler(Protocol):
     """One direction's view of the upstream sockets."""
 
     name: str  # "upload" or "download"
+    starts: bool  # a burst starts held back (sched/autorate.AutoRate.start)
 
     def sample(self, relays: Collection[Relay]) -> tuple[int, Samples, Samples]:
         """Bytes the network delivered since the last tick, and the queueing delay and
@@ -87,6 +88,7 @@ class UploadSampler:
     the upload pump."""
 
     name = "upload"
+    starts = True  # fyntr holds what it uploads: it can release a burst gradually
 
     def __init__(self, pump: Pump) -> None:
         self.pump = pump
@@ -176,6 +178,9 @@ class DownloadSampler:
     """Bytes received and the receiver's RTT; steers the receive windows."""
 
     name = "download"
+    # What the origins send is theirs to pace: a window clamped before any sample would
+    # slow every download across a router for its first second.
+    starts = False
 
     def __init__(self) -> None:
         self._marks: dict[Relay, Receiving] = {}
@@ -307,6 +312,19 @@ class AutoRateDriver:
     def sample(self) -> tuple[int, Samples, Samples]:
         return self.sampler.sample(self._relays)
 
+    def dialed(self, dialed: Dialed) -> None:
+        """A new upstream socket that crosses a router: the sampler's options, and, for
+        the upload, the start of a burst (sched/autorate.AutoRate.start)."""
+        self.sampler.dialed(dialed.transport)
+        if not self.sampler.starts:
+            return
+        controller = self.controller
+        before = controller.phase
+        rate = controller.start(self._clock(), dialed.connect_s)
+        if controller.phase is not before:
+            self.sampler.steer(rate, self.baseline_s)
+            self._log_phase(before)
+
     def _tick(self) -> None:
         self._timer = None
         now = self._clock()
@@ -315,8 +333,10 @@ class AutoRateDriver:
         self._last = now
         controller = self.controller
         before = controller.phase
-        rate = controller.update(now, weighted_median(delays), moved / elapsed)
         self.baseline_s = weighted_median(floors) if floors else self.baseline_s
+        rate = controller.update(
+            now, weighted_median(delays), moved / elapsed, self.baseline_s or 0.0
+        )
         self.sampler.steer(rate, self.baseline_s)
         if controller.phase is not before:
             self._log_phase(before)
@@ -345,7 +365,13 @@ class AutoRateDriver:
         phase = controller.phase
         delay = "n/a" if controller.delay_s is None else f"{controller.delay_s * 1000:.0f}ms"
         achieved = f"{format_bytes(int(controller.achieved))}/s"
-        if phase is Phase.DRAINING:
+        if phase is Phase.STARTING:
+            log.info(
+                "auto %s rate: a burst across a router begins; releasing it from %s/s up",
+                name,
+                format_bytes(int(controller.rate or 0)),
+            )
+        elif phase is Phase.DRAINING:
             log.info(
                 "auto %s rate: queueing delay %s at %s; holding %ss back until the queue drains",
                 name,
@@ -384,7 +410,7 @@ class AutoRates:
     def dialed(self, dialed: Dialed) -> None:
         if dialed.routed:
             for driver in self.drivers:
-                driver.sampler.dialed(dialed.transport)
+                driver.dialed(dialed)
 
 
 def pumps_for(

@@ -25,7 +25,8 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
   ``AUTORATE_RECOVER`` per tick while well below the highest rate achieved since the
   last cut, by ``AUTORATE_RAISE`` nearer, and by ``AUTORATE_PROBE`` once near it,
   probing for a link that got faster without overshooting far; the probe's step doubles
-  every ``AUTORATE_PROBE_ACCEL_TICKS`` calm ticks in a row, so that an uplink that
+  every ``AUTORATE_PROBE_ACCEL_TICKS`` calm ticks in a row (or per round trip, when one
+  is longer), so that an uplink that
   stepped up (LTE moves by itself every few seconds) is found within its step;
 * the rate never goes below ``AUTORATE_FLOOR_BYTES_S``, and rises only while the flows use
   it (so never far above the highest rate achieved); after ``AUTORATE_RELEASE_S``
@@ -34,6 +35,7 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict, deque
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -63,6 +65,13 @@ from fyntr.limits import (
     AUTORATE_REFRACTORY_S,
     AUTORATE_RELEASE_S,
     AUTORATE_SMOOTHING,
+    AUTORATE_START_BYTES_S,
+    AUTORATE_START_DELIVERED,
+    AUTORATE_START_GROWTH_MAX,
+    AUTORATE_START_HISTORY,
+    AUTORATE_START_LOOSE_TICKS,
+    AUTORATE_START_RELEASE_BYTES_S,
+    AUTORATE_TICK_S,
     AUTORATE_WINDOW_MIN_SEGMENTS,
     AUTORATE_WINDOW_TICKS,
 )
@@ -70,6 +79,7 @@ from fyntr.limits import (
 
 class Phase(Enum):
     UNSHAPED = "unshaped"  # no rate in force
+    STARTING = "starting"  # a burst's first seconds: the rate doubles while calm
     DRAINING = "draining"  # bloat first seen: held at the floor until the queue is gone
     HOLDING = "holding"  # cut on bloat, waiting for the cut to show
     SHAPING = "shaping"  # a rate in force, adjusted every tick
@@ -88,9 +98,15 @@ class Point:
 class AutoRate:
     __slots__ = (
         "_active_since",
+        "_base_rtt",
         "_calm_ticks",
+        "_growth",
         "_hold_until",
+        "_loose_limit",
+        "_loose_ticks",
         "_recent",
+        "_released",
+        "_start_rtt",
         "_target",
         "achieved",
         "ceiling",
@@ -111,11 +127,46 @@ class AutoRate:
         self._target = 0.0  # the rate to shape at once DRAINING is over
         self._active_since = now  # the last bloat, or tick where the rate bound
         self._calm_ticks = 0  # ticks in a row probing upwards without bloat
+        self._base_rtt = 0.0  # the base RTT the last tick was given
+        self._growth = 2.0  # STARTING: the rate's factor per tick while calm
+        self._loose_ticks = 0  # STARTING: ticks in a row in which the rate did not bind
+        self._loose_limit = AUTORATE_START_LOOSE_TICKS  # STARTING: that many let go
+        self._start_rtt = 0.0  # STARTING: the round trip of the burst's first connection
+        self._released: deque[tuple[float, float]] = deque(maxlen=AUTORATE_START_HISTORY)
         self.history: deque[Point] = deque(maxlen=AUTORATE_HISTORY)
 
-    def update(self, now: float, delay_s: float | None, achieved: float) -> float | None:
-        """One tick: the delay (None when no socket carried data) and the achieved rate
-        in bytes/s. Returns the rate to put in force (None: unlimited)."""
+    def start(self, now: float, rtt_s: float) -> float | None:
+        """A new upstream connection across a router while nothing is shaped: the first
+        bytes of a burst are what fills a slow link's queue before any RTT has grown (40
+        flows' first windows and socket buffers were 10 s of a 1 Mbit/s uplink). So the
+        aggregate starts at ``AUTORATE_START_BYTES_S`` and, like one TCP flow in slow
+        start, doubles per round trip (``rtt_s``, at most x2 a tick) for as long as the
+        link delivers what was released a round trip before (the bytes acknowledged: on a
+        slow link with many flows, RTT samples are seconds apart, acknowledgements are
+        not). A shortfall with no calm round trips to explain it is the link's rate: shape
+        just below it. Queueing does the same. A rate the flows leave unused while the
+        round trips stay calm, or ``AUTORATE_START_RELEASE_BYTES_S``, lets go. Returns
+        the rate to put in force."""
+        if self.phase is Phase.UNSHAPED:
+            self.phase = Phase.STARTING
+            self.rate = AUTORATE_START_BYTES_S
+            self._start_rtt = rtt_s
+            self._growth = min(AUTORATE_START_GROWTH_MAX, 2 ** (AUTORATE_TICK_S / max(rtt_s, 1e-3)))
+            self._released.clear()
+            self._loose_ticks = 0
+            # A link slower than the rate shows it only a round trip later (the queue's
+            # delay), and meanwhile leaves the rate unused as flows that want less do.
+            self._loose_limit = AUTORATE_START_LOOSE_TICKS + math.ceil(2 * rtt_s / AUTORATE_TICK_S)
+            self._active_since = now
+        return self.rate
+
+    def update(
+        self, now: float, delay_s: float | None, achieved: float, base_rtt_s: float = 0.0
+    ) -> float | None:
+        """One tick: the delay (None when no socket carried data), the achieved rate in
+        bytes/s, and the base RTT of the sockets that carried data (0: not known). Returns
+        the rate to put in force (None: unlimited)."""
+        self._base_rtt = base_rtt_s
         if achieved < AUTORATE_MIN_LOAD_BYTES_S:
             # Too little upload to be what fills a queue: a probe's or an API call's
             # bytes beside a download burst see the downlink's queue in their round
@@ -136,6 +187,8 @@ class AutoRate:
         if phase is Phase.UNSHAPED:
             if bloated:
                 self._drain(now, carried)
+        elif phase is Phase.STARTING:
+            self._starting(now, delay_s, carried, bloated=bloated)
         elif phase is Phase.DRAINING:
             assert self.rate is not None
             calm = delay_s is not None and delay_s < AUTORATE_DELAY_THRESHOLD_S
@@ -156,6 +209,45 @@ class AutoRate:
             self._adjust(now, delay_s, achieved)
         self.history.append(Point(now, self.rate, achieved, delay_s))
         return self.rate
+
+    def _starting(
+        self, now: float, delay_s: float | None, carried: float, *, bloated: bool
+    ) -> None:
+        assert self.rate is not None
+        # (tick's end, the rate in force during it): what is acknowledged now was sent
+        # a round trip ago, at the rate of the tick that ended then or soon after.
+        released = self._released
+        released.append((now, self.rate))
+        if now - released[0][0] < self._start_rtt:
+            return  # nothing released has been acknowledged yet: nothing to judge
+        then = next(r for t, r in released if t >= now - self._start_rtt)
+        if bloated:
+            self._cut(now, delay_s, carried)  # type: ignore[arg-type]
+        elif delay_s is not None and delay_s >= AUTORATE_DELAY_THRESHOLD_S / 2:
+            self._link_found(now, carried)  # a queue begins
+        elif carried >= AUTORATE_START_DELIVERED * then:
+            self._loose_ticks = 0
+            self.rate *= self._growth
+            if self.rate >= AUTORATE_START_RELEASE_BYTES_S:
+                self.rate, self.phase = None, Phase.UNSHAPED
+        elif delay_s is not None:
+            # Calm round trips: the flows may want less than the rate (nothing to hold
+            # back), or the queue has yet to show; a round trip and a few ticks tell.
+            self._loose_ticks += 1
+            if self._loose_ticks >= self._loose_limit:
+                self.rate, self.phase = None, Phase.UNSHAPED
+        else:
+            self._link_found(now, carried)  # less delivered, and nothing calm to say why
+
+    def _link_found(self, now: float, carried: float) -> None:
+        """The link is full at what it carries now, and what grew in the round trip the
+        signal took is still on its way: shape a little below it (the queue drains),
+        probing above it as usual afterwards."""
+        assert self.rate is not None
+        self.ceiling = carried
+        self.rate = max(AUTORATE_FLOOR_BYTES_S, min(self.rate, carried) * AUTORATE_CUT_MILD)
+        self.phase = Phase.HOLDING
+        self._hold_until = now + AUTORATE_REFRACTORY_S
 
     @staticmethod
     def _factor(delay_s: float) -> float:
@@ -191,7 +283,8 @@ class AutoRate:
         # Hold until the queue that was seen has drained at the rate given up (a queue of
         # d seconds of the link drains in d / (1 - factor)), so that the same queue is
         # not cut for twice while it drains.
-        self._hold_until = now + max(AUTORATE_REFRACTORY_S, delay_s / (1 - factor))
+        # The delay seen is a round trip old: the drain shows that much later too.
+        self._hold_until = now + max(AUTORATE_REFRACTORY_S, delay_s / (1 - factor)) + self._base_rtt
         self._recent.clear()
 
     def _adjust(self, now: float, delay_s: float | None, achieved: float) -> None:
@@ -200,7 +293,10 @@ class AutoRate:
             return
         self.phase = Phase.SHAPING
         binds = achieved >= AUTORATE_HIGH_LOAD * self.rate
-        calm = delay_s is None or delay_s < AUTORATE_DELAY_THRESHOLD_S / 2
+        # Raise only on a tick whose round trips say there is room: on a slow link with
+        # many flows, most ticks bring no sample (40 flows on 1 Mbit/s get an ACK each
+        # every few ticks), and raising blind overshot by 70% before the queue showed.
+        calm = delay_s is not None and delay_s < AUTORATE_DELAY_THRESHOLD_S / 2
         if not (binds and calm):
             self._calm_ticks = 0
         if binds:
@@ -220,9 +316,10 @@ class AutoRate:
                     # it was. The probe's step doubles every AUTORATE_PROBE_ACCEL_TICKS
                     # calm ticks in a row (1%, 1.4%, 2% ...), up to the recovery step.
                     self._calm_ticks += 1
-                    step = (AUTORATE_PROBE - 1) * 2 ** (
-                        self._calm_ticks / AUTORATE_PROBE_ACCEL_TICKS
-                    )
+                    # A round trip longer than a tick shows the overshoot later: double
+                    # per round trip, then.
+                    ticks = AUTORATE_PROBE_ACCEL_TICKS * max(1.0, self._base_rtt / AUTORATE_TICK_S)
+                    step = (AUTORATE_PROBE - 1) * 2 ** (self._calm_ticks / ticks)
                     self.rate *= min(1 + step, AUTORATE_RECOVER)
         elif now - self._active_since >= AUTORATE_RELEASE_S:
             self.rate = None
@@ -236,7 +333,7 @@ class PathFloors:
     mean RTT sits above it by the jitter with no queue at all (15 ms on a 50 ms +-15 ms
     link), which read as bloat stopped the rate from ever rising. So the floor of a
     destination follows the mean RTT its sockets report per tick (the median over them
-    once a tick), down quickly (``AUTORATE_FLOOR_FALL`` of the gap a tick) and up slowly
+    once a tick), down (``AUTORATE_FLOOR_FALL`` of the gap a tick) ten times faster than up
     (``AUTORATE_FLOOR_RISE``, for a route that got longer), and never more than
     ``AUTORATE_JITTER_ALLOWANCE_S`` above the kernel's minimum: sockets opened into a
     queue that was already full see no tick without it, and their queue must still show.
