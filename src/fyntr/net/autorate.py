@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import statistics
 from collections.abc import Callable, Collection
 from typing import Protocol
 
@@ -132,23 +131,7 @@ class UploadSampler:
                 tunnel.srtt_mark, tunnel.segs_mark = sample.rtt_s, count
             if rtt is not None:  # else count on: the next tick looks over a longer span
                 seen.append((tunnel.target, rtt, floor, delta))
-        return acked, *self._delays(seen)
-
-    def _delays(self, seen: list[tuple[str, float, float, int]]) -> tuple[Samples, Samples]:
-        """Each socket's queueing delay above its destination's floor (PathFloors),
-        which learns from the median of the tick's mean RTTs to it, once a tick."""
-        by_destination: dict[str, list[float]] = {}
-        for target, rtt, _kernel_min, _acked in seen:
-            by_destination.setdefault(target, []).append(rtt)
-        for target, rtts in by_destination.items():
-            self.floors.update(target, statistics.median(rtts))
-        delays: Samples = []
-        floors: Samples = []
-        for target, rtt, kernel_min, acked in seen:
-            floor = self.floors.floor(target, kernel_min)
-            delays.append((max(0.0, rtt - floor), acked))
-            floors.append((floor, acked))
-        return delays, floors
+        return acked, *self.floors.delays(seen)
 
     def steer(self, rate: float | None, baseline_s: float | None) -> None:
         if rate != self.pump.rate:
@@ -183,14 +166,14 @@ class DownloadSampler:
     starts = False
 
     def __init__(self) -> None:
+        self.floors = PathFloors()
         self._marks: dict[Relay, Receiving] = {}
         self._busy: list[tuple[Receiving, int]] = []  # (mark, MSS) that received this tick
         self.window: int | None = None  # per busy socket while a rate is in force
 
     def sample(self, relays: Collection[Relay]) -> tuple[int, Samples, Samples]:
         received = 0
-        delays: Samples = []
-        floors: Samples = []
+        seen: list[tuple[str, float, float, int]] = []
         marks: dict[Relay, Receiving] = {}
         busy: list[tuple[Receiving, int]] = []
         for relay in relays:
@@ -235,10 +218,9 @@ class DownloadSampler:
                 # that spaces its segments (pacing, or writing slowly) adds up to the
                 # gap between them, which is no queue: take the tick's mean gap off.
                 gap = AUTORATE_TICK_S * sample.mss / delta
-                delays.append((max(0.0, rcv_rtt - mark.floor - gap), delta))
-                floors.append((mark.floor, delta))
+                seen.append((relay.target, rcv_rtt - gap, mark.floor, delta))
         self._marks, self._busy = marks, busy
-        return received, delays, floors
+        return received, *self.floors.delays(seen)
 
     def steer(self, rate: float | None, baseline_s: float | None) -> None:
         """Clamp each busy socket's receive window to its share of ``rate``

@@ -36,6 +36,7 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
 from __future__ import annotations
 
 import math
+import statistics
 from collections import OrderedDict, deque
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -363,6 +364,25 @@ class PathFloors:
         """The floor to measure ``key``'s queueing delay from."""
         ceiling = kernel_min_s + AUTORATE_JITTER_ALLOWANCE_S
         return min(self._floors.get(key, ceiling), ceiling)
+
+    def delays(
+        self, seen: Collection[tuple[str, float, float, int]]
+    ) -> tuple[list[tuple[float, int]], list[tuple[float, int]]]:
+        """One tick's sockets as (destination, mean RTT, the kernel's minimum, bytes
+        moved): each destination's floor learns from the median of its sockets' RTTs,
+        then each socket's queueing delay above its floor and that floor, with its bytes."""
+        by_destination: dict[str, list[float]] = {}
+        for key, rtt, _kernel_min, _moved in seen:
+            by_destination.setdefault(key, []).append(rtt)
+        for key, rtts in by_destination.items():
+            self.update(key, statistics.median(rtts))
+        delays: list[tuple[float, int]] = []
+        floors: list[tuple[float, int]] = []
+        for key, rtt, kernel_min, moved in seen:
+            floor = self.floor(key, kernel_min)
+            delays.append((max(0.0, rtt - floor), moved))
+            floors.append((floor, moved))
+        return delays, floors
 
 
 def weighted_median(samples: Collection[tuple[float, float]]) -> float | None:
