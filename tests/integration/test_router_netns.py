@@ -52,7 +52,8 @@ def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_uplink(
     assert fyntr["failures"] == 0
     assert shaped(fyntr)
     said = (tmp_path / "fyntr-a-fyntr-no-flags.log").read_text()
-    assert "auto upload rate: queueing delay" in said  # one line when it starts ...
+    # One line when a burst across the router begins (held back from the start) ...
+    assert "auto upload rate: a burst across a router begins" in said
     assert "auto upload rate: shaping at" in said  # ... and one when it takes its rate
     assert "auto download rate" not in said  # an upload burst, ACKs the only download
 

@@ -341,7 +341,8 @@ class AutoRateDriver:
         )
 
     def _log_phase(self, before: Phase) -> None:
-        """One INFO line when shaping starts, takes its rate and stops; DEBUG otherwise."""
+        """One INFO line when a burst starts held back or shaping starts, when it takes
+        its rate, and when it stops; DEBUG otherwise."""
         controller = self.controller
         name = self.sampler.name
         phase = controller.phase
@@ -363,7 +364,7 @@ class AutoRateDriver:
             )
         elif phase is Phase.UNSHAPED:
             log.info("auto %s rate: no queueing for a while; unlimited", name)
-        elif before is Phase.DRAINING:
+        elif before in (Phase.DRAINING, Phase.STARTING):
             assert controller.rate is not None
             log.info("auto %s rate: shaping at %s/s", name, format_bytes(int(controller.rate)))
         else:

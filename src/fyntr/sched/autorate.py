@@ -231,14 +231,18 @@ class AutoRate:
             self.rate *= self._growth
             if self.rate >= AUTORATE_START_RELEASE_BYTES_S:
                 self.rate, self.phase = None, Phase.UNSHAPED
-        elif delay_s is not None:
-            # Calm round trips: the flows may want less than the rate (nothing to hold
-            # back), or the queue has yet to show; a round trip and a few ticks tell.
+        elif carried >= AUTORATE_MIN_LOAD_BYTES_S:
+            # Less delivered than released: the flows want less than the rate, or the
+            # link carries less and its queue has yet to show. A round trip and a few
+            # ticks tell: by then a queue shows (above), or calm round trips say the
+            # flows want less (nothing to hold back), or nothing says why: the link's.
             self._loose_ticks += 1
             if self._loose_ticks >= self._loose_limit:
-                self.rate, self.phase = None, Phase.UNSHAPED
-        else:
-            self._link_found(now, carried)  # less delivered, and nothing calm to say why
+                if delay_s is not None:
+                    self.rate, self.phase = None, Phase.UNSHAPED
+                else:
+                    self._link_found(now, carried)
+        # else: too little upload to judge (a probe's bytes before the burst): wait
 
     def _link_found(self, now: float, carried: float) -> None:
         """The link is full at what it carries now, and what grew in the round trip the
