@@ -132,8 +132,10 @@ AUTORATE_FLOOR_FALL: Final = 0.02  # of the gap a tick, towards a lower mean RTT
 AUTORATE_FLOOR_RISE: Final = 0.002  # ... and towards a higher one: a time constant of 50 s,
 # so a queue is not learnt as floor (cake-autorate's baseline rises at 0.001 a sample); ten
 # times slower than down, the floor sits near the tenth percentile of the ticks' means
-AUTORATE_JITTER_ALLOWANCE_S: Final = 2 * AUTORATE_DELAY_THRESHOLD_S  # the floor is at most
-# this above the kernel's minimum RTT: more than a mean RTT's jitter (15 ms at +-15 ms)
+AUTORATE_JITTER_ALLOWANCE_S: Final = AUTORATE_DELAY_THRESHOLD_S  # the floor is at most this
+# above the kernel's minimum RTT: a mean RTT's jitter (15 ms at +-15 ms) fits; a queue
+# that was there from a socket's first tick is read at most this much short (40 ms let
+# the download burst of router scenario (d) keep 80 ms of queue, against 38 ms)
 AUTORATE_FLOORS_KEPT: Final = 1024  # destinations whose RTT floor is kept
 AUTORATE_FLOOR_BYTES_S: Final = 32_000  # 256 kbit/s: below any uplink worth shaping
 AUTORATE_MIN_LOAD_BYTES_S: Final = AUTORATE_FLOOR_BYTES_S  # less upload in a tick is no

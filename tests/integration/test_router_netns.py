@@ -52,9 +52,8 @@ def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_uplink(
     assert fyntr["failures"] == 0
     assert shaped(fyntr)
     said = (tmp_path / "fyntr-a-fyntr-no-flags.log").read_text()
-    # One line when a burst across the router begins (held back from the start) ...
-    assert "auto upload rate: a burst across a router begins" in said
-    assert "auto upload rate: shaping at" in said  # ... and one when it takes its rate
+    # The burst starts held back (a DEBUG line), and one line when it takes its rate.
+    assert "auto upload rate: shaping at" in said
     assert "auto download rate" not in said  # an upload burst, ACKs the only download
 
 
@@ -66,12 +65,13 @@ def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_downlink(
     """Scenario (d): 30 downloads through a 20 Mbit/s downlink with a 300 ms FIFO. The
     probe's RTT is taken over time (a probe stuck behind the queue makes fewer round
     trips, so a plain median of them understates the queue). With download auto off
-    the same fyntr leaves most of the burst bloated."""
+    the same fyntr leaves most of the burst bloated. (Direct, the load generator's own
+    sockets decide how far the downlink fills: 79 or 281 ms over time in runs of the same
+    code, so auto is judged against fyntr without it.)"""
     rows = scenario("d", tmp_path)
-    direct, fyntr, off = rows["direct"], rows["fyntr, no flags"], rows["fyntr --download-rate 0"]
-    assert direct["probe_time_p50_ms"] > 150  # the downlink really bloats
-    assert fyntr["probe_time_p50_ms"] < direct["probe_time_p50_ms"] / 3
-    assert fyntr["probe_time_p50_ms"] < off["probe_time_p50_ms"] / 2
+    fyntr, off = rows["fyntr, no flags"], rows["fyntr --download-rate 0"]
+    assert off["probe_time_p50_ms"] > 100  # the downlink really bloats
+    assert fyntr["probe_time_p50_ms"] < off["probe_time_p50_ms"] / 3
     assert fyntr["failures"] == 0
     assert shaped(fyntr)
     said = (tmp_path / "fyntr-d-fyntr-no-flags.log").read_text()

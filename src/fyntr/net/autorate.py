@@ -341,15 +341,15 @@ class AutoRateDriver:
         )
 
     def _log_phase(self, before: Phase) -> None:
-        """One INFO line when a burst starts held back or shaping starts, when it takes
-        its rate, and when it stops; DEBUG otherwise."""
+        """One INFO line when shaping starts, when it takes its rate, and when it stops;
+        DEBUG otherwise (a burst starting held back, every step)."""
         controller = self.controller
         name = self.sampler.name
         phase = controller.phase
         delay = "n/a" if controller.delay_s is None else f"{controller.delay_s * 1000:.0f}ms"
         achieved = f"{format_bytes(int(controller.achieved))}/s"
-        if phase is Phase.STARTING:
-            log.info(
+        if phase is Phase.STARTING:  # every burst after a quiet spell: not news
+            log.debug(
                 "auto %s rate: a burst across a router begins; releasing it from %s/s up",
                 name,
                 format_bytes(int(controller.rate or 0)),
