@@ -86,20 +86,27 @@ async def test_connect_rate_paces_upstream_dials() -> None:
         results = await asyncio.gather(
             *(connect_via(http_port(server), f"127.0.0.1:{o.port}") for _ in range(100))
         )
-        assert all(head == OK for _, _, head in results)
-        assert len(accepted) == 100
-        accepted.sort()
-        # The origin's handlers run on the proxy's loop: a stall of the loop (a GC pass,
-        # a busy shared machine: 7 stamps within 1.5 ms once in CI) bunches their
-        # stamps, not the dials. Unpaced, a burst of 10 or a rate of 100 still break it.
-        slack = 0.05
-        for i in range(len(accepted)):
-            for j in range(i, len(accepted)):
-                window = accepted[j] - accepted[i]
-                assert j - i + 1 <= 5 + 50 * (window + slack), (i, j, window)
-        assert accepted[-1] - accepted[0] >= (100 - 5) / 50 * 0.9
-        for _, writer, _ in results:
-            writer.close()
+        try:
+            paced(results, accepted)
+        finally:  # a failure must not leave 100 tunnels for the next test's collector
+            for _, writer, _ in results:
+                writer.close()
+
+
+def paced(results: list[tuple[object, object, bytes]], accepted: list[float]) -> None:
+    """What test_connect_rate_paces_upstream_dials asserts of its 100 dials."""
+    assert all(head == OK for _, _, head in results)
+    assert len(accepted) == 100
+    accepted.sort()
+    # The origin's handlers run on the proxy's loop: a stall of the loop (a GC pass,
+    # a busy shared machine: 7 stamps within 1.5 ms once in CI) bunches their
+    # stamps, not the dials. Unpaced, a burst of 10 or a rate of 100 still break it.
+    slack = 0.08  # 8 stamps within 2 ms once at the start of an asyncio pass in CI
+    for i in range(len(accepted)):
+        for j in range(i, len(accepted)):
+            window = accepted[j] - accepted[i]
+            assert j - i + 1 <= 5 + 50 * (window + slack), (i, j, window)
+    assert accepted[-1] - accepted[0] >= (100 - 5) / 50 * 0.9
 
 
 async def test_a_paced_client_that_leaves_frees_its_place() -> None:
