@@ -59,7 +59,15 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # the faulty origin the tests use too
-from tests.support.faulty_origin import Request, Writes, faulty_origin, response  # noqa: E402
+from tests.support.faulty_origin import (  # noqa: E402
+    FAULTS,
+    Request,
+    Writes,
+    fault_writes,
+    faulty_origin,
+    response,
+    stream,
+)
 
 MIB = 1 << 20
 RSS_BUDGET_MIB = 32
@@ -408,17 +416,6 @@ async def trickle(writer: asyncio.StreamWriter) -> None:
             await asyncio.sleep(0.005)
 
 
-async def stream(writer: asyncio.StreamWriter, total: int) -> None:
-    """``total`` bytes in 64 KiB writes, each after a short random pause."""
-    sent = 0
-    while sent < total:
-        size = min(1 << 16, total - sent)
-        writer.write(os.urandom(size))
-        await writer.drain()
-        sent += size
-        await asyncio.sleep(random.uniform(0, 0.002))
-
-
 async def case_resets(tmp: Path, scale: float) -> dict[str, Any]:
     tunnels = max(10, int(10 * scale))
 
@@ -540,35 +537,22 @@ async def case_smuggle(tmp: Path, scale: float) -> dict[str, Any]:
     }
 
 
-INNER = response(b"STOLEN")
-POOL_FAULTS: dict[str, tuple[bytes, bytes, bytes]] = {  # method, A's answer, what follows
-    "cut_mid_head": (b"GET", response(b"A-OK"), b"HTTP/1.1 200 OK\r\nX-P: "),
-    "short_length": (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK", INNER),
-    "extra_response": (b"GET", response(b"A"), INNER),
-    "head_body": (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(INNER), INNER),
-    "body_after_204": (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n", INNER),
-    "after_chunked": (
-        b"GET",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
-        INNER,
-    ),
+POOL_FAULTS: dict[str, tuple[bytes, bytes, bytes]] = {
+    **FAULTS,
     "connection_names_length": (b"GET", response(b"STOLEN", b"Connection: content-length"), b""),
 }
 
 
 async def case_pool(tmp: Path, scale: float) -> dict[str, Any]:
     rounds = max(3, int(3 * scale))
-    tail = b"stolen\r\nContent-Length: 6\r\n\r\nSTOLEN"  # completes a head cut short
     plan: list[tuple[str, float]] = [(f, d) for f in POOL_FAULTS for d in (0.0, 0.3)] * rounds
     leaked: dict[str, int] = {}
     fault, delay = plan[0]
 
     def answer(request: Request) -> Writes:
-        _method, first, rest = POOL_FAULTS[fault]
-        writes: Writes = [(0, first), (delay, rest)] if delay else [(0, first + rest)]
-        if rest.endswith(b": "):
-            writes.append((0.3, tail))
-        return private_or(request, writes)
+        if fault not in FAULTS:  # a response that names its own framing in Connection
+            return private_or(request, [(0, POOL_FAULTS[fault][1])])
+        return private_or(request, fault_writes(fault, delay))
 
     async with (
         faulty_origin(answer) as origin,

@@ -15,7 +15,15 @@ import urllib.request
 import pytest
 
 from fyntr.limits import HEADERS_MAX_BYTES, HEADERS_TIMEOUT_S, REQUEST_LINE_MAX_BYTES
-from tests.support.faulty_origin import Request, Writes, faulty_origin, response
+from tests.support.faulty_origin import (
+    FAULTS,
+    INNER,
+    Request,
+    Writes,
+    fault_writes,
+    faulty_origin,
+    response,
+)
 from tests.support.net import (
     FakeClock,
     free_port,
@@ -26,7 +34,6 @@ from tests.support.net import (
     until,
 )
 
-INNER = response(b"STOLEN")  # a whole response, hidden where no response may be
 TOKEN = b"Bearer b-secret-token"
 
 
@@ -105,38 +112,13 @@ async def test_response_with_connection_naming_its_framing_is_a_502() -> None:
         assert [r.connection for r in o.requests] == [1, 2]  # that connection was not kept
 
 
-def late(first: bytes, rest: bytes, delay: float) -> Writes:
-    return [(0, first), (delay, rest)] if delay else [(0, first + rest)]
-
-
-# An answer to A's request, and the bytes that follow it on the same connection: the
-# first part ends A's response as its framing says, the rest must reach no one.
-FAULTS = {
-    "response cut mid-head": (b"GET", response(b"A-OK"), b"HTTP/1.1 200 OK\r\nX-P: "),
-    "short content-length": (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK", INNER),
-    "extra response": (b"GET", response(b"A"), INNER),
-    "body on HEAD": (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(INNER), INNER),
-    "body after 204": (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n", INNER),
-    "extra response after chunked": (
-        b"GET",
-        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
-        INNER,
-    ),
-}
-
-
 @pytest.mark.parametrize("delay", [0, 0.3], ids=["at once", "300 ms late"])
 @pytest.mark.parametrize("fault", list(FAULTS))
 async def test_bytes_after_a_response_never_reach_the_next_client(fault: str, delay: float) -> None:
-    method, first, rest = FAULTS[fault]
-    # A head cut short is completed 300 ms after the rest: a response for whoever asks next.
-    tail = b"stolen\r\nContent-Length: 6\r\n\r\nSTOLEN" if rest.endswith(b": ") else b""
+    method = FAULTS[fault][0]
 
     def answer(request: Request) -> Writes:
-        if request.path == b"/a":
-            writes = late(first, rest, delay)
-            return [*writes, (0.3, tail)] if tail else writes
-        return private_answer(request)
+        return fault_writes(fault, delay) if request.path == b"/a" else private_answer(request)
 
     async with faulty_origin(answer) as o, proxy(loopback_settings(o.port)) as server:
         port = http_port(server)

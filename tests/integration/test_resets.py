@@ -12,6 +12,7 @@ import socket
 import struct
 
 from fyntr.limits import SPLICE_AFTER_BYTES
+from tests.support.faulty_origin import stream
 from tests.support.net import connect_via, http_port, loopback_settings, origin, proxy, until
 
 TUNNELS = 10
@@ -98,15 +99,6 @@ async def test_an_origin_reset_while_both_ways_stream_reaches_the_client() -> No
     """Both peers stream 20 MB at once in 64 KiB writes with short random pauses, and
     the origin resets after a random part of its download: the client, still uploading,
     sees the reset (or at least the end of the download) and no tunnel is left behind."""
-
-    async def stream(writer: asyncio.StreamWriter, total: int) -> None:
-        sent = 0
-        while sent < total:
-            size = min(1 << 16, total - sent)
-            writer.write(os.urandom(size))
-            await writer.drain()
-            sent += size
-            await asyncio.sleep(random.uniform(0, 0.002))
 
     async def stream_then_reset(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         drain = asyncio.ensure_future(outcome(reader))

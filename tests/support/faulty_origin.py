@@ -1,5 +1,5 @@
-"""A scripted HTTP/1.1 origin that misbehaves on purpose, for the pool-isolation tests
-and the attack run.
+"""A scripted HTTP/1.1 origin that misbehaves on purpose, the faults it plays, and a
+random byte stream, for the pool-isolation and reset tests and the attack run.
 
 It reads requests as a naive server does (a head up to the blank line, then as many body
 bytes as its Content-Length says, none without one), so that whatever fyntr forwards is
@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+
+from tests.support.net import origin
 
 Writes = list[tuple[float, bytes]]
 
@@ -78,16 +82,48 @@ async def faulty_origin(answer: Callable[[Request], Writes]) -> AsyncIterator[Fa
     state = FaultyOrigin(answer)
 
     async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            await _serve(state, reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
+        await _serve(state, reader, writer)
 
-    server = await asyncio.start_server(handler, "127.0.0.1", 0)
-    state.port = server.sockets[0].getsockname()[1]
-    try:
+    async with origin(handler) as served:
+        state.port = served.port
         yield state
-    finally:
-        server.close()
+
+
+INNER = response(b"STOLEN")  # a whole response, hidden where no response may be
+# (the method asked, the origin's answer to it, and what the origin sends after it on the
+# same connection): the answer ends as its framing says; what follows must reach no one.
+FAULTS: dict[str, tuple[bytes, bytes, bytes]] = {
+    "cut_mid_head": (b"GET", response(b"A-OK"), b"HTTP/1.1 200 OK\r\nX-P: "),
+    "short_length": (b"GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nOK", INNER),
+    "extra_response": (b"GET", response(b"A"), INNER),
+    "head_body": (b"HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(INNER), INNER),
+    "body_after_204": (b"GET", b"HTTP/1.1 204 No Content\r\n\r\n", INNER),
+    "after_chunked": (
+        b"GET",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nA\r\n0\r\n\r\n",
+        INNER,
+    ),
+}
+# Completes a head cut short 300 ms later: a response for whoever asks next.
+CUT_HEAD_TAIL = b"stolen\r\nContent-Length: 6\r\n\r\nSTOLEN"
+
+
+def fault_writes(fault: str, delay: float) -> Writes:
+    """The origin's writes for ``fault``: what follows the answer at once or ``delay``
+    seconds late, and a cut head's completion 300 ms after that."""
+    _method, first, rest = FAULTS[fault]
+    writes: Writes = [(0, first), (delay, rest)] if delay else [(0, first + rest)]
+    if rest.endswith(b": "):
+        writes.append((0.3, CUT_HEAD_TAIL))
+    return writes
+
+
+async def stream(writer: asyncio.StreamWriter, total: int) -> None:
+    """``total`` random bytes in 64 KiB writes, each after a pause of up to 2 ms."""
+    sent = 0
+    while sent < total:
+        size = min(1 << 16, total - sent)
+        writer.write(os.urandom(size))
+        await writer.drain()
+        sent += size
+        await asyncio.sleep(random.uniform(0, 0.002))
