@@ -8,6 +8,7 @@ text comes from ``prometheus-client``, imported only when the metrics port is en
 from __future__ import annotations
 
 import bisect
+from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
@@ -75,7 +76,7 @@ class Stats:
         self.dial_failures = 0
         self.threat_matches = 0
         self.rejections: dict[str, int] = {}
-        self.http_responses: dict[str, int] = {}  # plain HTTP, by status code
+        self.http_responses: defaultdict[int, int] = defaultdict(int)  # plain HTTP, by code
         self.closed_up_bytes = 0  # bytes of tunnels that have closed; live ones are added
         self.closed_down_bytes = 0
         self.closed: dict[str, int] = {}  # relays that ended, by reason
@@ -95,8 +96,7 @@ class Stats:
         self.closed_spliced += relay.spliced
 
     def http_response(self, status: int) -> None:
-        code = str(status)
-        self.http_responses[code] = self.http_responses.get(code, 0) + 1
+        self.http_responses[status] += 1
 
     @property
     def rejected_total(self) -> int:

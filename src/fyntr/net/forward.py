@@ -24,7 +24,7 @@ from fyntr.log import log
 from fyntr.net.dialer import Dialed
 from fyntr.net.ends import BOTH_CLOSED, Side, end_reason
 from fyntr.net.pump import Lane, Pump
-from fyntr.net.sockopt import has_unread
+from fyntr.net.sockopt import unread_probe
 from fyntr.net.state import ServerState
 from fyntr.wire.http_forward import (
     END,
@@ -55,7 +55,6 @@ class Origin(asyncio.Protocol):
         "address",
         "checking",
         "cleared",
-        "fd",
         "idle_since",
         "key",
         "lost",
@@ -65,6 +64,7 @@ class Origin(asyncio.Protocol):
         "served",
         "session",
         "transport",
+        "unread",
     )
 
     def __init__(self, key: str, dialed: Dialed) -> None:
@@ -79,8 +79,7 @@ class Origin(asyncio.Protocol):
         self.idle_since = 0.0
         self.on_idle_lost: Callable[[Origin], None] = _ignore
         self.transport = dialed.transport
-        sock = self.transport.get_extra_info("socket")
-        self.fd: int = -1 if sock is None else sock.fileno()  # has_unread asks about it
+        self.unread = unread_probe(self.transport.get_extra_info("socket"))
         self.lost = dialed.protocol.lost
         self.transport.set_protocol(self)
         for data in dialed.protocol.early:  # an origin that talks first is out of step
@@ -89,8 +88,8 @@ class Origin(asyncio.Protocol):
     @property
     def usable(self) -> bool:
         """Open, and nothing received beyond its last response (not a byte of another
-        message, nor a body after a bodyless one)."""
-        return not (self.lost or self.transport.is_closing()) and self.reader.at_rest
+        message, nor a body after a bodyless one) as far as fyntr has read."""
+        return not self.lost and self.reader.at_rest and not self.transport.is_closing()
 
     def data_received(self, data: bytes) -> None:
         session = self.session
@@ -174,7 +173,7 @@ class OriginPool:
         while same:
             origin = next(reversed(same))
             self._forget(origin)
-            if origin.usable and not has_unread(origin.fd):
+            if origin.usable and not origin.unread(0):  # nor in the kernel
                 return origin
             origin.transport.abort()
         return None
@@ -258,7 +257,7 @@ class Forward(asyncio.Protocol):
         self.on_closed = on_closed
         now = state.clock()
         self.started = self.idle_since = now
-        self.accepted_at = state.loop.time()  # of the request in progress (connect pacing)
+        self.accepted_at = state.loop.time()  # of the dial in progress (connect pacing)
         self.idle_mark = 0
         self.target = "-"  # the last request's host:port, for /status and the close line
         self.reason: str | None = None
@@ -282,6 +281,7 @@ class Forward(asyncio.Protocol):
         self.client_eof = False
         self.closed = False
         self.deadline = math.inf  # a request head under way must be complete by then
+        self.verbose = log.isEnabledFor(logging.INFO)  # the level is set once, at start
 
     # --- the relay interface (net/relay.py) -------------------------------------------
     @property
@@ -419,7 +419,6 @@ class Forward(asyncio.Protocol):
             self.client.resume_reading()
 
     def _request(self, head: Head) -> None:
-        self.accepted_at = self.state.loop.time()
         try:
             if head.method == b"CONNECT":
                 raise HandshakeError(
@@ -447,7 +446,7 @@ class Forward(asyncio.Protocol):
             up_mark=self.up.nbytes,
             down_mark=self.down.nbytes,
         )
-        if log.isEnabledFor(logging.INFO):
+        if self.verbose:
             log.info("flow%d: %s %s", self.flow_id, head.method.decode(), ex.url)
         try:
             if head.upgrade:
@@ -479,6 +478,7 @@ class Forward(asyncio.Protocol):
         self._attach(origin)
 
     def _dial(self, ex: Exchange) -> None:
+        self.accepted_at = self.state.loop.time()  # connect pacing's budget runs from here
         self._task = self.state.loop.create_task(
             self._open(ex), name=f"fyntr-flow{self.flow_id}-origin"
         )
@@ -495,6 +495,8 @@ class Forward(asyncio.Protocol):
             dialed.transport.close()
             return
         self._attach(Origin(ex.dest.authority, dialed))
+        self._client_events()  # the body read while dialling
+        self.origin_events()  # what the origin sent before the request, or its close
 
     def _attach(self, origin: Origin) -> None:
         ex = self.exchange
@@ -506,15 +508,13 @@ class Forward(asyncio.Protocol):
         self.down.src_paused = False
         self.routed = origin.routed
         self.sent_base, self.acked_mark = self.up.nbytes, 1
-        self.rtt_floor, self.srtt_mark, self.segs_mark = float("inf"), 0.0, 0.0
+        self.rtt_floor, self.srtt_mark, self.segs_mark = math.inf, 0.0, 0.0
         ex.reused = origin.served > 0
         origin.served += 1
         self.up.push(ex.request)
         ex.head_end = self.up.nbytes
-        origin.checking = ex.reused and not self.head_sent()
+        origin.checking = ex.reused and self.up.held() > 0  # not head_sent(), just pushed
         origin.transport.resume_reading()
-        self._client_events()  # the body read so far
-        self.origin_events()  # what the origin sent before the request, or its close
 
     def _to_origin(self, data: bytes) -> None:
         ex = self.exchange
@@ -637,12 +637,12 @@ class Forward(asyncio.Protocol):
             self._drop_origin()
         if ex.download.close or self.client_eof or not ex.request_done:
             self._finish(BOTH_CLOSED)  # HTTP/1.0, Connection: close, or a body left unread
-        else:
-            self._client_events()
+        elif self.reader.events or not self.client.is_reading():
+            self._client_events()  # a pipelined request, or reading to resume
 
     def _log_exchange(self, ex: Exchange, status: int) -> None:
         self.state.metrics.http_response(status)
-        if log.isEnabledFor(logging.INFO):
+        if self.verbose:
             log.info(
                 "flow%d: %s %s -> %d up_bytes=%d down_bytes=%d duration=%.3fs",
                 self.flow_id,

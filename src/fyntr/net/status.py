@@ -72,7 +72,7 @@ class Status:
             dns_lookup_failures=dial.lookups_failed,
             connect_attempts={f"ipv{v}": n for v, n in dial.attempts.items()},
             connect_wins={f"ipv{v}": n for v, n in dial.wins.items()},
-            http_responses=dict(stats.http_responses),
+            http_responses={str(code): n for code, n in stats.http_responses.items()},
             closed=dict(stats.closed),
             closed_spliced=stats.closed_spliced,
             pooled_connections=len(self.parts.pool),

@@ -47,10 +47,10 @@ class ThreatIndex:
 
     def match_host(self, host: Host) -> str | None:
         """Host-level check before DNS: a domain walks its suffixes, a literal IP is exact."""
-        if host.ip is not None:
-            return str(host.ip) if host.ip in self.ips else None
+        if host.ip is not None:  # an empty set first: an address hashes in Python
+            return str(host.ip) if self.ips and host.ip in self.ips else None
         assert host.domain is not None
-        return self.match_domain(host.domain)
+        return self.match_domain(host.domain) if self.domains else None
 
     def match_ips(self, addrs: Iterable[IPAddress]) -> list[IPAddress]:
         return [ip for ip in addrs if ip in self.ips]

@@ -57,6 +57,14 @@ _NOTED: Final = frozenset(
 END_TO_END_FRAMING: Final = frozenset((b"content-length", b"transfer-encoding", b"host"))
 
 
+# The Connection values nearly every request that has one carries, with what they drop:
+# made once instead of per request.
+_USUAL_DROPS: Final = {
+    value: HOP_BY_HOP | {value.lower()}
+    for value in (b"close", b"Close", b"keep-alive", b"Keep-Alive")
+}
+
+
 class Head(NamedTuple):
     """A message head: a request's (``method``, ``target``) or a response's (``status``,
     its reason phrase in ``target``)."""
@@ -246,6 +254,8 @@ class MessageReader:
                     has_host = True
                 elif name == b"upgrade":
                     upgrade = True
+                elif drop is HOP_BY_HOP and value in _USUAL_DROPS:  # Connection: close
+                    drop = _USUAL_DROPS[value]
                 else:  # Connection (RFC 9110 §7.6.1): the fields it names are hop-by-hop
                     named = {token.strip().lower() for token in value.split(b",")}
                     if not named.isdisjoint(END_TO_END_FRAMING):
