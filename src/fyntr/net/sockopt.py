@@ -85,7 +85,7 @@ def unread_probe(sock: socket.socket | None) -> Callable[[int], Sized]:
     kernel holds bytes, a FIN or an error the loop has not delivered yet. A pooled
     connection may serve again only with nothing received since its last response
     (docs/plain-http.md). It is a poll object's own ``poll`` with the descriptor
-    registered once, so asking is one call and one poll(2) with no wait (1 us; a borrowed
+    registered once, so asking is one call and one poll(2) with no wait (under 2 us; a borrowed
     socket object for recv(MSG_PEEK) cost 12 us of a 120 us request). No socket to ask
     counts as holding something."""
     if sock is None:
