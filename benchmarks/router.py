@@ -66,7 +66,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))  # this checkout's fyntr
 from fyntr.config import parse_rate  # noqa: E402
-from fyntr.sched.autorate import weighted_quantile  # noqa: E402
+from fyntr.sched.measure import weighted_quantile  # noqa: E402
 
 SUFFIX = str(os.getpid())
 CLIENT_NS, ORIGIN_NS = f"fyntr-cli-{SUFFIX}", f"fyntr-org-{SUFFIX}"

@@ -157,7 +157,8 @@ class Settings:
 
     @property
     def effective_max_connections(self) -> int:
-        """The cap after upstream's overflow clamp (§3.6); 0 stays unlimited."""
+        """The cap after the original's overflow clamp (docs/original.md §3.6); 0 stays
+        unlimited."""
         return min(self.max_connections, limits.MAX_CONNECTIONS_CAP)
 
 

@@ -64,7 +64,7 @@ DIAL_ROUNDS: Final = 3
 DIAL_BACKOFF_INITIAL_S: Final = 0.2  # 200 ms, then 400 ms between the 3 rounds
 DIAL_BACKOFF_MAX_S: Final = 3.0
 DEFAULT_HAPPY_EYEBALLS_DELAY_S: Final = 0.25  # RFC 8305 §5's recommended Connection Attempt
-# Delay (curl and Chrome use 200-300 ms); 0 dials one address after another, as upstream
+# Delay (curl and Chrome use 200-300 ms); 0 dials one address after another, as the original
 
 # --- Data plane (docs/architecture.md; docs/original.md §8.1, §8.5) -------------------------------
 HIGH_WATERMARK_BYTES: Final = 256 * KIB  # held per flow and direction before the source pauses

@@ -80,7 +80,7 @@ class Stats:
         self.closed_up_bytes = 0  # bytes of tunnels that have closed; live ones are added
         self.closed_down_bytes = 0
         self.closed: dict[str, int] = {}  # relays that ended, by reason
-        self.closed_spliced = 0  # of them, those that ended spliced (net/splice.py)
+        self.closed_spliced = 0  # of them, those that ended spliced (net/relay/splice.py)
         self.handshake_buckets = [0] * len(HANDSHAKE_BUCKETS_S)  # not cumulative
         self.handshake_count = 0
         self.handshake_sum = 0.0
@@ -141,7 +141,7 @@ class Snapshot:
     uptime_s: float
     config: dict[str, Any]
     active_flows: int
-    spliced_flows: int  # of active_flows, those spliced in the kernel (net/splice.py)
+    spliced_flows: int  # of active_flows, those spliced in the kernel (net/relay/splice.py)
     pending_handshakes: int
     connect_waiters: int
     cap_waiters: int

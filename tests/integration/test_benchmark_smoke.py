@@ -25,7 +25,7 @@ def test_benchmark_smoke_run_produces_every_figure(tmp_path: Path) -> None:
     data = json.loads(out.read_text())
     assert data["errors"] == []
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from run import FIGURES, PLAIN_HTTP, PROXY_ONLY
+    from run import FIGURES, PLAIN_HTTP, PROXY_ONLY  # type: ignore[import-not-found]
 
     for workload, key, _label, _higher in FIGURES:
         figures = data["medians"][f"{workload}.{key}"]

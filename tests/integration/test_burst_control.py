@@ -7,6 +7,7 @@ import json
 import logging
 import socket
 import time
+from collections.abc import Sequence
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -14,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from fyntr.config import Timeouts
 from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import AUTORATE_UNSENT_BYTES, CONNECT_AUTO_INITIAL_RATE, MAX_CAP_WAITERS
-from fyntr.net.listen import waiting_capacity
+from fyntr.net.front.listen import waiting_capacity
 from tests.support.net import (
     FakeClock,
     connect_via,
@@ -93,7 +94,7 @@ async def test_connect_rate_paces_upstream_dials() -> None:
                 writer.close()
 
 
-def paced(results: list[tuple[object, object, bytes]], accepted: list[float]) -> None:
+def paced(results: Sequence[tuple[object, object, bytes]], accepted: list[float]) -> None:
     """What test_connect_rate_paces_upstream_dials asserts of its 100 dials."""
     assert all(head == OK for _, _, head in results)
     assert len(accepted) == 100
@@ -302,7 +303,7 @@ async def test_slow_metrics_clients_are_bounded_and_timed_out(
     METRICS_MAX_CLIENTS slots, one more is told 503 at once, each stalled one gets 408 at
     its deadline, and the proxy relays all along."""
     from fyntr.limits import METRICS_MAX_CLIENTS
-    from fyntr.net import metrics_http
+    from fyntr.net.watch import metrics_http
 
     monkeypatch.setattr(metrics_http, "METRICS_REQUEST_TIMEOUT_S", 0.5)
     async with origin(echo) as o, proxy(loopback_settings(o.port, metrics_port=0)) as server:

@@ -19,7 +19,8 @@ import pytest
 from fyntr.config import Timeouts
 from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import HIGH_WATERMARK_BYTES, LINGER_S
-from fyntr.net.dialer import tcp_connect
+from fyntr.net.out.dialer import tcp_connect
+from fyntr.net.relay.tunnel import Tunnel
 from tests.support.net import (
     FakeClock,
     connect_via,
@@ -109,6 +110,7 @@ async def test_half_close_delivers_queued_data_before_the_fin(spliced: bool) -> 
         if not server.tunnels:
             return False
         [tunnel] = server.tunnels
+        assert isinstance(tunnel, Tunnel)
         if spliced:
             return tunnel.splice is not None and not tunnel.splice.up.reading
         return tunnel.up.src_paused
@@ -334,7 +336,7 @@ async def test_502_when_every_dial_fails_after_three_rounds() -> None:
 
 
 async def test_dns_timeout_is_502() -> None:
-    from fyntr.net.dialer import Dialer
+    from fyntr.net.out.dialer import Dialer
 
     async def never(name: str, port: int) -> list[object]:
         await asyncio.sleep(3600)
@@ -426,6 +428,7 @@ async def test_tcp_nodelay_on_both_sockets() -> None:
         _reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
         assert head == OK
         [tunnel] = server.tunnels
+        assert isinstance(tunnel, Tunnel)
         for transport in (tunnel.client, tunnel.upstream):
             sock = transport.get_extra_info("socket")
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1

@@ -16,7 +16,7 @@ import pytest
 
 from fyntr.config import Timeouts
 from fyntr.errors import HandshakeError, Status
-from fyntr.net.dialer import Dialer, tcp_connect
+from fyntr.net.out.dialer import Dialer, tcp_connect
 from tests.support.net import echo, origin
 
 T = TypeVar("T")

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import DNS_ANSWER_TTL_S, DNS_FAILURE_TTL_S
-from fyntr.net.dialer import Dialer
+from fyntr.net.out.dialer import Dialer
 from fyntr.net.server import Server
 from tests.support.net import (
     FakeClock,

@@ -18,9 +18,9 @@ import requests
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fyntr.config import ThreatAction
 from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import HTTP_KEEPALIVE_IDLE_S, POOL_PER_ORIGIN
+from fyntr.policy.threat import ThreatAction
 from tests.support.faulty_origin import Request, Writes, faulty_origin, response
 from tests.support.http_origin import http_origin
 from tests.support.net import FakeClock, exchange, http_port, loopback_settings, proxy, until

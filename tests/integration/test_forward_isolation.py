@@ -282,7 +282,7 @@ async def test_idle_origin_connections_never_take_a_descriptor_below_the_cap() -
 def idle(metrics: int) -> bool:
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/status", timeout=5) as reply:
         status = json.loads(reply.read())
-    return status["active_flows"] == 0 and status["pending_handshakes"] == 0
+    return bool(status["active_flows"] == 0 and status["pending_handshakes"] == 0)
 
 
 async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

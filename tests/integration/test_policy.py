@@ -12,7 +12,7 @@ import pytest
 
 from fyntr.config import Timeouts
 from fyntr.errors import STATUS_LINES, Status
-from fyntr.net.dialer import Dialer
+from fyntr.net.out.dialer import Dialer
 from fyntr.policy.threat import ThreatAction
 from tests.support.net import (
     connect_via,

@@ -14,8 +14,9 @@ import pytest
 
 from fyntr.config import Timeouts
 from fyntr.errors import Rep
-from fyntr.net.dialer import Dialer
+from fyntr.net.out.dialer import Dialer, UpstreamPending
 from fyntr.wire.socks5 import NO_AUTH_REPLY, NO_METHOD_REPLY, failure_reply
+from fyntr.wire.target import IPAddress
 from tests.support.net import (
     FakeClock,
     cross_deadline,
@@ -142,7 +143,9 @@ def closed_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def unreachable(loop: object, ip: object, port: int) -> object:
+async def unreachable(
+    loop: asyncio.AbstractEventLoop, ip: IPAddress, port: int
+) -> tuple[asyncio.Transport, UpstreamPending]:
     raise OSError(errno.ENETUNREACH, "Network is unreachable")
 
 
@@ -174,11 +177,11 @@ async def test_every_rep_code_on_a_real_socket(case: str, rep: Rep, tmp_path: Pa
         allow_ports=(port, 80),
     )
     connector = unreachable if case == "unreachable" else None
-    dialer = Dialer(
-        Timeouts(dial_backoff_s=0.01),
-        resolver=local_names_only,
-        **({"connector": connector} if connector else {}),
-    )  # type: ignore[arg-type]
+    dialer = (
+        Dialer(Timeouts(dial_backoff_s=0.01), resolver=local_names_only, connector=connector)
+        if connector is not None
+        else Dialer(Timeouts(dial_backoff_s=0.01), resolver=local_names_only)
+    )
     requests = {
         "bad_version": b"\x04\x01\x00\x01",
         "bad_rsv": b"\x05\x01\x07\x01",
@@ -290,6 +293,7 @@ async def test_both_listeners_are_served_during_a_flood() -> None:
         ]
         results = await asyncio.gather(*flood, *socks)
         for reply in results[200:]:
-            assert reply[2:4] == b"\x05\x00"  # type: ignore[index]
-        for _r, w in results[:200]:  # type: ignore[misc]
-            w.close()
+            assert isinstance(reply, bytes) and reply[2:4] == b"\x05\x00"
+        for pair in results[:200]:
+            assert isinstance(pair, tuple)
+            pair[1].close()

@@ -1,4 +1,4 @@
-"""Bulk tunnels spliced in the kernel (net/splice.py): whole data, half-close, resets,
+"""Bulk tunnels spliced in the kernel (net/relay/splice.py): whole data, half-close, resets,
 idle timeout and shutdown, with no descriptor left behind; never when shaped."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ import pytest
 from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import SPLICE_AFTER_BYTES, SPLICE_MAX_TUNNELS
 from fyntr.metrics import render_prometheus
-from fyntr.net import splice
-from fyntr.net.listen import splice_capacity
-from fyntr.net.relay import Tunnel
+from fyntr.net.front.listen import splice_capacity
+from fyntr.net.relay import splice
+from fyntr.net.relay.tunnel import Tunnel
 from fyntr.net.server import Server
 from tests.support.net import (
     FakeClock,
@@ -41,6 +41,7 @@ def open_fds() -> int:
 
 def only_tunnel(server: Server) -> Tunnel:
     [tunnel] = server.tunnels
+    assert isinstance(tunnel, Tunnel)
     return tunnel
 
 

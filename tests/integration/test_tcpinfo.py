@@ -1,4 +1,4 @@
-"""TCP_INFO of a live connection, read through net/tcpinfo.py: the struct offsets agree
+"""TCP_INFO of a live connection, read through net/kernel/tcpinfo.py: the struct offsets agree
 with the running kernel (a sane RTT, its floor, bytes acknowledged, the MSS, ACKs in;
 bytes received and the receiver's RTT estimate)."""
 
@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from fyntr.net import tcpinfo
+from fyntr.net.kernel import tcpinfo
 from tests.support.net import echo, origin
 
 pytestmark = pytest.mark.skipif(tcpinfo.PLATFORM != "linux", reason="TCP_INFO layout of Linux")

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fyntr.net.sockopt import clamp_window, unclamp_window
+from fyntr.net.kernel.sockopt import clamp_window, unclamp_window
 
 pytestmark = pytest.mark.skipif(
     not hasattr(socket, "TCP_WINDOW_CLAMP"), reason="TCP_WINDOW_CLAMP is Linux's"
@@ -30,7 +30,12 @@ def _transfer(clamp: Callable[[socket.socket, int], None]) -> tuple[socket.socke
         receiver, _ = server.accept()
     clamp(receiver, WINDOW)
     total = 8 << 20
-    writer = threading.Thread(target=lambda: (sender.sendall(bytes(total)), sender.close()))
+
+    def send() -> None:
+        sender.sendall(bytes(total))
+        sender.close()
+
+    writer = threading.Thread(target=send)
     writer.start()
     got = 0
     while got < total:

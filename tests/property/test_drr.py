@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -14,7 +15,7 @@ from fyntr.sched.quantum import ema_update, recommended_quantum
 Writes = list[tuple[Flow, bytes]]
 
 
-def recorder(writes: Writes) -> object:
+def recorder(writes: Writes) -> Callable[[Flow, Chunk], None]:
     def write(flow: Flow, chunk: Chunk) -> None:
         writes.append((flow, bytes(chunk)))
 
@@ -34,7 +35,7 @@ def test_bytes_are_conserved_and_in_order(per_flow: list[list[bytes]], rate: int
     writes: Writes = []
     now = 0.0
     while sched.backlogged:
-        sched.service(now, recorder(writes))  # type: ignore[arg-type]
+        sched.service(now, recorder(writes))
         now += 0.5
     got: dict[int, bytes] = defaultdict(bytes)
     for flow, data in writes:
@@ -183,7 +184,7 @@ def test_token_bucket_never_exceeds_rate_times_time_plus_burst(
 def test_quantum_parity_with_upstream() -> None:
     assert recommended_quantum(None) == 8192
     assert recommended_quantum(None, default=4096) == 4096
-    for avg, q in [
+    for mean, q in [
         (100, 1500),
         (199, 1500),
         (250, 2500),
@@ -191,15 +192,15 @@ def test_quantum_parity_with_upstream() -> None:
         (2000, 16384),
         (16385, 16384),
     ]:
-        assert recommended_quantum(avg) == q
-    avg = None
+        assert recommended_quantum(mean) == q
+    avg: float | None = None
     expected = [1000, 1200, 1060]
     for sample, want in zip([1000, 2000, 500], expected, strict=True):
         avg = ema_update(avg, sample)
         assert round(avg) == want
     for _ in range(50):
         avg = ema_update(avg, 2000)
-    assert 1900 <= avg <= 2000
+    assert avg is not None and 1900 <= avg <= 2000
     avg = ema_update(None, 100)
     assert recommended_quantum(avg) == 1500
     for _ in range(25):

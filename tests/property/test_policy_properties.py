@@ -50,7 +50,7 @@ def test_no_denied_address_is_ever_dialled(
 
 @given(st.sampled_from(POLICIES), ipv4)
 def test_a_mapped_address_is_judged_like_its_ipv4(policy: Policy, ip: object) -> None:
-    v4 = ipaddress.IPv4Address(ip)  # type: ignore[arg-type]
+    v4 = ipaddress.IPv4Address(ip)
     mapped = ipaddress.IPv6Address(f"::ffff:{v4}")
     assert canonical_ip(mapped) == v4
     assert policy.denied_by(canonical_ip(mapped)) == policy.denied_by(v4)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fyntr.limits import AUTORATE_DELAY_THRESHOLD_S, AUTORATE_WINDOW_MIN_SEGMENTS
-from fyntr.sched.autorate import receive_window
+from fyntr.sched.measure import receive_window
 
 rates = st.floats(min_value=125_000, max_value=125_000_000)  # bytes/s
 base_rtts = st.floats(min_value=0.001, max_value=0.2)

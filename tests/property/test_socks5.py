@@ -13,9 +13,9 @@ from fyntr.errors import HandshakeError, Rep
 from fyntr.wire.socks5 import (
     NO_AUTH_REPLY,
     NO_METHOD_REPLY,
-    Phase,
     Request,
     Socks5Parser,
+    Socks5Phase,
     failure_reply,
     is_numeric_looking,
     refusal_reply,
@@ -186,23 +186,23 @@ def test_any_input_is_a_transition_or_a_clean_reject(data: bytes, step: int) -> 
             return
         assert all(r == NO_AUTH_REPLY for r in replies)
         if request is not None:
-            assert parser.phase is Phase.DONE
+            assert parser.phase is Socks5Phase.DONE
             return
-        assert parser.phase is before or parser.phase is not Phase.DONE
+        assert parser.phase is before or parser.phase is not Socks5Phase.DONE
 
 
-@given(st.sampled_from(list(Phase)[:-1]), st.binary(min_size=1, max_size=20))
-def test_every_state_takes_every_input(phase: Phase, data: bytes) -> None:
+@given(st.sampled_from(list(Socks5Phase)[:-1]), st.binary(min_size=1, max_size=20))
+def test_every_state_takes_every_input(phase: Socks5Phase, data: bytes) -> None:
     """Drive the parser to ``phase`` with a valid prefix, then feed arbitrary bytes."""
     prefixes = {
-        Phase.GREETING_HEADER: b"",
-        Phase.GREETING_METHODS: b"\x05\x02",
-        Phase.REQUEST_HEADER: GREETING,
-        Phase.IPV4_ADDRESS: GREETING + b"\x05\x01\x00\x01",
-        Phase.DOMAIN_LENGTH: GREETING + b"\x05\x01\x00\x03",
-        Phase.DOMAIN: GREETING + b"\x05\x01\x00\x03\x05",
-        Phase.IPV6_ADDRESS: GREETING + b"\x05\x01\x00\x04",
-        Phase.PORT: GREETING + connect_ipv4("1.2.3.4")[:-2],
+        Socks5Phase.GREETING_HEADER: b"",
+        Socks5Phase.GREETING_METHODS: b"\x05\x02",
+        Socks5Phase.REQUEST_HEADER: GREETING,
+        Socks5Phase.IPV4_ADDRESS: GREETING + b"\x05\x01\x00\x01",
+        Socks5Phase.DOMAIN_LENGTH: GREETING + b"\x05\x01\x00\x03",
+        Socks5Phase.DOMAIN: GREETING + b"\x05\x01\x00\x03\x05",
+        Socks5Phase.IPV6_ADDRESS: GREETING + b"\x05\x01\x00\x04",
+        Socks5Phase.PORT: GREETING + connect_ipv4("1.2.3.4")[:-2],
     }
     parser = Socks5Parser()
     parser.feed(prefixes[phase])

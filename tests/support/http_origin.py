@@ -53,7 +53,7 @@ async def _serve(state: HttpOrigin, reader: asyncio.StreamReader, w: asyncio.Str
         if isinstance(event, h11.Request):
             request, body = event, bytearray()
             if (b"expect", b"100-continue") in list(event.headers):
-                w.write(conn.send(h11.InformationalResponse(status_code=100)) or b"")
+                w.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
         elif isinstance(event, h11.Data):
             body += event.data
         elif isinstance(event, h11.EndOfMessage):

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from fyntr.limits import AUTORATE_TICK_S
-from fyntr.sched.autorate import AutoRate
+from fyntr.sched.autorate import RateController
 
 UNSHAPED_OVERLOAD = 3.0  # unshaped TCP offers more than the link until its FIFO is full
 
@@ -36,9 +36,9 @@ def simulate(
     started: bool = False,
 ) -> list[Tick]:
     """``demand``: what fyntr's flows would send (bytes/s); default: always backlogged.
-    ``started``: the burst's connections were dialled through fyntr at 0 (AutoRate.start
+    ``started``: the burst's connections were dialled through fyntr at 0 (RateController.start
     with the base RTT as their connect time); else they were already open."""
-    controller = AutoRate(0.0)
+    controller = RateController(0.0)
     rate: float | None = controller.start(0.0, base_rtt_s) if started else None
     queue = 0.0  # bytes in the FIFO
     lag = max(1, round(base_rtt_s / AUTORATE_TICK_S))

@@ -21,7 +21,8 @@ from typing import Any
 import trustme
 
 from fyntr.config import Settings, Timeouts
-from fyntr.net.dialer import Dialer, system_resolve
+from fyntr.net.out.dialer import Dialer
+from fyntr.net.out.names import system_resolve
 from fyntr.net.server import Server
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any, cast
+
 import pytest
 
 from fyntr.cli import parse_args
@@ -306,9 +308,9 @@ def test_flags_and_settings_share_one_range(field: str, capsys: pytest.CaptureFi
     low, high = INT_BOUNDS[field]
     flag = FLAG_OF_FIELD[field]
     value = (low,) if field == "allow_ports" else low
-    assert parse_args([flag, str(low)]) == Settings(**{field: value})
+    assert parse_args([flag, str(low)]) == Settings(**cast(dict[str, Any], {field: value}))
     for bad in (low - 1, *(() if high is None else (high + 1,))):
         assert parse_args([flag, str(bad)]) == 2
         assert f"invalid value for {flag}: {bad} is out of range" in capsys.readouterr().err
         with pytest.raises(ValueError, match=f"{field}: {bad} is out of range"):
-            Settings(**{field: (bad,) if field == "allow_ports" else bad})
+            Settings(**cast(dict[str, Any], {field: (bad,) if field == "allow_ports" else bad}))

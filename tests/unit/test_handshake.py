@@ -1,6 +1,6 @@
 """Playbooks of the pure handshake (wire/handshake.py): events in, the exact commands out.
 
-The checks are the real policy and threat guard (net/establish.py ``PolicyChecks``); only
+The checks are the real policy and threat guard (net/out/establish.py ``PolicyChecks``); only
 the loop is absent. Every refusal path, the check order after the request, and which
 deadline is armed when are asserted here, without a socket.
 """
@@ -20,11 +20,11 @@ from fyntr.config import Settings, Timeouts
 from fyntr.errors import STATUS_LINES, HandshakeError, Rep, Status, bad_gateway
 from fyntr.limits import LINGER_S
 from fyntr.metrics import Stats
-from fyntr.net.establish import PolicyChecks
-from fyntr.net.threats import ThreatGuard
+from fyntr.net.out.establish import PolicyChecks
+from fyntr.net.out.threats import ThreatGuard
 from fyntr.policy.rules import Policy
 from fyntr.policy.threat import ThreatAction
-from fyntr.wire.handshake import (
+from fyntr.wire.commands import (
     Arm,
     Close,
     Command,
@@ -33,11 +33,10 @@ from fyntr.wire.handshake import (
     Data,
     Dial,
     Eof,
+    Event,
     Expired,
     Failed,
     HandOn,
-    Handshake,
-    HttpHandshake,
     Linger,
     Log,
     Pace,
@@ -45,10 +44,10 @@ from fyntr.wire.handshake import (
     Refused,
     Resolve,
     Send,
-    Socks5Handshake,
     StartTunnel,
     Upstream,
 )
+from fyntr.wire.handshake import Handshake, HttpHandshake, Socks5Handshake
 from fyntr.wire.socks5 import NO_AUTH_REPLY, NO_METHOD_REPLY, failure_reply, success_reply
 from fyntr.wire.target import Target, parse_request_target
 
@@ -398,7 +397,13 @@ def test_upstream_feeds_judge_the_resolved_addresses(tmp_path: Path) -> None:
 @pytest.mark.parametrize("machine", [http, socks])
 def test_every_event_in_every_stage_is_taken(machine: Callable[[], Handshake]) -> None:
     """No event raises in any stage; after the end, nothing more is done."""
-    events = [Data(b"x"), Eof(), Expired(), Connected(None), Failed(bad_gateway("x", "y"))]
+    events: list[Event] = [
+        Data(b"x"),
+        Eof(),
+        Expired(),
+        Connected(None),
+        Failed(bad_gateway("x", "y")),
+    ]
     for event in events:
         h = machine()
         h.handle(Expired())  # lingering

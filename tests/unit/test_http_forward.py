@@ -7,14 +7,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fyntr.errors import HandshakeError, Status
-from fyntr.wire.http_forward import (
-    END,
-    Head,
-    MessageReader,
-    parse_absolute_form,
-    request_head,
-    response_head,
-)
+from fyntr.wire.http_forward import END, Head, MessageReader
+from fyntr.wire.http_rewrite import parse_absolute_form, request_head, response_head
 
 
 def status_of(head: bytes) -> Status | None:

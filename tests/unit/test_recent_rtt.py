@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fyntr.net.autorate import recent_rtt
+from fyntr.sched.measure import recent_rtt
 
 
 def smoothed(previous: float, samples: list[float]) -> float:

@@ -1,6 +1,6 @@
 """The running proxy's parts, made once at start (net/server.py) and shared by the modules
-that work with them: net/establish.py, net/status.py and net/sweep.py. Protocols see a
-smaller view of them (net/state.py)."""
+that work with them: net/out/establish.py, net/watch/status.py and net/watch/sweep.py.
+Protocols see a smaller view of them (net/state.py)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ from typing import Any
 
 from fyntr.config import Settings
 from fyntr.metrics import Stats
-from fyntr.net.autorate import AutoRates
-from fyntr.net.dialer import Dialer
-from fyntr.net.forward import OriginPool
-from fyntr.net.gate import Gate
-from fyntr.net.pacing import ConnectGate
-from fyntr.net.pump import Pump
-from fyntr.net.relay import Relay
-from fyntr.net.splice import Splicer
-from fyntr.net.threats import ThreatGuard
+from fyntr.net.forward.pool import OriginPool
+from fyntr.net.front.gate import Gate
+from fyntr.net.out.dialer import Dialer
+from fyntr.net.out.pacing import ConnectGate
+from fyntr.net.out.threats import ThreatGuard
+from fyntr.net.relay.pump import Pump
+from fyntr.net.relay.splice import Splicer
+from fyntr.net.relay.tunnel import Relay
+from fyntr.net.watch.autorate import AutoRates
 from fyntr.policy.rules import Policy
 
 
@@ -36,7 +36,7 @@ class Parts:
     pacing: ConnectGate
     pumps: tuple[Pump, Pump]
     relays: set[Relay]  # CONNECT and SOCKS5 tunnels, plain HTTP sessions
-    handshakes: set[Any]  # in progress (net/inbound.py)
+    handshakes: set[Any]  # in progress (net/front/inbound.py)
     pool: OriginPool  # idle plain-HTTP upstream connections
     splicer: Splicer | None  # unshaped: bulk tunnels are handed to the kernel
     autorates: AutoRates  # the directions set to auto, where the kernel gives samples

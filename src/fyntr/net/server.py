@@ -1,6 +1,7 @@
 """The proxy's lifetime: start (feeds, FD limit, listeners, the parts wired together),
 the one periodic sweep, signals and staged shutdown. Accepting and admission are in
-net/gate.py, the way to a relay in net/establish.py, what it reports in net/status.py."""
+net/front/gate.py, the way to a relay in net/out/establish.py, what it reports in
+net/watch/status.py."""
 
 from __future__ import annotations
 
@@ -18,23 +19,23 @@ from fyntr.limits import (
 )
 from fyntr.log import log
 from fyntr.metrics import Snapshot, Stats
-from fyntr.net import splice
-from fyntr.net.autorate import AutoRates, pumps_for
-from fyntr.net.dialer import Dialer
-from fyntr.net.establish import Establish
-from fyntr.net.forward import OriginPool
-from fyntr.net.gate import Gate, open_listeners
-from fyntr.net.inbound import Inbound
-from fyntr.net.listen import plan_descriptors
-from fyntr.net.pacing import ConnectGate
+from fyntr.net.forward.pool import OriginPool
+from fyntr.net.front.gate import Gate, open_listeners
+from fyntr.net.front.inbound import Inbound
+from fyntr.net.front.listen import plan_descriptors
+from fyntr.net.kernel.platform import Signals, fallbacks
+from fyntr.net.out.dialer import Dialer
+from fyntr.net.out.establish import Establish
+from fyntr.net.out.pacing import ConnectGate
+from fyntr.net.out.threats import ThreatGuard
 from fyntr.net.parts import Parts
-from fyntr.net.platform import Signals, fallbacks
-from fyntr.net.pump import Pump
-from fyntr.net.relay import Relay
+from fyntr.net.relay import splice
+from fyntr.net.relay.pump import Pump
+from fyntr.net.relay.tunnel import Relay
 from fyntr.net.state import ServerState
-from fyntr.net.status import Status
-from fyntr.net.sweep import Sweeper
-from fyntr.net.threats import ThreatGuard
+from fyntr.net.watch.autorate import AutoRates, pumps_for
+from fyntr.net.watch.status import Reporter
+from fyntr.net.watch.sweep import Sweeper
 from fyntr.policy.rules import Policy
 
 
@@ -75,7 +76,7 @@ class Server:
         self.pumps: tuple[Pump, Pump]
         self.autorates = AutoRates(None, None)  # the directions set to auto
         self.parts: Parts  # from start on
-        self.status: Status
+        self.status: Reporter
         self.sweeper: Sweeper | None = None
         self._tasks: set[asyncio.Task[object]] = set()
         self._stopping = False
@@ -131,11 +132,11 @@ class Server:
         self.state = Establish(parts).protocol_state(
             functools.partial(self.gate.release_slot, active=False), self.snapshot
         )
-        self.status = Status(parts)
+        self.status = Reporter(parts)
         self.sweeper = Sweeper(parts, self.status)
         self.gate.open(self.state, listeners)
         if settings.metrics_port is not None:
-            from fyntr.net.metrics_http import start_metrics  # noqa: PLC0415  (when enabled)
+            from fyntr.net.watch.metrics_http import start_metrics  # noqa: PLC0415  (when enabled)
 
             try:
                 self._metrics_listener = await start_metrics(self.state)

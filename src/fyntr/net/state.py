@@ -11,13 +11,13 @@ from typing import Any, Protocol
 
 from fyntr.config import Settings
 from fyntr.metrics import Snapshot, Stats
-from fyntr.net.dialer import Dialed
-from fyntr.net.threats import ThreatGuard
-from fyntr.wire.handshake import Checks, HandOn, Requester, StartTunnel, Upstream
+from fyntr.net.out.dialer import Dialed
+from fyntr.net.out.threats import ThreatGuard
+from fyntr.wire.commands import Checks, HandOn, Requester, StartTunnel, Upstream
 from fyntr.wire.target import IPAddress, Target
 
 
-class Handshake(Requester, Protocol):
+class ConnectRequester(Requester, Protocol):
     """A handshake in progress or a plain HTTP request, as the server's calls take it."""
 
     accepted_at: float  # loop time: connect pacing's budget runs from it
@@ -35,11 +35,11 @@ class ServerState:
     # The server's calls: run an Upstream's steps (resolve, judge, pace, dial); start the
     # tunnel; hand a connection on to plain HTTP; give a handshake's slot back; what
     # /metrics and /status show.
-    connect: Callable[[Handshake, Upstream], Awaitable[Dialed]]
+    connect: Callable[[ConnectRequester, Upstream], Awaitable[Dialed]]
     start_tunnel: Callable[[Any, StartTunnel, Dialed], None]
     start_forward: Callable[[Any, HandOn], None]
-    open_origin: Callable[[Handshake, Target], Awaitable[Dialed]]  # connect, plain HTTP
-    recheck_origin: Callable[[Handshake, Target, IPAddress], None]  # a kept connection's
+    open_origin: Callable[[ConnectRequester, Target], Awaitable[Dialed]]  # connect, plain HTTP
+    recheck_origin: Callable[[ConnectRequester, Target, IPAddress], None]  # a kept connection's
     release_pending: Callable[[], None]  # a handshake's reserved slot
     snapshot: Callable[[], Snapshot]
     handshakes: set[Any] = field(default_factory=set)  # in progress: the sweep expires them

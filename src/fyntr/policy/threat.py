@@ -131,7 +131,7 @@ def build_index(feeds: Iterable[tuple[str, Iterable[str]]]) -> ThreatIndex:
 
 
 def read_lines(path: str) -> Iterator[str]:
-    """A feed file a line at a time (LF-separated, as upstream reads it): a feed of
+    """A feed file a line at a time (LF-separated, as the original reads it): a feed of
     400,000 lines is never held whole as text."""
     try:
         with open(path, encoding="utf-8", newline="\n") as f:

@@ -1,7 +1,7 @@
 """Deficit Round-Robin over byte-stream flows, with an optional token bucket. Pure.
 
 No event loop and no clock of its own: ``now`` is passed in and bytes go out through the
-``write`` callback given to ``Scheduler.service``. ``net/pump.py`` binds it to the loop.
+``write`` callback given to ``Scheduler.service``. ``net/relay/pump.py`` binds it to the loop.
 
 The discipline (docs/architecture.md):
 

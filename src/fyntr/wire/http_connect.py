@@ -2,7 +2,7 @@
 
 A request line whose method is not CONNECT and whose target is absolute-form
 (``http://...``) is a plain HTTP request: the parser stops there and hands every byte
-back (``PlainRequest``) for net/forward.py, which reads HTTP with llhttp (httptools).
+back (``PlainRequest``) for net/forward/session.py, which reads HTTP with llhttp (httptools).
 
 Bytes go in through ``feed``; what comes out is a list of events. The parser never
 rescans what it has already looked at, and every limit is checked as data arrives, so a
@@ -26,7 +26,7 @@ from fyntr.limits import (
 from fyntr.wire.target import Target, parse_request_target
 
 
-class Phase(Enum):
+class ConnectPhase(Enum):
     REQUEST_LINE = "request line"
     HEADERS = "CONNECT headers"
     DONE = "done"
@@ -67,11 +67,11 @@ class ConnectParser:
         self._scan = 0  # where to look for the next b"\n"
         self._header_bytes = 0
         self._header_lines = 0
-        self.phase = Phase.REQUEST_LINE
+        self.phase = ConnectPhase.REQUEST_LINE
 
     @property
     def done(self) -> bool:
-        return self.phase is Phase.DONE
+        return self.phase is ConnectPhase.DONE
 
     def feed(self, data: bytes) -> list[Event]:
         """Take more bytes; return what they complete. Raises ``HandshakeError``."""
@@ -85,12 +85,12 @@ class ConnectParser:
         while newline >= 0:
             event = self._line(bytes(buf[start : newline + 1]))
             if isinstance(event, PlainRequest):
-                self.phase = Phase.DONE
+                self.phase = ConnectPhase.DONE
                 return [PlainRequest(bytes(buf))]
             start = newline + 1
             if event is not None:
                 events.append(event)
-            if self.phase is Phase.DONE:
+            if self.phase is ConnectPhase.DONE:
                 events.append(HeadComplete(bytes(buf[start:])))
                 buf.clear()
                 return events
@@ -104,16 +104,16 @@ class ConnectParser:
         """The client closed its side before the head was complete: always a 400. A
         partial request line counts as complete, so that its own error, if it has one,
         is the one reported (docs/original.md §6.1)."""
-        if self.phase is Phase.REQUEST_LINE and self._buf:
+        if self.phase is ConnectPhase.REQUEST_LINE and self._buf:
             line = bytes(self._buf)
             self._buf.clear()
             self._line(line)  # raises for a bad line; a good one leaves the headers open
-        elif self.phase is Phase.REQUEST_LINE:
+        elif self.phase is ConnectPhase.REQUEST_LINE:
             raise bad_request("empty request line")
         raise bad_request("EOF before the end of the CONNECT headers")
 
     def _check_partial(self, pending: int) -> None:
-        if self.phase is Phase.REQUEST_LINE:
+        if self.phase is ConnectPhase.REQUEST_LINE:
             if pending > REQUEST_LINE_MAX_BYTES:
                 raise _reject(
                     Status.URI_TOO_LONG,
@@ -138,12 +138,12 @@ class ConnectParser:
             )
 
     def _line(self, line: bytes) -> Event | None:
-        if self.phase is Phase.REQUEST_LINE:
+        if self.phase is ConnectPhase.REQUEST_LINE:
             self._check_partial(len(line))
             target = parse_request_line(line)
             if target is None:
                 return PlainRequest(line)
-            self.phase = Phase.HEADERS
+            self.phase = ConnectPhase.HEADERS
             return TargetParsed(target)
         self._check_header_size(len(line))
         self._header_bytes += len(line)
@@ -152,7 +152,7 @@ class ConnectParser:
         except UnicodeDecodeError:
             raise bad_request("invalid encoding in CONNECT headers") from None
         if not text.strip():
-            self.phase = Phase.DONE
+            self.phase = ConnectPhase.DONE
             return None
         self._header_lines += 1
         if self._header_lines > HEADERS_MAX_LINES:
@@ -170,7 +170,7 @@ _connect_target = functools.lru_cache(maxsize=AUTHORITY_CACHE_ENTRIES)(parse_req
 
 
 def parse_request_line(line: bytes) -> Target | None:
-    """Validate a request line in upstream's order: tokens, version, method, target.
+    """Validate a request line in the original's order: tokens, version, method, target.
     None: not CONNECT, but an absolute-form ``http://`` target, to be forwarded."""
     try:
         text = line.decode("utf-8")

@@ -2,7 +2,7 @@
 
 ``feed`` takes bytes and returns the replies to send and, at the end, the request.
 Every field is acted on as soon as it is complete, so a bad field is answered before the
-rest of the request is read, as upstream does. A refusal is a ``HandshakeError`` like any
+rest of the request is read, as the original does. A refusal is a ``HandshakeError`` like any
 other; ``refusal_reply`` renders it, as every SOCKS5 refusal is rendered.
 """
 
@@ -72,7 +72,7 @@ def is_numeric_looking(name: str) -> bool:
     return "." in text and all(_is_number(part) for part in text.split("."))
 
 
-class Phase(Enum):
+class Socks5Phase(Enum):
     GREETING_HEADER = "greeting header"
     GREETING_METHODS = "greeting methods"
     REQUEST_HEADER = "request header"
@@ -106,14 +106,14 @@ class Socks5Parser:
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self.phase = Phase.GREETING_HEADER
+        self.phase = Socks5Phase.GREETING_HEADER
         self._need = 2
         self._host: Host | None = None
 
     def feed(self, data: bytes) -> Fed:
         """Replies to send now, and the request once complete or the refusal. The method
         selection that the same read completed goes out before a refusal."""
-        if self.phase is Phase.DONE:
+        if self.phase is Socks5Phase.DONE:
             raise RuntimeError("feed() after the request was complete")
         self._buf += data
         replies: list[bytes] = []
@@ -130,49 +130,49 @@ class Socks5Parser:
                 return Fed(replies, request)
         return Fed(replies)
 
-    def _expect(self, phase: Phase, need: int) -> None:
+    def _expect(self, phase: Socks5Phase, need: int) -> None:
         self.phase = phase
         self._need = need
 
     def _field(self, field: bytes) -> tuple[bytes, Request | None]:
         phase = self.phase
-        if phase is Phase.GREETING_HEADER:
+        if phase is Socks5Phase.GREETING_HEADER:
             if field[0] != VERSION:
                 raise _fail(None, "bad_version", "not a SOCKS5 greeting")
             if field[1] == 0:
                 raise _fail(Rep.NO_ACCEPTABLE_METHODS, "no_method", "greeting offers no method")
-            self._expect(Phase.GREETING_METHODS, field[1])
-        elif phase is Phase.GREETING_METHODS:
+            self._expect(Socks5Phase.GREETING_METHODS, field[1])
+        elif phase is Socks5Phase.GREETING_METHODS:
             if METHOD_NO_AUTH not in field:
                 raise _fail(
                     Rep.NO_ACCEPTABLE_METHODS,
                     "no_method",
                     "greeting does not offer no-authentication",
                 )
-            self._expect(Phase.REQUEST_HEADER, 4)
+            self._expect(Socks5Phase.REQUEST_HEADER, 4)
             return NO_AUTH_REPLY, None
-        elif phase is Phase.REQUEST_HEADER:
+        elif phase is Socks5Phase.REQUEST_HEADER:
             self._request_header(field)
-        elif phase is Phase.IPV4_ADDRESS:
+        elif phase is Socks5Phase.IPV4_ADDRESS:
             ip4 = ipaddress.IPv4Address(field)
             self._host = Host(raw=str(ip4), ip=ip4, domain=None)
-            self._expect(Phase.PORT, 2)
-        elif phase is Phase.IPV6_ADDRESS:
+            self._expect(Socks5Phase.PORT, 2)
+        elif phase is Socks5Phase.IPV6_ADDRESS:
             ip6 = ipaddress.IPv6Address(field)
             mapped = ip6.ipv4_mapped  # shown as ::ffff:a.b.c.d, as RFC 4291 §2.2 writes it
             raw = f"::ffff:{mapped}" if mapped is not None else str(ip6)
             self._host = Host(raw=raw, ip=canonical_ip(ip6), domain=None)
-            self._expect(Phase.PORT, 2)
-        elif phase is Phase.DOMAIN_LENGTH:
+            self._expect(Socks5Phase.PORT, 2)
+        elif phase is Socks5Phase.DOMAIN_LENGTH:
             if field[0] == 0:
                 raise _fail(Rep.ADDRESS_TYPE_NOT_SUPPORTED, "bad_address", "empty domain name")
-            self._expect(Phase.DOMAIN, field[0])
-        elif phase is Phase.DOMAIN:
+            self._expect(Socks5Phase.DOMAIN, field[0])
+        elif phase is Socks5Phase.DOMAIN:
             self._host = parse_socks_domain(field)
-            self._expect(Phase.PORT, 2)
-        elif phase is Phase.PORT:
+            self._expect(Socks5Phase.PORT, 2)
+        elif phase is Socks5Phase.PORT:
             assert self._host is not None
-            self.phase = Phase.DONE
+            self.phase = Socks5Phase.DONE
             leftover = bytes(self._buf)
             self._buf.clear()
             return b"", Request(self._host, int.from_bytes(field, "big"), leftover)
@@ -189,11 +189,11 @@ class Socks5Parser:
         if rsv != 0:
             raise _fail(Rep.GENERAL_FAILURE, "bad_request", "reserved byte is not zero")
         if atyp == ATYP_IPV4:
-            self._expect(Phase.IPV4_ADDRESS, 4)
+            self._expect(Socks5Phase.IPV4_ADDRESS, 4)
         elif atyp == ATYP_IPV6:
-            self._expect(Phase.IPV6_ADDRESS, 16)
+            self._expect(Socks5Phase.IPV6_ADDRESS, 16)
         elif atyp == ATYP_DOMAIN:
-            self._expect(Phase.DOMAIN_LENGTH, 1)
+            self._expect(Socks5Phase.DOMAIN_LENGTH, 1)
         else:
             raise _fail(Rep.ADDRESS_TYPE_NOT_SUPPORTED, "bad_address", f"address type {atyp:#04x}")
 

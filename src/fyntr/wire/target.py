@@ -11,7 +11,7 @@ Where Python's ``idna`` package (IDNA 2008) disagrees with the original's WHATWG
 processing, the differences are these, and deliberate:
 
 * pure-ASCII labels never go through ``idna``: they are lower-cased and checked against
-  the LDH rule directly, so ``ab--cd.com`` is accepted as upstream does (CheckHyphens off);
+  the LDH rule directly, so ``ab--cd.com`` is accepted as the original does (CheckHyphens off);
 * labels with code points that UTS-46 allows but IDNA 2008 disallows (emoji, symbols) are
   rejected; upstream punycodes them. A proxy that guards a network may be stricter here.
 """

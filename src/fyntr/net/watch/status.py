@@ -22,7 +22,7 @@ def settings_dict(settings: Settings) -> dict[str, object]:
     return out
 
 
-class Status:
+class Reporter:
     """A read-only view of the running proxy's parts."""
 
     def __init__(self, parts: Parts) -> None:

@@ -19,7 +19,7 @@ from fyntr.limits import (
 )
 from fyntr.log import log
 from fyntr.metrics import Snapshot, render_prometheus, render_status
-from fyntr.net.listen import format_sockname, is_loopback
+from fyntr.net.front.listen import format_sockname, is_loopback
 from fyntr.net.state import ServerState
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"

@@ -1,5 +1,5 @@
 """How a relayed connection ends, in one vocabulary for both engines (the loop's
-transports, net/relay.py; the kernel's splice, net/splice.py): which side did what. The
+transports, net/relay/tunnel.py; the kernel's splice, net/relay/splice.py): which side did what. The
 reasons are the ``reason`` of the close log line and the metrics' label."""
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def no_bulk() -> None:
 class Lane(Flow):
     """One direction of one relay: bytes from ``src`` (read side) to ``dst`` (write side).
     Its byte count and EOF are the direction's record whichever engine moves the bytes
-    (these transports, or net/splice.py once the tunnel is spliced)."""
+    (these transports, or net/relay/splice.py once the tunnel is spliced)."""
 
     __slots__ = (
         "dst",
@@ -62,7 +62,7 @@ class Lane(Flow):
         self.dst = dst
         self.on_eof_sent = on_eof_sent
         self.nbytes = 0  # bytes read from src
-        self.splice_at = NEVER  # nbytes at which to call on_bulk (net/splice.py)
+        self.splice_at = NEVER  # nbytes at which to call on_bulk (net/relay/splice.py)
         self.on_bulk = no_bulk
         self.src_paused = False  # we paused reading src
         self.eof_pending = False  # src sent EOF; pass it on once the queue is empty

@@ -4,7 +4,7 @@ A ``Forward`` is one client connection carrying requests, one exchange at a time
 (pipelined requests wait in the reader and are answered in order). Each request is
 checked as a CONNECT is (port, threat feeds, DNS, CIDR policy, connect pacing), then sent
 to an ``Origin``: an idle upstream connection to the same host and port from the
-``OriginPool`` (whichever session used it last), else a new dial. The
+``OriginPool`` (net/forward/pool.py; whichever session used it last), else a new dial. The
 bytes both ways go through the same DRR lanes and rate as a tunnel's.
 """
 
@@ -19,184 +19,28 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from fyntr.errors import REASON_PHRASES, HandshakeError, Rep, Status, bad_gateway, bad_request
-from fyntr.limits import HTTP_KEEPALIVE_IDLE_S, POOL_IDLE_S, POOL_MAX, POOL_PER_ORIGIN
+from fyntr.limits import HTTP_KEEPALIVE_IDLE_S
 from fyntr.log import log
-from fyntr.net.dialer import Dialed
-from fyntr.net.ends import BOTH_CLOSED, Side, end_reason
-from fyntr.net.pump import Lane, Pump
-from fyntr.net.sockopt import unread_probe
+from fyntr.net.forward.pool import Origin, OriginPool
+from fyntr.net.relay.ends import BOTH_CLOSED, Side, end_reason
+from fyntr.net.relay.pump import Lane, Pump
 from fyntr.net.state import ServerState
-from fyntr.wire.http_forward import (
-    END,
+from fyntr.wire.http_forward import END, Head, MessageReader
+from fyntr.wire.http_rewrite import (
     LAST_CHUNK,
     Destination,
     Framing,
-    Head,
-    MessageReader,
     chunk,
     error_response,
     parse_absolute_form,
     request_head,
     response_head,
 )
-from fyntr.wire.target import IPAddress
 
 NO_FRAMING = Framing(chunked=False, close=False)  # until the response head is read
 # RFC 9110 §9.2.2; a request sent on a kept connection the origin was closing is sent
 # again on a new one only if it is one of these and has no body.
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
-
-
-class Origin(asyncio.Protocol):
-    """One upstream connection. Serves one session's exchange at a time, or waits in
-    the pool (reading, so that the origin's close is seen at once)."""
-
-    __slots__ = (
-        "address",
-        "checking",
-        "cleared",
-        "idle_since",
-        "key",
-        "lost",
-        "on_idle_lost",
-        "reader",
-        "routed",
-        "served",
-        "session",
-        "transport",
-        "unread",
-    )
-
-    def __init__(self, key: str, dialed: Dialed) -> None:
-        self.key = key  # host:port as the requests name it
-        self.address: IPAddress = dialed.address
-        self.routed = dialed.routed
-        self.served = 0  # exchanges begun on it
-        self.cleared: object = None  # the threat index it was last checked under
-        self.checking = False  # kept, and the request's head has not all left fyntr yet
-        self.reader = MessageReader(response=True)
-        self.session: Forward | None = None
-        self.idle_since = 0.0
-        self.on_idle_lost: Callable[[Origin], None] = _ignore
-        self.transport = dialed.transport
-        self.unread = unread_probe(self.transport.get_extra_info("socket"))
-        self.lost = dialed.protocol.lost
-        self.transport.set_protocol(self)
-        for data in dialed.protocol.early:  # an origin that talks first is out of step
-            self.data_received(data)
-
-    @property
-    def usable(self) -> bool:
-        """Open, and nothing received beyond its last response (not a byte of another
-        message, nor a body after a bodyless one) as far as fyntr has read."""
-        return not self.lost and self.reader.at_rest and not self.transport.is_closing()
-
-    def data_received(self, data: bytes) -> None:
-        session = self.session
-        if session is None:  # idle: an origin that talks unasked is out of step
-            self.transport.abort()
-            return
-        if self.checking:
-            # The origin cannot answer a request whose head it has not received: these
-            # bytes were meant for the connection's previous client.
-            if not session.head_sent():
-                session.origin_failed("the kept connection sent bytes before the request")
-                return
-            self.checking = False
-        try:
-            self.reader.feed(data)
-        except HandshakeError as err:
-            session.origin_failed(f"invalid response from the origin: {err.detail}")
-            return
-        session.origin_events()
-
-    def eof_received(self) -> bool:
-        if self.session is not None:
-            self.session.origin_eof()
-        return False
-
-    def pause_writing(self) -> None:
-        if self.session is not None:
-            self.session.up.dst_paused_writing()
-
-    def resume_writing(self) -> None:
-        if self.session is not None:
-            self.session.up.dst_resumed_writing()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if self.session is not None:
-            self.session.origin_lost(self, exc)
-        else:
-            self.on_idle_lost(self)
-
-
-def _ignore(_origin: Origin) -> None:
-    pass
-
-
-class OriginPool:
-    """Idle upstream connections by host and port: bounded per origin and in all,
-    closed after POOL_IDLE_S. The most recently used is taken first (warmest).
-
-    ``capacity`` is what the descriptor budget leaves beyond the cap's own sockets
-    (net/listen.py): an idle connection must never take a descriptor a tunnel below
-    the cap needs. A connection is handed out only with nothing received since its last
-    response, in fyntr or in the kernel (docs/plain-http.md)."""
-
-    def __init__(self, capacity: int = POOL_MAX) -> None:
-        self.capacity = capacity
-        self._idle: dict[Origin, None] = {}  # oldest first
-        self._by_key: dict[str, dict[Origin, None]] = {}  # the same, by host and port
-
-    def __len__(self) -> int:
-        return len(self._idle)
-
-    def put(self, origin: Origin, now: float) -> None:
-        origin.session = None
-        origin.checking = False
-        if not origin.usable or self.capacity <= 0:
-            origin.transport.close()
-            return
-        origin.idle_since = now
-        origin.on_idle_lost = self._forget
-        same = self._by_key.get(origin.key)
-        if same is not None and len(same) >= POOL_PER_ORIGIN:
-            self._drop(next(iter(same)))
-        if len(self._idle) >= self.capacity:
-            self._drop(next(iter(self._idle)))
-        self._idle[origin] = self._by_key.setdefault(origin.key, {})[origin] = None
-        origin.transport.resume_reading()
-
-    def take(self, key: str) -> Origin | None:
-        same = self._by_key.get(key)
-        while same:
-            origin = next(reversed(same))
-            self._forget(origin)
-            if origin.usable and not origin.unread(0):  # nor in the kernel
-                return origin
-            origin.transport.abort()
-        return None
-
-    def expire(self, now: float) -> None:
-        for origin in [o for o in self._idle if now - o.idle_since >= POOL_IDLE_S]:
-            self._drop(origin)
-
-    def close(self) -> None:
-        for origin in list(self._idle):
-            self._drop(origin)
-
-    def _drop(self, origin: Origin) -> None:
-        self._forget(origin)
-        origin.transport.close()
-
-    def _forget(self, origin: Origin) -> None:
-        del self._idle[origin]
-        same = self._by_key[origin.key]
-        del same[origin]
-        if not same:
-            del self._by_key[origin.key]
-        origin.on_idle_lost = _ignore
 
 
 @dataclass(eq=False, slots=True)
@@ -261,13 +105,8 @@ class Forward(asyncio.Protocol):
         self.idle_mark = 0
         self.target = "-"  # the last request's host:port, for /status and the close line
         self.reason: str | None = None
-        # What the auto rate last read of the current upstream socket (net/autorate.py).
         self.routed = False  # the current upstream socket crosses a router
-        self.sent_base = 0  # up.nbytes when this upstream socket started
-        self.acked_mark = 1
-        self.rtt_floor = float("inf")
-        self.srtt_mark = 0.0
-        self.segs_mark = 0.0
+        self.upstream_since = 0  # up.nbytes when it started
         self.reader = MessageReader()
         upload, download = pumps
         # The upload lane's destination and the download lane's source are the origin in
@@ -283,7 +122,7 @@ class Forward(asyncio.Protocol):
         self.deadline = math.inf  # a request head under way must be complete by then
         self.verbose = log.isEnabledFor(logging.INFO)  # the level is set once, at start
 
-    # --- the relay interface (net/relay.py) -------------------------------------------
+    # --- the relay interface (net/relay/tunnel.py) -------------------------------------------
     @property
     def activity(self) -> int:
         return self.up.nbytes + self.down.nbytes
@@ -507,8 +346,7 @@ class Forward(asyncio.Protocol):
         self.up.dst = self.down.src = origin.transport
         self.down.src_paused = False
         self.routed = origin.routed
-        self.sent_base, self.acked_mark = self.up.nbytes, 1
-        self.rtt_floor, self.srtt_mark, self.segs_mark = math.inf, 0.0, 0.0
+        self.upstream_since = self.up.nbytes
         ex.reused = origin.served > 0
         origin.served += 1
         self.up.push(ex.request)

@@ -7,13 +7,13 @@ import asyncio
 
 from fyntr.limits import SWEEP_INTERVAL_MAX_S
 from fyntr.log import log
-from fyntr.net.memory import release_memory
+from fyntr.net.kernel.memory import release_memory
 from fyntr.net.parts import Parts
-from fyntr.net.status import Status
+from fyntr.net.watch.status import Reporter
 
 
 class Sweeper:
-    def __init__(self, parts: Parts, status: Status) -> None:
+    def __init__(self, parts: Parts, status: Reporter) -> None:
         self.parts = parts
         self.status = status
         self._handle: asyncio.TimerHandle | None = None

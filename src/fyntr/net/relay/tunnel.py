@@ -10,15 +10,15 @@ from typing import Protocol
 
 from fyntr.limits import SPLICE_AFTER_BYTES
 from fyntr.log import log
-from fyntr.net.ends import BOTH_CLOSED, Side, end_reason, is_reset
-from fyntr.net.pump import NEVER, Lane, Pump, no_bulk
-from fyntr.net.sockopt import send_rst_on_close
-from fyntr.net.splice import Splicer, SpliceRelay
+from fyntr.net.kernel.sockopt import send_rst_on_close
+from fyntr.net.relay.ends import BOTH_CLOSED, Side, end_reason, is_reset
+from fyntr.net.relay.pump import NEVER, Lane, Pump, no_bulk
+from fyntr.net.relay.splice import Splicer, SpliceRelay
 
 
 class Relay(Protocol):
     """What the server, the sweep, /status and the auto rate see of a relayed connection:
-    a CONNECT or SOCKS5 ``Tunnel``, or a plain HTTP ``Forward`` (net/forward.py)."""
+    a CONNECT or SOCKS5 ``Tunnel``, or a plain HTTP ``Forward`` (net/forward/session.py)."""
 
     flow_id: int
     target: str
@@ -29,20 +29,16 @@ class Relay(Protocol):
     idle_mark: int  # the sweep's: bytes both ways when it last looked ...
     idle_since: float  # ... and since when they have not changed
     deadline: float  # clock time by which a request head under way must be complete
-    # The auto rate's marks of the current upstream socket (net/autorate.py).
+    # The current upstream socket, as the auto rates' samplers read it (net/watch/samplers.py).
     routed: bool  # it crosses a router: loopback ones say nothing of the uplink
-    sent_base: int  # up.nbytes when that socket started
-    acked_mark: int
-    rtt_floor: float
-    srtt_mark: float
-    segs_mark: float
+    upstream_since: int  # up.nbytes when it started: the bytes before went to another
 
     @property
     def activity(self) -> int: ...
 
     @property
     def spliced(self) -> bool:
-        """Relayed by the kernel (net/splice.py) now."""
+        """Relayed by the kernel (net/relay/splice.py) now."""
 
     def idle_limit(self, configured: float) -> float:
         """How long it may stay idle, given --idle-timeout (0 = off, for a tunnel)."""
@@ -91,7 +87,6 @@ class Tunnel:
 
     __slots__ = (
         "_on_closed",
-        "acked_mark",
         "client",
         "client_open",
         "deadline",
@@ -101,17 +96,14 @@ class Tunnel:
         "idle_since",
         "reason",
         "routed",
-        "rtt_floor",
-        "segs_mark",
-        "sent_base",
         "splice",
         "splicer",
-        "srtt_mark",
         "started",
         "target",
         "up",
         "upstream",
         "upstream_open",
+        "upstream_since",
     )
 
     def __init__(
@@ -128,7 +120,7 @@ class Tunnel:
         routed: bool = True,
     ) -> None:
         """``splicer``: hand the tunnel to the kernel once it turns out to be a bulk
-        transfer (net/splice.py); None when a rate is set or splice() is missing."""
+        transfer (net/relay/splice.py); None when a rate is set or splice() is missing."""
         self.flow_id = flow_id
         self.target = target
         self.client = client
@@ -141,13 +133,8 @@ class Tunnel:
         self.client_open = True
         self.upstream_open = True
         self._on_closed = on_closed
-        # What the auto rate last read of the upstream socket (net/autorate.py).
         self.routed = routed
-        self.sent_base = 0  # one upstream socket for the tunnel's life
-        self.acked_mark = 1  # bytes the origin had acknowledged (the SYN counts one)
-        self.rtt_floor = float("inf")  # the lowest RTT seen, where the kernel has none
-        self.srtt_mark = 0.0  # the smoothed RTT then
-        self.segs_mark = 0.0  # ACKs received then
+        self.upstream_since = 0  # one upstream socket for the tunnel's life
         upload, download = pumps
         self.up = Lane(upload, client, upstream, self._eof_sent)
         self.down = Lane(download, upstream, client, self._eof_sent)

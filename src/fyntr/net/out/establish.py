@@ -9,15 +9,15 @@ from collections.abc import Callable, Sequence
 from fyntr.errors import HandshakeError, bad_gateway
 from fyntr.log import log
 from fyntr.metrics import Snapshot
-from fyntr.net.dialer import Dialed
-from fyntr.net.forward import Forward
-from fyntr.net.inbound import Inbound
+from fyntr.net.forward.session import Forward
+from fyntr.net.front.inbound import Inbound
+from fyntr.net.out.dialer import Dialed
+from fyntr.net.out.threats import ThreatGuard
 from fyntr.net.parts import Parts
-from fyntr.net.relay import Relay, Tunnel, log_tunnel_closed
-from fyntr.net.state import Handshake, ServerState
-from fyntr.net.threats import ThreatGuard
+from fyntr.net.relay.tunnel import Relay, Tunnel, log_tunnel_closed
+from fyntr.net.state import ConnectRequester, ServerState
 from fyntr.policy.rules import Policy
-from fyntr.wire.handshake import Dial, HandOn, Requester, Resolve, StartTunnel, Upstream
+from fyntr.wire.commands import Dial, HandOn, Requester, Resolve, StartTunnel, Upstream
 from fyntr.wire.target import Host, IPAddress, Target, format_host_port
 
 
@@ -70,7 +70,7 @@ class Establish:
             handshakes=parts.handshakes,
         )
 
-    async def connect(self, who: Handshake, upstream: Upstream) -> Dialed:
+    async def connect(self, who: ConnectRequester, upstream: Upstream) -> Dialed:
         """Performs ``upstream``'s steps in the order it gives them. Raises HandshakeError."""
         parts = self.parts
         step = upstream.start()
@@ -96,10 +96,10 @@ class Establish:
         parts.autorates.dialed(dialed)
         return dialed
 
-    async def open_origin(self, who: Handshake, target: Target) -> Dialed:
+    async def open_origin(self, who: ConnectRequester, target: Target) -> Dialed:
         return await self.connect(who, Upstream(self.checks, who, target, plain=True))
 
-    def recheck_origin(self, who: Handshake, target: Target, address: IPAddress) -> None:
+    def recheck_origin(self, who: ConnectRequester, target: Target, address: IPAddress) -> None:
         """A kept connection serves a request only after the checks a dial would make,
         with the address it is connected to as the one DNS answer."""
         upstream = Upstream(self.checks, who, target, plain=True)

@@ -20,12 +20,13 @@ from fyntr.limits import (
     SPLICE_MAX_TUNNELS,
 )
 from fyntr.log import log
-from fyntr.net.platform import resource
+from fyntr.net.kernel.platform import resource
 from fyntr.wire.target import format_host_port
 
 
 def bind_candidates(text: str, port: int) -> list[tuple[int, str]]:
-    """(family, address) to try in order: an IP as is, a name resolved IPv4-first (§1.2)."""
+    """(family, address) to try in order: an IP as is, a name resolved IPv4-first
+    (docs/original.md §1.2)."""
     value = validate_bind_address(text)
     try:
         ip = ipaddress.ip_address(value)
@@ -74,7 +75,7 @@ def format_sockname(sock: socket.socket) -> str:
 
 
 def fd_limit_warnings(max_connections: int, soft: int | None, hard: int | None) -> list[str]:
-    """Upstream §3.6 step 5, as text."""
+    """docs/original.md §3.6 step 5, as text."""
     if soft is None or hard is None:
         return ["failed to get nofile limits; cannot check the FD budget"]
     if max_connections == 0:
@@ -97,7 +98,7 @@ def raise_fd_limit(max_connections: int, extra: int = 0) -> int | None:
     limit allows; warn when the cap's share cannot be had. Returns the soft limit."""
     soft: int | None
     hard: int | None
-    if resource is None:  # no such limit to raise here (net/platform.py)
+    if resource is None:  # no such limit to raise here (net/kernel/platform.py)
         return None
     try:
         soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

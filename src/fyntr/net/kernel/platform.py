@@ -3,11 +3,11 @@ macOS and Windows): each piece is optional at import and at run time, and the st
 in use are named in one log line at start-up.
 
 * uvloop: the standard asyncio loop (cli.py picks the loop);
-* ``os.splice``: bulk tunnels stay on the loop's transports (net/splice.py);
+* ``os.splice``: bulk tunnels stay on the loop's transports (net/relay/splice.py);
 * ``loop.add_signal_handler`` (missing on Windows' loops, refused off the main thread):
   ``signal.signal`` with a handler that wakes the loop;
 * ``resource`` (POSIX): no FD limit step;
-* ``TCP_INFO`` / ``TCP_CONNECTION_INFO``: the auto rates mean unlimited (net/tcpinfo.py).
+* ``TCP_INFO`` / ``TCP_CONNECTION_INFO``: the auto rates mean unlimited (net/kernel/tcpinfo.py).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from collections.abc import Callable
 from types import FrameType, ModuleType
 from typing import Any
 
-from fyntr.net import splice, tcpinfo
+from fyntr.net.kernel import tcpinfo
+from fyntr.net.relay import splice
 
 resource: ModuleType | None
 try:

@@ -29,11 +29,11 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fyntr.limits import HIGH_WATERMARK_BYTES, QUANTUM_MAX_BYTES, RATE_TIMER_MIN_S
-from fyntr.net.ends import Side, is_reset
-from fyntr.net.sockopt import send_rst_on_close
+from fyntr.net.kernel.sockopt import send_rst_on_close
+from fyntr.net.relay.ends import Side, is_reset
 
 if TYPE_CHECKING:
-    from fyntr.net.pump import Lane
+    from fyntr.net.relay.pump import Lane
 
 AVAILABLE = hasattr(os, "splice")
 _FLAGS = (os.SPLICE_F_MOVE | os.SPLICE_F_NONBLOCK) if AVAILABLE else 0

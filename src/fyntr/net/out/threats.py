@@ -11,7 +11,7 @@ from fyntr.config import Settings
 from fyntr.errors import ConfigError, forbidden
 from fyntr.log import log
 from fyntr.metrics import Stats
-from fyntr.net.memory import release_memory
+from fyntr.net.kernel.memory import release_memory
 from fyntr.policy.threat import (
     ThreatAction,
     ThreatIndex,
@@ -20,7 +20,7 @@ from fyntr.policy.threat import (
     is_mixed_script,
     read_lines,
 )
-from fyntr.wire.handshake import Requester
+from fyntr.wire.commands import Requester
 from fyntr.wire.target import IPAddress, Target
 
 

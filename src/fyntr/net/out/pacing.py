@@ -11,8 +11,8 @@ from fyntr.errors import unavailable
 from fyntr.limits import CONNECT_AUTO_BURST
 from fyntr.log import log
 from fyntr.metrics import RateInfo
-from fyntr.net import tcpinfo
-from fyntr.net.dialer import Dialed
+from fyntr.net.kernel import tcpinfo
+from fyntr.net.out.dialer import Dialed
 from fyntr.sched.admission import FifoBucket
 from fyntr.sched.connectrate import ConnectRate
 from fyntr.sched.drr import TokenBucket

@@ -13,10 +13,10 @@ from typing import Any, ClassVar, cast
 
 from fyntr.errors import HandshakeError
 from fyntr.log import log
-from fyntr.net.dialer import Dialed
-from fyntr.net.sockopt import tune_transport
+from fyntr.net.kernel.sockopt import tune_transport
+from fyntr.net.out.dialer import Dialed
 from fyntr.net.state import ServerState
-from fyntr.wire.handshake import (
+from fyntr.wire.commands import (
     Arm,
     Close,
     Command,
@@ -27,17 +27,15 @@ from fyntr.wire.handshake import (
     Expired,
     Failed,
     HandOn,
-    Handshake,
-    HttpHandshake,
     Linger,
     Log,
     PauseReading,
     Refused,
     Send,
-    Socks5Handshake,
     StartTunnel,
     Upstream,
 )
+from fyntr.wire.handshake import Handshake, HttpHandshake, Socks5Handshake
 from fyntr.wire.target import format_host_port
 
 

@@ -13,8 +13,8 @@ from fyntr.errors import ConfigError
 from fyntr.limits import ACCEPT_BATCH, ACCEPT_RETRY_DELAY_S
 from fyntr.log import log
 from fyntr.metrics import Stats
-from fyntr.net.inbound import HttpInbound, Inbound, Socks5Inbound
-from fyntr.net.listen import format_sockname, is_loopback, open_listener
+from fyntr.net.front.inbound import HttpInbound, Inbound, Socks5Inbound
+from fyntr.net.front.listen import format_sockname, is_loopback, open_listener
 from fyntr.net.state import ServerState
 from fyntr.sched.admission import Admission
 
