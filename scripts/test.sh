@@ -11,6 +11,7 @@ command -v tmux >/dev/null 2>&1 || missing+=(tmux)  # fyntr top is tested on a r
 .venv/bin/ruff format --check src tests benchmarks
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
-# Once more on the standard asyncio loop (fyntr's fallback where uvloop is missing). The
-# slow tests drive fyntr processes, whose loop this setting does not choose.
+# Once more on the standard asyncio loop (fyntr's fallback where uvloop is missing), the
+# fyntr processes the tests start included (tests/support/net.start_fyntr). The slow tests
+# (network namespaces, the benchmark and attack smoke runs) run once.
 FYNTR_TEST_LOOP=asyncio exec .venv/bin/python -m pytest -q -m "not slow" "$@"

@@ -17,6 +17,7 @@ from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import AUTORATE_UNSENT_BYTES, CONNECT_AUTO_INITIAL_RATE, MAX_CAP_WAITERS
 from fyntr.net.front.listen import waiting_capacity
 from tests.support.net import (
+    OK,
     FakeClock,
     connect_via,
     echo,
@@ -27,8 +28,6 @@ from tests.support.net import (
     proxy,
     until,
 )
-
-OK = STATUS_LINES[Status.OK]
 
 
 async def test_connect_auto_neither_paces_nor_learns_from_loopback_dials() -> None:

@@ -22,6 +22,7 @@ from fyntr.limits import HIGH_WATERMARK_BYTES, LINGER_S
 from fyntr.net.out.dialer import tcp_connect
 from fyntr.net.relay.tunnel import Tunnel
 from tests.support.net import (
+    OK,
     FakeClock,
     connect_via,
     cross_deadline,
@@ -36,8 +37,6 @@ from tests.support.net import (
     proxy,
     until,
 )
-
-OK = STATUS_LINES[Status.OK]
 
 
 async def test_curl_fetches_https_through_fyntr(tmp_path: Path) -> None:

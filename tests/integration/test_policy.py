@@ -15,6 +15,7 @@ from fyntr.errors import STATUS_LINES, Status
 from fyntr.net.out.dialer import Dialer
 from fyntr.policy.threat import ThreatAction
 from tests.support.net import (
+    OK,
     connect_via,
     echo,
     exchange,
@@ -25,7 +26,6 @@ from tests.support.net import (
     proxy,
 )
 
-OK = STATUS_LINES[Status.OK]
 FORBIDDEN = STATUS_LINES[Status.FORBIDDEN]
 
 

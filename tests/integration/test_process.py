@@ -11,10 +11,7 @@ import subprocess
 import sys
 import time
 
-from fyntr.errors import STATUS_LINES, Status
-from tests.support.net import Process, connect_via, echo, fyntr_process, origin, run_fyntr
-
-OK = STATUS_LINES[Status.OK]
+from tests.support.net import OK, Process, connect_via, echo, fyntr_process, origin, run_fyntr
 
 
 def loopback_args(port: int) -> list[str]:
@@ -41,7 +38,7 @@ async def sigterm_drain(proc: Process, origin_port: int) -> None:
         reader, writer, head = await connect_via(port, f"127.0.0.1:{origin_port}")
         assert head == OK
         proc.stop(signal.SIGTERM)
-        await asyncio.sleep(0.2)
+        await proc.line_with("SIGTERM: stopped accepting")
         assert refused(port)  # stopped accepting
         writer.write(b"still here")  # ... but the tunnel carries on
         assert await asyncio.wait_for(reader.readexactly(10), 5) == b"still here"
@@ -72,7 +69,7 @@ async def test_second_signal_exits_at_once() -> None:
             _reader, writer, head = await connect_via(proc.ports[0], f"127.0.0.1:{o.port}")
             assert head == OK
             proc.stop(signal.SIGTERM)
-            await asyncio.sleep(0.2)
+            await proc.line_with("SIGTERM: stopped accepting")
             assert proc.proc.poll() is None
             proc.stop(signal.SIGINT)
             assert await asyncio.to_thread(proc.finish) == 128 + signal.SIGINT

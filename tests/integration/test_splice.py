@@ -11,7 +11,6 @@ import struct
 
 import pytest
 
-from fyntr.errors import STATUS_LINES, Status
 from fyntr.limits import SPLICE_AFTER_BYTES, SPLICE_MAX_TUNNELS
 from fyntr.metrics import render_prometheus
 from fyntr.net.front.listen import splice_capacity
@@ -19,6 +18,7 @@ from fyntr.net.relay import splice
 from fyntr.net.relay.tunnel import Tunnel
 from fyntr.net.server import Server
 from tests.support.net import (
+    OK,
     FakeClock,
     connect_via,
     echo,
@@ -29,7 +29,6 @@ from tests.support.net import (
     until,
 )
 
-OK = STATUS_LINES[Status.OK]
 BULK = 8 * SPLICE_AFTER_BYTES
 
 pytestmark = pytest.mark.skipif(not splice.AVAILABLE, reason="no splice() on this platform")

@@ -21,11 +21,19 @@ from typing import Any
 import trustme
 
 from fyntr.config import Settings, Timeouts
+from fyntr.errors import STATUS_LINES, Status
 from fyntr.net.out.dialer import Dialer
 from fyntr.net.out.names import system_resolve
 from fyntr.net.server import Server
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+OK = STATUS_LINES[Status.OK]  # a CONNECT's 200, as fyntr writes it
+# fyntr as a machine without uvloop runs it: on asyncio's own loop.
+WITHOUT_UVLOOP = (
+    "import sys; sys.modules['uvloop'] = None; sys.argv[0] = 'fyntr'; "
+    "from fyntr.cli import main; sys.exit(main())"
+)
 
 
 @dataclass
@@ -295,6 +303,8 @@ def start_fyntr(
     """``python -m fyntr`` with ``args``; waits for its "Starting Fyntr on" lines.
     ``nofile``: its soft and hard FD limit, set by the shell that starts it."""
     command = [sys.executable, "-m", "fyntr", *args]
+    if os.environ.get("FYNTR_TEST_LOOP") == "asyncio":  # the pass on the fallback loop
+        command = [sys.executable, "-c", WITHOUT_UVLOOP, *args]
     if nofile is not None:
         command = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *command]
 

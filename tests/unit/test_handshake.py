@@ -20,8 +20,8 @@ from fyntr.config import Settings, Timeouts
 from fyntr.errors import STATUS_LINES, HandshakeError, Rep, Status, bad_gateway
 from fyntr.limits import LINGER_S
 from fyntr.metrics import Stats
-from fyntr.net.out.establish import PolicyChecks
 from fyntr.net.out.threats import ThreatGuard
+from fyntr.policy.checks import PolicyChecks
 from fyntr.policy.rules import Policy
 from fyntr.policy.threat import ThreatAction
 from fyntr.wire.commands import (

@@ -4,7 +4,7 @@ CONNECT or SOCKS5 ``Tunnel`` or a plain HTTP ``Forward`` session, and the end of
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from fyntr.errors import HandshakeError, bad_gateway
 from fyntr.log import log
@@ -12,34 +12,12 @@ from fyntr.metrics import Snapshot
 from fyntr.net.forward.session import Forward
 from fyntr.net.front.inbound import Inbound
 from fyntr.net.out.dialer import Dialed
-from fyntr.net.out.threats import ThreatGuard
 from fyntr.net.parts import Parts
 from fyntr.net.relay.tunnel import Relay, Tunnel, log_tunnel_closed
 from fyntr.net.state import ConnectRequester, ServerState
-from fyntr.policy.rules import Policy
-from fyntr.wire.commands import Dial, HandOn, Requester, Resolve, StartTunnel, Upstream
-from fyntr.wire.target import Host, IPAddress, Target, format_host_port
-
-
-class PolicyChecks:
-    """The destination policy and the threat feeds, as the handshake asks them
-    (wire/handshake.py ``Checks``)."""
-
-    def __init__(self, policy: Policy, threats: ThreatGuard) -> None:
-        self.policy = policy
-        self.threats = threats
-
-    def check_host(self, who: Requester, target: Target) -> None:
-        self.threats.check_host(who, target)
-
-    def check_port(self, port: int, *, plain: bool) -> None:
-        self.policy.check_port(port, plain=plain)
-
-    def authorize(self, host: Host, addrs: Sequence[IPAddress]) -> list[IPAddress]:
-        return self.policy.authorize(host, addrs)
-
-    def check_addresses(self, who: Requester, target: Target, addrs: Sequence[IPAddress]) -> None:
-        self.threats.check_addresses(who, target, addrs)
+from fyntr.policy.checks import PolicyChecks
+from fyntr.wire.commands import Dial, HandOn, Resolve, StartTunnel, Upstream
+from fyntr.wire.target import IPAddress, Target, format_host_port
 
 
 class Establish:
