@@ -1,4 +1,5 @@
-"""A simulated home router: why fyntr helps, with no flags (SPEC §5.1, §7).
+"""A simulated home router: why fyntr helps, with no flags (docs/zero-configuration.md,
+docs/benchmarks.md).
 
     sudo python benchmarks/router.py [--scenarios a,b,c,d,e | profiles | dsl,lte-up ...]
                                      [--uplink 20mbit] [--quick] [--buffer-ms 300]

@@ -4,11 +4,13 @@
                              [--rounds N] [--json PATH]
 
 Contenders: direct (no proxy), fyntr (this checkout), tinyproxy and squid (Debian:
-apt-get install tinyproxy squid), pproxy (PyPI: pip install pproxy uvloop). Two more
-runs of fyntr on request: fyntr-drr forces every chunk through the DRR queue and token
+apt-get install tinyproxy squid), pproxy (PyPI: pip install pproxy uvloop). More runs
+of fyntr on request: fyntr-drr forces every chunk through the DRR queue and token
 bucket (rates far above the machine's), fyntr-shaped sets --upload-rate to half the
 burst's aggregate that plain fyntr reached earlier in the same round, and fyntr-unshaped
-turns auto off. And a reference on request, like direct not a peer:
+turns auto off; fyntr@REV runs an earlier commit (a git worktree of REV, removed after)
+in the same run, for "did this change make a figure worse". And a reference on request,
+like direct not a peer:
 bare-relay (benchmarks/bare_relay.py), a CONNECT relay on uvloop with nothing else in
 it: what a proxy costs on fyntr's runtime before fyntr adds anything. A peer that is not
 installed is skipped with a note; nothing is installed here. Every contender talks to the same
@@ -249,6 +251,14 @@ def listen_overflows() -> int:
     return 0
 
 
+def compile_tree(src: Path) -> None:
+    """As installed by pip: byte-compiled (PYTHONDONTWRITEBYTECODE may be set here, and
+    compiling at every start costs about 1 MB of RSS)."""
+    import compileall
+
+    compileall.compile_dir(str(src), quiet=1)
+
+
 @dataclass
 class Contender:
     name: str
@@ -260,6 +270,7 @@ class Contender:
     version: str = ""
     missing: str = ""
     extra: list[str] = field(default_factory=list)
+    src: Path = REPO / "src"  # the fyntr it runs: this checkout's, or fyntr@REV's worktree
 
     @property
     def is_fyntr(self) -> bool:
@@ -356,13 +367,24 @@ class Contender:
             from importlib.metadata import version
 
             self.version = "pproxy " + version("pproxy")
+        elif self.name.startswith("fyntr@"):  # an earlier commit, in the same run
+            rev = self.name.partition("@")[2]
+            tree = self.workdir / f"fyntr-{rev}"
+            out = subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if out.returncode != 0:
+                self.missing = f"git worktree add {rev} failed: {out.stderr.strip()}"
+                return
+            self.src = tree / "src"
+            self.version = "fyntr " + rev
+            compile_tree(self.src)
         elif self.is_fyntr:
-            # As installed by pip: byte-compiled (PYTHONDONTWRITEBYTECODE may be set here,
-            # and compiling at every start costs about 1 MB of RSS).
-            import compileall
-
-            compileall.compile_dir(str(REPO / "src"), quiet=1)
-            sys.path.insert(0, str(REPO / "src"))
+            compile_tree(self.src)
+            sys.path.insert(0, str(self.src))
             from fyntr import __version__
 
             self.version = "fyntr " + __version__
@@ -375,12 +397,21 @@ class Contender:
         if self.name == "direct":
             return
         self.port = free_port()
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        env = {**os.environ, "PYTHONPATH": str(self.src)}
         self.proc = subprocess.Popen(
             self.command(self.port), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         wait_port(self.port, self.proc)
         time.sleep(0.3)  # let it settle before the idle RSS reading
+
+    def remove(self) -> None:
+        """Take away what ``check`` made: an earlier commit's worktree."""
+        if self.src != REPO / "src":
+            subprocess.run(
+                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(self.src.parent)],
+                capture_output=True,
+                check=False,
+            )
 
     def stop(self) -> None:
         if self.proc is not None:
@@ -576,7 +607,8 @@ def fmt(value: float | None) -> str:
 
 def table(results: Results, names: list[str]) -> str:
     peers = [n for n in names if n not in REFERENCES and not n.startswith("fyntr")]
-    head = ["figure", *names, "fyntr/direct", "fyntr/best peer"]
+    earlier = [n for n in names if n.startswith("fyntr@")]  # this checkout against them
+    head = ["figure", *names, "fyntr/direct", "fyntr/best peer", *(f"fyntr/{n}" for n in earlier)]
     rows = [head]
     for workload, key, label, higher in FIGURES:
         vals = {n: results.median(workload, key, n) for n in names}
@@ -591,6 +623,10 @@ def table(results: Results, names: list[str]) -> str:
                 *(fmt(vals[n]) for n in names),
                 fmt(mine / direct) if mine is not None and direct else "-",
                 fmt(mine / best) if mine is not None and best else "-",
+                *(
+                    fmt(mine / then) if mine is not None and (then := vals[n]) else "-"
+                    for n in earlier
+                ),
             ]
         )
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
@@ -654,11 +690,16 @@ def main(argv: list[str] | None = None) -> int:
         if w not in WORKLOADS:
             ap.error(f"unknown workload {w!r}; choose from {', '.join(WORKLOADS)}")
     results = Results()
-    with origin_server() as (origin_port, origin_pid), tempfile.TemporaryDirectory() as tmp:
+    with (
+        origin_server() as (origin_port, origin_pid),
+        tempfile.TemporaryDirectory() as tmp,
+        contextlib.ExitStack() as cleanup,
+    ):
         contenders = [
             Contender(n, origin_port, Path(tmp), origin_pid) for n in args.only.split(",") if n
         ]
         for c in contenders:
+            cleanup.callback(c.remove)
             c.check()
             if c.missing:
                 print(f"skipping {c.name}: {c.missing}", file=sys.stderr)

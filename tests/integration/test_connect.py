@@ -1,4 +1,4 @@
-"""HTTP CONNECT end to end through real sockets on 127.0.0.1 (SPEC §4)."""
+"""HTTP CONNECT end to end through real sockets on 127.0.0.1 (docs/differences.md)."""
 
 from __future__ import annotations
 
@@ -392,7 +392,7 @@ async def test_out_of_descriptors_on_dial_is_503_at_once_naming_the_limit(
 
 async def test_a_failed_write_tears_the_tunnel_down() -> None:
     """The client vanishes with a RST while the origin streams to it: the write to the
-    client fails, the tunnel closes both sides and frees its slot (SPEC §4.4)."""
+    client fails, the tunnel closes both sides and frees its slot (docs/differences.md)."""
     import socket
     import struct
 

@@ -1,4 +1,4 @@
-"""The dialer's attempt timeouts, rounds and back-off (upstream §6.7), in virtual time:
+"""The dialer's attempt timeouts, rounds and back-off (docs/original.md §6.7), in virtual time:
 the loop is looptime's (a standard asyncio loop whose clock jumps to the next timer
 when nothing else is ready), so the real defaults, 3 s per attempt, 200 and 400 ms of
 back-off, are asserted to the microsecond in milliseconds of real time. The dialer

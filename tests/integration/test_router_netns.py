@@ -1,4 +1,4 @@
-"""fyntr with no flags tames a bloated uplink and a bloated downlink (SPEC §5.1):
+"""fyntr with no flags tames a bloated uplink and a bloated downlink (docs/zero-configuration.md):
 benchmarks/router.py's scenarios (a) and (d) in network namespaces this test makes and
 removes (a 20 Mbit/s tbf with a 300 ms FIFO, addresses of 198.18.0.0/15 inside them
 only), direct and through fyntr."""

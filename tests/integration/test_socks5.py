@@ -103,7 +103,7 @@ async def test_success_reply_carries_the_bound_address_and_relays() -> None:
         bound = (str(ipaddress.IPv4Address(reply[4:8])), int.from_bytes(reply[8:10], "big"))
         await until(lambda: len(o.peers) == 1)
         assert bound == o.peers[0]  # what the origin sees is the proxy's outbound socket
-        assert await reader.readexactly(10) == b"early ping"  # SPEC §4.1: not dropped
+        assert await reader.readexactly(10) == b"early ping"  # docs/differences.md: not dropped
         writer.write(b"pong")
         assert await reader.readexactly(4) == b"pong"
         writer.close()

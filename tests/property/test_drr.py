@@ -1,4 +1,5 @@
-"""Properties of the pure DRR core (SPEC §5) and its quantum (upstream §8.5)."""
+"""Properties of the pure DRR core (docs/architecture.md) and its quantum
+(docs/original.md §8.5)."""
 
 from __future__ import annotations
 

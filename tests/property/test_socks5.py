@@ -1,4 +1,4 @@
-"""The SOCKS5 state machine (upstream §7): every input is a legal transition or a clean
+"""The SOCKS5 state machine (docs/original.md §7): every input is a legal transition or a clean
 reject with the right reply; whole and byte-by-byte feeding agree."""
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Flags, FYNTR_* variables, defaults and error messages (SPEC §2, upstream §1.1-1.2)."""
+"""Flags, FYNTR_* variables, defaults and error messages (docs/differences.md,
+docs/original.md §1.1-1.2)."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def test_defaults_match_upstream() -> None:
     assert s.socks5_port is None and s.socks5_bind is None
     assert s.allow_ports == () and s.default_allow_port
     assert s.threat_action is ThreatAction.WARN
-    # SPEC §5.1: zero configuration
+    # docs/zero-configuration.md: zero configuration
     assert (s.upload_rate, s.download_rate, s.connect_rate) == ("auto", "auto", "auto")
     assert s.max_connections_wait_s == 0 and s.shutdown_grace_s == 30
     assert s.metrics_port is None and s.metrics_bind == "127.0.0.1"

@@ -339,7 +339,7 @@ def test_socks5_at_capacity_closes_without_a_byte() -> None:
     ]
 
 
-# --- after the request: the check order (upstream §6.5) ---------------------------------
+# --- after the request: the check order (docs/original.md §6.5) ---------------------------------
 def upstream_for(authority: str, *, plain: bool = False, **policy: object) -> Upstream:
     return Upstream(checks(**policy), Client(), parse_request_target(authority), plain=plain)  # type: ignore[arg-type]
 

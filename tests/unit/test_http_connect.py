@@ -1,5 +1,5 @@
 """The CONNECT head parser: every request whole, byte by byte, with trailing bytes;
-every status line and every limit at and past its boundary (upstream §6.1-6.3, §6.6)."""
+every status line and every limit at and past its boundary (docs/original.md §6.1-6.3, §6.6)."""
 
 from __future__ import annotations
 
@@ -99,7 +99,7 @@ def test_status_for_bad_requests(data: bytes, status: Status) -> None:
 def test_eof_outcomes() -> None:
     assert reject(b"", eof=True) is Status.BAD_REQUEST  # empty request line
     assert reject(b"CONNECT a:443 HTTP/1.1\r\nX: y\r\n", eof=True) is Status.BAD_REQUEST
-    # EOF mid-line: the partial line counts as the whole line (upstream §6.1).
+    # EOF mid-line: the partial line counts as the whole line (docs/original.md §6.1).
     assert reject(b"GET / HTTP/1.1", eof=True) is Status.METHOD_NOT_ALLOWED
 
 

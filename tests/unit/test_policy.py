@@ -1,4 +1,5 @@
-"""Destination policy (upstream §4, SPEC §3) and threat feeds (upstream §5), table-driven."""
+"""Destination policy (docs/original.md §4, docs/destination-policy.md) and threat feeds
+(docs/original.md §5), table-driven."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Host, port and IP normalisation: every accept/reject example of upstream §4.3, §6.3-6.4
-and SPEC §3, table-driven."""
+"""Host, port and IP normalisation: every accept/reject example of docs/original.md §4.3, §6.3-6.4
+and docs/differences.md, table-driven."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ ip = ipaddress.ip_address
         ("203.0.113.10.:443", "203.0.113.10.", None, "203.0.113.10", "203.0.113.10.", 443),
         ("[2001:0db8:0:0:0:0:0:1]:443", "2001:0db8:0:0:0:0:0:1", "2001:db8::1", None, None, 443),
         ("[::ffff:127.0.0.1]:443", "::ffff:127.0.0.1", "127.0.0.1", None, None, 443),
-        ("[::1]:443", "::1", "::1", None, None, 443),  # SPEC §3: stays IPv6
+        ("[::1]:443", "::1", "::1", None, None, 443),  # docs/differences.md: stays IPv6
         ("BÜCHER.DE.:443", "BÜCHER.DE.", None, "xn--bcher-kva.de", "xn--bcher-kva.de.", 443),
         (
             "XN--BCHER-KVA.DE:443",
@@ -131,7 +131,7 @@ def test_domain_typed_numeric_name_is_not_reclassified() -> None:
         ("::ffff:127.0.0.1", "127.0.0.1"),
         ("::1.2.3.4", "1.2.3.4"),  # compatible, value above 1
         ("::2", "0.0.0.2"),
-        ("::1", "::1"),  # SPEC §3 keeps these IPv6 (upstream: 0.0.0.1 / 0.0.0.0)
+        ("::1", "::1"),  # docs/differences.md keeps these IPv6 (the original: 0.0.0.1 / 0.0.0.0)
         ("::", "::"),
         ("2001:db8::1", "2001:db8::1"),
         ("64:ff9b::1.2.3.4", "64:ff9b::102:304"),  # NAT64 is not converted
