@@ -447,3 +447,20 @@ async def test_shutdown_closes_idle_keep_alive_clients_at_once() -> None:
             await server.shutdown(grace=30)
         assert await asyncio.wait_for(reader.read(), 5) == b""
         writer.close()
+
+
+@pytest.mark.parametrize("connection", [b"", b"Connection: upgrade\r\n"])
+async def test_an_origin_that_switches_protocols_gets_the_client_a_502(connection: bytes) -> None:
+    """A 101 to a plain request (with or without Connection: upgrade, which llhttp treats
+    alike) ends HTTP on that connection: the client gets a 502 saying so."""
+
+    def answer(_request: Request) -> Writes:
+        return [(0, b"HTTP/1.1 101 Switching Protocols\r\n" + connection + b"Upgrade: x\r\n\r\n")]
+
+    async with faulty_origin(answer) as o, proxy(loopback_settings(o.port)) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", http_port(server))
+        writer.write(f"GET http://127.0.0.1:{o.port}/ HTTP/1.1\r\nHost: x\r\n\r\n".encode())
+        reply = await asyncio.wait_for(reader.read(), 5)
+        assert reply.startswith(b"HTTP/1.1 502 ")
+        assert reply.endswith(b"the origin switched protocols\n")
+        writer.close()

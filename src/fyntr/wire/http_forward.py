@@ -171,6 +171,8 @@ class MessageReader:
             if self._discarding:  # past a bodyless response: the rest is surplus anyway
                 self.surplus = True
                 return
+            if self._switched():  # llhttp stops at any 101, Connection: upgrade or not
+                return
             kind = "response" if self.response else "request"
             raise bad_request(f"malformed {kind}: {exc}") from None
         finally:
@@ -185,6 +187,12 @@ class MessageReader:
                 self._head_bytes += len(data)
             if self._head_bytes > REQUEST_LINE_MAX_BYTES + HEADERS_MAX_BYTES:
                 raise _too_large("headers_too_large", "message head too large")
+
+    def _switched(self) -> bool:
+        """The last response read is a 101: what follows it is not HTTP."""
+        heads = (event for event in reversed(self.events) if isinstance(event, Head))
+        last = next(heads, None)
+        return self.response and last is not None and last.status == 101
 
     def restart(self) -> None:
         """A response reader after a bodyless (HEAD) response: forget its announced body.

@@ -15,66 +15,32 @@ import logging
 import math
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import ClassVar
 
-from fyntr.errors import REASON_PHRASES, HandshakeError, Rep, Status, bad_gateway, bad_request
+from fyntr.errors import REASON_PHRASES, HandshakeError, Rep, Status, bad_gateway
 from fyntr.limits import HTTP_KEEPALIVE_IDLE_S
 from fyntr.log import log
 from fyntr.net.forward.pool import Origin, OriginPool
 from fyntr.net.relay.ends import BOTH_CLOSED, Side, end_reason
 from fyntr.net.relay.pump import Lane, Pump
 from fyntr.net.state import ServerState
+from fyntr.wire.exchange import (
+    Exchange,
+    Read,
+    begin,
+    client_kept,
+    ends_with_close,
+    may_resend,
+    origin_kept,
+    read_response,
+    refuse_upgrade,
+)
 from fyntr.wire.http_forward import END, Head, MessageReader
 from fyntr.wire.http_rewrite import (
     LAST_CHUNK,
-    Destination,
-    Framing,
     chunk,
     error_response,
-    parse_absolute_form,
-    request_head,
-    response_head,
 )
-
-NO_FRAMING = Framing(chunked=False, close=False)  # until the response head is read
-# RFC 9110 §9.2.2; a request sent on a kept connection the origin was closing is sent
-# again on a new one only if it is one of these and has no body.
-IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
-
-
-@dataclass(eq=False, slots=True)
-class Exchange:
-    """One request and its response."""
-
-    head: Head  # the client's request
-    dest: Destination
-    path: bytes  # origin-form, as sent upstream
-    request: bytes  # the head as sent upstream, kept to send it again (IDEMPOTENT)
-    upload: Framing
-    started: float
-    up_mark: int
-    down_mark: int
-    request_done: bool = False  # the client's request has been read to its end
-    response: Head | None = None  # the origin's final response head
-    download: Framing = NO_FRAMING
-    informational: bool = False  # inside a 1xx response
-    reused: bool = False  # sent on a connection that had served before
-    head_end: int = 0  # up.nbytes once the head was pushed: it has left fyntr at that count
-    retried: bool = False
-
-    @property
-    def status(self) -> int | None:
-        return None if self.response is None else self.response.status
-
-    @property
-    def url(self) -> str:
-        """For the log: scheme, authority and path, never the query (it may hold keys)."""
-        return f"http://{self.dest.authority}{self.path.partition(b'?')[0].decode()}"
-
-    @property
-    def bodyless(self) -> bool:
-        return not self.head.chunked and not self.head.length
 
 
 class Forward(asyncio.Protocol):
@@ -259,42 +225,18 @@ class Forward(asyncio.Protocol):
 
     def _request(self, head: Head) -> None:
         try:
-            if head.method == b"CONNECT":
-                raise HandshakeError(
-                    Status.METHOD_NOT_ALLOWED,
-                    Rep.GENERAL_FAILURE,
-                    "bad_method",
-                    "CONNECT after a plain HTTP request on one connection",
-                )
-            dest, path = parse_absolute_form(head.target)
-            if head.version == "1.1" and not head.has_host:
-                raise bad_request("HTTP/1.1 request without Host (RFC 9112 §3.2)")
+            ex = begin(head, self.state.clock(), self.up.nbytes, self.down.nbytes)
         except HandshakeError as err:
             self._refuse(err, None)
             return
+        self.exchange = ex
+        dest = ex.dest
         self.target = dest.authority
         target = dest.target
-        request, upload = request_head(head, dest, path)
-        ex = self.exchange = Exchange(
-            head=head,
-            dest=dest,
-            path=path,
-            request=request,
-            upload=upload,
-            started=self.state.clock(),
-            up_mark=self.up.nbytes,
-            down_mark=self.down.nbytes,
-        )
         if self.verbose:
             log.info("flow%d: %s %s", self.flow_id, head.method.decode(), ex.url)
         try:
-            if head.upgrade:
-                raise HandshakeError(
-                    Status.NOT_IMPLEMENTED,
-                    Rep.GENERAL_FAILURE,
-                    "not_implemented",
-                    "Upgrade (WebSocket) over plain HTTP is not supported; use wss:// (CONNECT)",
-                )
+            refuse_upgrade(head)
             self.state.threats.check_host(self, target)
         except HandshakeError as err:
             self._refuse(err, ex)
@@ -378,34 +320,13 @@ class Forward(asyncio.Protocol):
         origin, ex = self.origin, self.exchange
         if origin is None or ex is None:
             return
-        events = origin.reader.events
         out: list[bytes] = []
-        while events:
-            event = events.popleft()
-            if isinstance(event, bytes):
-                out.append(chunk(event) if ex.download.chunked else event)
-            elif isinstance(event, Head):
-                if event.status == 101:
-                    self._flush(out)
-                    self.origin_failed("the origin switched protocols")
-                    return
-                head, framing = response_head(event, ex.head)
-                if event.status < 200:
-                    ex.informational = True  # its END follows; an HTTP/1.0 client gets none
-                    if ex.head.version == "1.1":
-                        out.append(head)
-                    continue
-                ex.response, ex.download = event, framing
-                out.append(head)
-            elif ex.informational:
-                ex.informational = False
-            else:
-                if ex.download.chunked:
-                    out.append(LAST_CHUNK)
-                self._flush(out)
-                self._exchange_done()
-                return
+        read = read_response(ex, origin.reader.events, out)
         self._flush(out)
+        if read is Read.DONE:
+            self._exchange_done()
+        elif read is Read.SWITCHED:
+            self.origin_failed("the origin switched protocols")
 
     def origin_eof(self) -> None:
         """An origin's close ends a response framed by nothing else (RFC 9112 §6.3)."""
@@ -413,8 +334,7 @@ class Forward(asyncio.Protocol):
         origin = self.origin
         if ex is None or origin is None or origin.reader.events:
             return
-        response = ex.response
-        if response is not None and response.length is None and not response.chunked:
+        if ends_with_close(ex):
             origin.reader.events.append(END)
             self.origin_events()
 
@@ -430,14 +350,7 @@ class Forward(asyncio.Protocol):
         self._drop_origin()
         if ex is None:
             return
-        if (
-            ex.status is None
-            and ex.reused
-            and not ex.retried
-            and ex.bodyless
-            and ex.request_done
-            and ex.head.method in IDEMPOTENT
-        ):
+        if may_resend(ex):
             # A kept connection the origin was closing: send it once more, on a new one.
             ex.retried = True
             log.info("flow%d: the kept connection was closed; sending again", self.flow_id)
@@ -467,13 +380,13 @@ class Forward(asyncio.Protocol):
         assert ex is not None and origin is not None and ex.response is not None
         self._log_exchange(ex, ex.response.status)
         self.exchange = None
-        if ex.response.keep_alive and ex.request_done and not self.up.queued:
+        if origin_kept(ex, self.up.queued > 0):
             self.origin = None
             self.pool.put(origin, self.state.clock())  # which closes it if it cannot serve
         else:
             self.up.discard()
             self._drop_origin()
-        if ex.download.close or self.client_eof or not ex.request_done:
+        if not client_kept(ex, self.client_eof):
             self._finish(BOTH_CLOSED)  # HTTP/1.0, Connection: close, or a body left unread
         elif self.reader.events or not self.client.is_reading():
             self._client_events()  # a pipelined request, or reading to resume
