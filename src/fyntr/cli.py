@@ -14,7 +14,7 @@ import functools
 import gc
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
@@ -261,7 +261,8 @@ DESCRIPTION = (
     "caps and pacing. Every flag has a FYNTR_<FLAG> variable; the flag wins over the "
     "variable, the variable over the default. List flags take repeats and comma lists. "
     "RATE: bytes/s, or a number with kbit mbit gbit kb mb gb kib mib gib (optional /s). "
-    "'fyntr status' and 'fyntr top --metrics-port PORT' show what a running fyntr is doing."
+    "'fyntr status' and 'fyntr top --metrics-port PORT' show what a running fyntr is doing; "
+    "'fyntr run [flags] -- COMMAND' runs a command through a fyntr of its own."
 )
 
 
@@ -346,7 +347,9 @@ async def serve(settings: Settings) -> int:
         server.remove_signal_handlers()
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, work: Callable[[Settings], Coroutine[Any, Any, int]] = serve) -> int:
+    """``work`` on the loop (uvloop where installed) with logging set up: the proxy, or
+    the proxy and a command (fyntr run)."""
     setup_logging(settings.log_level)
     try:
         import uvloop  # noqa: PLC0415
@@ -355,7 +358,7 @@ def run(settings: Settings) -> int:
     else:
         runner = uvloop.run
     try:
-        return int(runner(serve(settings)))
+        return int(runner(work(settings)))
     except ConfigError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
@@ -370,6 +373,10 @@ def main(argv: list[str] | None = None) -> int:
         from fyntr.top import main as view  # noqa: PLC0415  (never in the proxy)
 
         return view(args[0], args[1:])
+    if args and args[0] == "run":  # fyntr run [flags] -- COMMAND: fyntr for one command
+        from fyntr.launch import main as launch  # noqa: PLC0415
+
+        return launch(args[1:], parse_args, run)
     parsed = parse_args(args)
     if isinstance(parsed, int):
         return parsed

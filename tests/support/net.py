@@ -283,6 +283,14 @@ class Process:
                     return line
 
 
+def fyntr_argv(*args: str) -> list[str]:
+    """``python -m fyntr`` with ``args``, on the loop of the test pass: uvloop, or
+    asyncio's own in the pass on the fallback loop."""
+    if os.environ.get("FYNTR_TEST_LOOP") == "asyncio":
+        return [sys.executable, "-c", WITHOUT_UVLOOP, *args]
+    return [sys.executable, "-m", "fyntr", *args]
+
+
 @contextlib.contextmanager
 def fyntr_process(
     *args: str, env: dict[str, str] | None = None, listeners: int = 1, nofile: int | None = None
@@ -302,9 +310,7 @@ def start_fyntr(
 ) -> Process:
     """``python -m fyntr`` with ``args``; waits for its "Starting Fyntr on" lines.
     ``nofile``: its soft and hard FD limit, set by the shell that starts it."""
-    command = [sys.executable, "-m", "fyntr", *args]
-    if os.environ.get("FYNTR_TEST_LOOP") == "asyncio":  # the pass on the fallback loop
-        command = [sys.executable, "-c", WITHOUT_UVLOOP, *args]
+    command = fyntr_argv(*args)
     if nofile is not None:
         command = ["sh", "-c", f'ulimit -n {nofile} && exec "$@"', "sh", *command]
 
