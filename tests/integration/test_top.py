@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.support.net import free_port, fyntr_process, origin, run_fyntr
+from tests.support.net import free_port, fyntr_process, origin, run_fyntr, until
 
 TMUX = shutil.which("tmux")
 
@@ -50,7 +52,17 @@ async def live_fyntr(seconds: float) -> AsyncIterator[tuple[int, str, asyncio.Fu
         args = ["--metrics-port", str(metrics), "--allow-cidr", "127.0.0.0/8"]
         with fyntr_process("--port", "0", "--allow-port", str(o.port), *args) as proc:
             mover = asyncio.ensure_future(moving_bytes(proc.ports[0], o.port, seconds))
+            await until(lambda: active_flows(metrics) == 1)  # the tunnel is up
             yield metrics, f"127.0.0.1:{o.port}", mover
+
+
+def active_flows(metrics: int) -> int:
+    """What /status says, or -1 while nothing answers."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics}/status", timeout=5) as reply:
+            return int(json.load(reply)["active_flows"])
+    except OSError:
+        return -1
 
 
 def tmux(*args: str) -> str:
@@ -66,7 +78,6 @@ def tmux(*args: str) -> str:
 
 async def test_status_is_one_screen_in_plain_text_when_not_a_terminal() -> None:
     async with live_fyntr(seconds=2.0) as (metrics, target, mover):
-        await asyncio.sleep(1.0)
         out = await asyncio.to_thread(run_fyntr, "status", "--metrics-port", str(metrics))
         await mover
     assert out.returncode == 0, out.stderr
@@ -97,7 +108,6 @@ WITHOUT_RICH = (
 @pytest.mark.parametrize("with_rich", [True, False], ids=["top extra", "default install"])
 async def test_top_renders_on_a_terminal_refreshes_and_quits_with_q(with_rich: bool) -> None:
     async with live_fyntr(seconds=6.0) as (metrics, target, mover):
-        await asyncio.sleep(0.5)
         python = (
             f"{sys.executable} -m fyntr" if with_rich else f'{sys.executable} -c "{WITHOUT_RICH}"'
         )
@@ -122,8 +132,10 @@ async def test_top_renders_on_a_terminal_refreshes_and_quits_with_q(with_rich: b
                 await asyncio.sleep(0.1)
                 screen = tmux("capture-pane", "-p", "-t", "top")
             rendered_after = time.monotonic() - started
-            await asyncio.sleep(2.2)  # two refreshes: the bytes move on screen
-            later = tmux("capture-pane", "-p", "-t", "top")
+            later = screen
+            while later == screen and time.monotonic() - started < 5:  # a refresh (1 s)
+                await asyncio.sleep(0.1)
+                later = tmux("capture-pane", "-p", "-t", "top")
             tmux("send-keys", "-t", "top", "q")
             for _ in range(50):
                 await asyncio.sleep(0.1)
