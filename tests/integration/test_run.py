@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
 
 from tests.support.http_origin import http_origin
-from tests.support.net import fyntr_argv
+from tests.support.net import fyntr_argv, hello_https, make_tls, origin
 
 # The origin is on 127.0.0.1, which NO_PROXY exempts (for urllib as for curl): the
 # command drops the exemption to go through the proxy it was given.
@@ -61,6 +62,33 @@ async def test_the_command_reaches_its_origin_through_fyntr() -> None:
             f"http://127.0.0.1:{o.port}/index/a",
         )
     assert (status, out, err) == (0, "1.1 fyntr hello\n", "")  # nothing said at warning
+
+
+async def test_curl_reaches_an_https_origin_through_fyntr_run(tmp_path: Path) -> None:
+    """HTTPS_PROXY as curl reads it: a CONNECT tunnel through fyntr, TLS end to end
+    (--noproxy '' lifts the loopback exemption for this local origin)."""
+    curl = shutil.which("curl")
+    assert curl is not None, "curl is installed by the test command"
+    tls = make_tls(tmp_path)
+    async with origin(hello_https, ssl_ctx=tls.server_ctx) as o:
+        status, out, err = await fyntr_run(
+            "--allow-cidr",
+            "127.0.0.0/8",
+            "--allow-port",
+            str(o.port),
+            "--log-level",
+            "info",
+            "--",
+            curl,
+            "-sS",
+            "--noproxy",
+            "",
+            "--cacert",
+            str(tls.ca_file),
+            f"https://127.0.0.1:{o.port}/",
+        )
+    assert (status, out) == (0, "hello through fyntr\n")
+    assert f"CONNECT 127.0.0.1:{o.port}" in err  # fyntr's own log line: it went through
 
 
 async def test_the_command_gets_every_spelling_of_the_proxy_and_loopback_exempt() -> None:
