@@ -29,6 +29,15 @@ from fyntr.errors import ConfigError
 
 PROG = "fyntr run"
 USAGE = f"usage: {PROG} [fyntr flags] [--node] -- COMMAND [ARG ...]"
+HELP = f"""{USAGE}
+
+Runs COMMAND with HTTPS_PROXY, HTTP_PROXY and their lower-case forms set to a fyntr of
+its own on a free loopback port, and NO_PROXY/no_proxy as inherited plus localhost,
+127.0.0.1 and ::1. --node also sets NODE_USE_ENV_PROXY=1 (Node's fetch). Any fyntr flag
+but --port and --bind may come before --; fyntr logs warnings only unless --log-level
+says otherwise. SIGTERM and SIGHUP go on to the command; the exit status is the
+command's. A proxy already set in the environment is an error: fyntr cannot pass
+traffic on to another proxy yet."""
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
 INHERITED_PROXIES = (*PROXY_VARIABLES, "ALL_PROXY", "all_proxy")
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
@@ -152,6 +161,9 @@ def main(
     run: Callable[[Settings, Callable[[Settings], Coroutine[Any, Any, int]]], int],
 ) -> int:
     """``parse`` and ``run``: the CLI's flag parser and loop runner (fyntr.cli)."""
+    if args[:1] in (["-h"], ["--help"]):
+        print(HELP)
+        return 0
     try:
         flags, node, command = split_command(args)
         refuse_inherited(os.environ)

@@ -151,6 +151,11 @@ async def test_what_would_bypass_fyntr_is_refused_before_the_command_runs(
     assert not marker.exists()
 
 
+async def test_help_says_how_and_exits_0() -> None:
+    status, out, _ = await fyntr_run("--help")
+    assert status == 0 and out.startswith("usage: fyntr run [fyntr flags] [--node] -- COMMAND")
+
+
 async def test_usage_errors_are_one_line_each() -> None:
     no_separator = await fyntr_run("true")
     assert no_separator[0] == 2 and "give the command after --" in no_separator[2]
