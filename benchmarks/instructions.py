@@ -27,7 +27,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from run import REPO, free_port, fyntr_command, origin_server, wait_port
+from run import (
+    REPO,
+    add_worktree,
+    free_port,
+    fyntr_command,
+    origin_server,
+    remove_worktree,
+    wait_port,
+)
 
 Client = Callable[[int, int, int], None]
 
@@ -138,13 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("valgrind is not installed (apt-get install valgrind)")
     trees = {"fyntr": REPO / "src"}
     with tempfile.TemporaryDirectory() as tmp, origin_server() as (origin, _pid):
+        tree = Path(tmp) / "earlier"
         if args.against:
-            tree = Path(tmp) / "earlier"
-            subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), args.against],
-                check=True,
-                capture_output=True,
-            )
+            failed = add_worktree(args.against, tree)
+            if failed is not None:
+                ap.error(failed)
             trees[f"fyntr@{args.against}"] = tree / "src"
         try:
             for workload in args.workloads.split(","):
@@ -153,11 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{workload:10s} {name:24s} {cost:12,.0f} instructions each")
         finally:
             if args.against:
-                subprocess.run(
-                    ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
-                    check=False,
-                    capture_output=True,
-                )
+                remove_worktree(tree)
     return 0
 
 

@@ -251,6 +251,25 @@ def listen_overflows() -> int:
     return 0
 
 
+def add_worktree(rev: str, tree: Path) -> str | None:
+    """An earlier commit checked out at ``tree`` (git worktree); why not, if it failed."""
+    out = subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return None if out.returncode == 0 else f"git worktree add {rev} failed: {out.stderr.strip()}"
+
+
+def remove_worktree(tree: Path) -> None:
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
+        capture_output=True,
+        check=False,
+    )
+
+
 def compile_tree(src: Path) -> None:
     """As installed by pip: byte-compiled (PYTHONDONTWRITEBYTECODE may be set here, and
     compiling at every start costs about 1 MB of RSS)."""
@@ -370,14 +389,9 @@ class Contender:
         elif self.name.startswith("fyntr@"):  # an earlier commit, in the same run
             rev = self.name.partition("@")[2]
             tree = self.workdir / f"fyntr-{rev}"
-            out = subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "add", "--detach", str(tree), rev],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if out.returncode != 0:
-                self.missing = f"git worktree add {rev} failed: {out.stderr.strip()}"
+            failed = add_worktree(rev, tree)
+            if failed is not None:
+                self.missing = failed
                 return
             self.src = tree / "src"
             self.version = "fyntr " + rev
@@ -407,11 +421,7 @@ class Contender:
     def remove(self) -> None:
         """Take away what ``check`` made: an earlier commit's worktree."""
         if self.src != REPO / "src":
-            subprocess.run(
-                ["git", "-C", str(REPO), "worktree", "remove", "--force", str(self.src.parent)],
-                capture_output=True,
-                check=False,
-            )
+            remove_worktree(self.src.parent)
 
     def stop(self) -> None:
         if self.proc is not None:

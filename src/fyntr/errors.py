@@ -106,5 +106,10 @@ def bad_gateway(reason: str, detail: str, rep: Rep = Rep.HOST_UNREACHABLE) -> Ha
     return HandshakeError(Status.BAD_GATEWAY, rep, reason, detail)
 
 
+def timed_out(detail: str, rep: Rep | None = Rep.GENERAL_FAILURE) -> HandshakeError:
+    """408: what was being read did not come in time (SOCKS5 sends no reply then)."""
+    return HandshakeError(Status.REQUEST_TIMEOUT, rep, "timeout", detail)
+
+
 def unavailable(reason: str, detail: str) -> HandshakeError:
     return HandshakeError(Status.SERVICE_UNAVAILABLE, Rep.GENERAL_FAILURE, reason, detail)

@@ -63,8 +63,9 @@ def split_command(args: list[str]) -> tuple[list[str], bool, list[str]]:
     if not command:
         raise RunError(f"no command after --\n{USAGE}")
     for flag in flags:
-        if flag.split("=", 1)[0] in CHOSEN_HERE:
-            raise RunError(f"{flag.split('=', 1)[0]}: fyntr run listens on a free loopback port")
+        name = flag.partition("=")[0]
+        if name in CHOSEN_HERE:
+            raise RunError(f"{name}: fyntr run listens on a free loopback port")
     node = "--node" in flags
     return [f for f in flags if f != "--node"], node, command
 

@@ -18,7 +18,7 @@ from enum import Enum
 from typing import ClassVar
 
 from fyntr.config import Timeouts
-from fyntr.errors import REASON_PHRASES, STATUS_LINES, HandshakeError, Rep, Status
+from fyntr.errors import REASON_PHRASES, STATUS_LINES, HandshakeError, Rep, Status, timed_out
 from fyntr.limits import LINGER_S
 from fyntr.wire.commands import (
     Arm,
@@ -248,9 +248,7 @@ class HttpHandshake(Handshake):
             else self.timeouts.headers_s
         )
         detail = f"timed out reading the {phase.value} after {limit:g}s"
-        return self.refuse(
-            HandshakeError(Status.REQUEST_TIMEOUT, Rep.GENERAL_FAILURE, "timeout", detail)
-        )
+        return self.refuse(timed_out(detail))
 
     def _reply(self, err: HandshakeError) -> bytes:
         return STATUS_LINES[err.status]
@@ -309,9 +307,7 @@ class Socks5Handshake(Handshake):
     def _expired(self) -> list[Command]:
         limit = self.timeouts.socks5_read_s
         detail = f"timed out waiting for SOCKS5 {self.parser.phase.value} after {limit:g}s"
-        return self.refuse(
-            HandshakeError(Status.REQUEST_TIMEOUT, None, "timeout", detail), level=logging.ERROR
-        )
+        return self.refuse(timed_out(detail, None), level=logging.ERROR)
 
     def _reply(self, err: HandshakeError) -> bytes:
         return refusal_reply(err)

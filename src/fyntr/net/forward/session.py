@@ -17,7 +17,7 @@ import socket
 from collections.abc import Callable
 from typing import ClassVar
 
-from fyntr.errors import REASON_PHRASES, HandshakeError, Rep, Status, bad_gateway
+from fyntr.errors import REASON_PHRASES, HandshakeError, Status, bad_gateway, timed_out
 from fyntr.limits import HTTP_KEEPALIVE_IDLE_S
 from fyntr.log import log
 from fyntr.net.forward.pool import Origin, OriginPool
@@ -116,15 +116,7 @@ class Forward(asyncio.Protocol):
             self.deadline = self.state.clock() + limit
             return
         self.deadline = math.inf
-        self._refuse(
-            HandshakeError(
-                Status.REQUEST_TIMEOUT,
-                Rep.GENERAL_FAILURE,
-                "timeout",
-                f"timed out reading the request headers after {limit:g}s",
-            ),
-            None,
-        )
+        self._refuse(timed_out(f"timed out reading the request headers after {limit:g}s"), None)
 
     def wind_down(self) -> None:
         """Shutdown: close now between requests, else after the response under way."""
@@ -293,7 +285,7 @@ class Forward(asyncio.Protocol):
         origin.served += 1
         self.up.push(ex.request)
         ex.head_end = self.up.nbytes
-        origin.checking = ex.reused and self.up.held() > 0  # not head_sent(), just pushed
+        origin.checking = ex.reused and not self.head_sent()
         origin.transport.resume_reading()
 
     def _to_origin(self, data: bytes) -> None:
