@@ -16,7 +16,7 @@ import os
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, Final, NoReturn
 
 from fyntr import limits
 from fyntr._version import __version__
@@ -32,6 +32,9 @@ from fyntr.config import (
 from fyntr.errors import ConfigError
 from fyntr.log import setup_logging
 from fyntr.policy.threat import ThreatAction
+
+if TYPE_CHECKING:
+    from fyntr.wire.parent import Parent
 
 PROG = "fyntr"
 
@@ -107,6 +110,19 @@ def _boolean(text: str) -> bool:
     if value not in ("true", "false", "1", "0"):
         raise ValueError(f"'{text}' is not true or false")
     return value in ("true", "1")
+
+
+def _parent(text: str) -> Parent:
+    from fyntr.wire.parent import parse_parent  # noqa: PLC0415  (only with parents)
+
+    return parse_parent(text)
+
+
+def _no_proxy_entry(text: str) -> str:
+    from fyntr.wire.parent import NoProxy  # noqa: PLC0415  (only with parents)
+
+    NoProxy((text,))
+    return text
 
 
 def _threat_action(text: str) -> ThreatAction:
@@ -253,6 +269,35 @@ OPTIONS = (
         settings_field="shutdown_grace_s",
     ),
     Option("--log-level", _choice(*LOG_LEVELS, fold=True), "info", " | ".join(LOG_LEVELS)),
+    Option(
+        "--upstream",
+        _parent,
+        (),
+        "parent proxies, tried in order: http://[user:pass@]host:port or socks5://...",
+        is_list=True,
+        settings_field="upstreams",
+    ),
+    Option(
+        "--no-upstream",
+        _no_proxy_entry,
+        (),
+        "targets that go direct, NO_PROXY style: names (and their subdomains), IPs, "
+        "CIDRs, optional :port, or *",
+        is_list=True,
+    ),
+    Option(
+        "--upstream-fallback",
+        _choice("fail", "direct"),
+        "fail",
+        "when no parent answers: fail (502) or direct",
+    ),
+    Option(
+        "--upstream-from-env",
+        _boolean,
+        False,
+        "take the parents and exceptions from HTTPS_PROXY, HTTP_PROXY and NO_PROXY",
+        is_switch=True,
+    ),
 )
 
 DESCRIPTION = (
@@ -331,7 +376,48 @@ def parse_args(argv: list[str], environ: Mapping[str, str] | None = None) -> Set
         return 2
     fields = {opt.field: v[opt.dest] for opt in OPTIONS}
     fields["default_allow_port"] = not fields.pop("no_default_allow_port")
+    if fields.pop("upstream_from_env"):
+        try:
+            fields["upstreams"], fields["no_upstream"] = _from_env(fields, environ)
+        except ValueError as exc:
+            print(f"{PROG}: error: --upstream-from-env: {exc}", file=sys.stderr)
+            return 2
     return Settings(**fields)
+
+
+PROXY_VARIABLES: Final = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")
+
+
+def _from_env(
+    fields: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[tuple[Parent, ...], tuple[str, ...]]:
+    """The parents of ``--upstream`` first, then those of the proxy variables (the lower
+    case first, as curl and Python read them), less any that is this fyntr itself; the
+    exceptions of ``--no-upstream`` and NO_PROXY/no_proxy."""
+    from fyntr.wire.parent import NoProxy, parse_parent  # noqa: PLC0415
+
+    parents: list[Parent] = list(fields["upstreams"])
+    for name in PROXY_VARIABLES:
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            parent = parse_parent(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        itself = parent.loopback and parent.port == fields["port"]
+        if not itself and parent not in parents:
+            parents.append(parent)
+    exceptions = list(fields["no_upstream"])
+    for name in ("no_proxy", "NO_PROXY"):
+        for entry in environ.get(name, "").split(","):
+            if entry.strip() and entry.strip() not in exceptions:
+                try:
+                    NoProxy((entry,))
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+                exceptions.append(entry.strip())
+    return tuple(parents), tuple(exceptions)
 
 
 async def serve(settings: Settings) -> int:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
 from fyntr import limits
 from fyntr.errors import ConfigError
 from fyntr.policy.threat import ThreatAction
+
+if TYPE_CHECKING:
+    from fyntr.wire.parent import Parent
 
 LOG_LEVELS: Final = ("debug", "info", "warning", "error")
 
@@ -141,6 +144,9 @@ class Settings:
     metrics_port: int | None = None
     metrics_bind: str = limits.DEFAULT_METRICS_BIND
     shutdown_grace_s: float = limits.DEFAULT_SHUTDOWN_GRACE_S
+    upstreams: tuple[Parent, ...] = ()  # parent proxies, in order (docs/parent-proxies.md)
+    no_upstream: tuple[str, ...] = ()  # NO_PROXY entries: targets that go direct
+    upstream_fallback: str = "fail"  # when no parent answers: "fail" (502) or "direct"
     timeouts: Timeouts = field(default_factory=Timeouts)
 
     def __post_init__(self) -> None:

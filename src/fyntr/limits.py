@@ -65,6 +65,12 @@ DIAL_BACKOFF_INITIAL_S: Final = 0.2  # 200 ms, then 400 ms between the 3 rounds
 DIAL_BACKOFF_MAX_S: Final = 3.0
 DEFAULT_HAPPY_EYEBALLS_DELAY_S: Final = 0.25  # RFC 8305 §5's recommended Connection Attempt
 # Delay (curl and Chrome use 200-300 ms); 0 dials one address after another, as the original
+# Parent proxies (--upstream, docs/parent-proxies.md): a parent is dialed once per address,
+# DIAL_ATTEMPT_TIMEOUT_S each, so that a dead one costs one attempt before the next is tried.
+PARENT_FAIL_TIMEOUT_S: Final = 30.0  # a failed parent is skipped this long (gost's failTimeout)
+PARENT_REPLY_TIMEOUT_S: Final = HANDSHAKE_BUDGET_S  # its answer to CONNECT: it dials the origin
+# meanwhile, with timeouts of its own (squid's connect_timeout is a minute): a client's budget
+PARENT_REPLY_MAX_BYTES: Final = 16 * 1024  # its reply head (squid and tinyproxy send < 1 KiB)
 
 # --- Data plane (docs/architecture.md; docs/original.md §8.1, §8.5) -------------------------------
 HIGH_WATERMARK_BYTES: Final = 256 * KIB  # held per flow and direction before the source pauses

@@ -15,6 +15,7 @@ from fyntr.net.forward.pool import OriginPool
 from fyntr.net.front.gate import Gate
 from fyntr.net.out.dialer import Dialer
 from fyntr.net.out.pacing import ConnectGate
+from fyntr.net.out.parents import Parents
 from fyntr.net.out.threats import ThreatGuard
 from fyntr.net.relay.pump import Pump
 from fyntr.net.relay.splice import Splicer
@@ -34,6 +35,7 @@ class Parts:
     threats: ThreatGuard
     gate: Gate
     pacing: ConnectGate
+    parents: Parents  # --upstream: none, or the parent proxies in order
     pumps: tuple[Pump, Pump]
     relays: set[Relay]  # CONNECT and SOCKS5 tunnels, plain HTTP sessions
     handshakes: set[Any]  # in progress (net/front/inbound.py)

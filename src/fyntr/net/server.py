@@ -27,6 +27,7 @@ from fyntr.net.kernel.platform import Signals, fallbacks
 from fyntr.net.out.dialer import Dialer
 from fyntr.net.out.establish import Establish
 from fyntr.net.out.pacing import ConnectGate
+from fyntr.net.out.parents import Parents
 from fyntr.net.out.threats import ThreatGuard
 from fyntr.net.parts import Parts
 from fyntr.net.relay import splice
@@ -37,6 +38,7 @@ from fyntr.net.watch.autorate import AutoRates, pumps_for
 from fyntr.net.watch.status import Reporter
 from fyntr.net.watch.sweep import Sweeper
 from fyntr.policy.rules import Policy
+from fyntr.wire.parent import NoProxy
 
 
 class Server:
@@ -112,6 +114,19 @@ class Server:
         splicer = splice.Splicer(self.loop, fds.spliced) if fds.spliced else None
         listeners = open_listeners(settings)
         self.pacing = ConnectGate(self.loop, settings)
+        parents = Parents(
+            settings.upstreams,
+            NoProxy(settings.no_upstream),
+            self.dialer,
+            fallback_direct=settings.upstream_fallback == "direct",
+        )
+        if settings.upstreams:
+            log.info(
+                "parent proxies, in order: %s; when none answers: %s%s",
+                ", ".join(p.name for p in settings.upstreams),
+                "go direct" if parents.fallback_direct else "fail (502)",
+                f"; direct: {', '.join(settings.no_upstream)}" if settings.no_upstream else "",
+            )
         self.parts = parts = Parts(
             settings,
             self.loop,
@@ -122,6 +137,7 @@ class Server:
             self.threats,
             self.gate,
             self.pacing,
+            parents,
             self.pumps,
             self.tunnels,
             self.handshakes,

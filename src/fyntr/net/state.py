@@ -23,6 +23,14 @@ class ConnectRequester(Requester, Protocol):
     accepted_at: float  # loop time: connect pacing's budget runs from it
 
 
+class Recheck(Protocol):
+    """The checks a kept plain HTTP connection passes before it serves a request."""
+
+    def __call__(
+        self, who: ConnectRequester, target: Target, address: IPAddress, *, direct: bool
+    ) -> None: ...
+
+
 @dataclass(eq=False)
 class ServerState:
     settings: Settings
@@ -39,7 +47,7 @@ class ServerState:
     start_tunnel: Callable[[Any, StartTunnel, Dialed], None]
     start_forward: Callable[[Any, HandOn], None]
     open_origin: Callable[[ConnectRequester, Target], Awaitable[Dialed]]  # connect, plain HTTP
-    recheck_origin: Callable[[ConnectRequester, Target, IPAddress], None]  # a kept connection's
+    recheck_origin: Recheck  # a kept connection's
     release_pending: Callable[[], None]  # a handshake's reserved slot
     snapshot: Callable[[], Snapshot]
     handshakes: set[Any] = field(default_factory=set)  # in progress: the sweep expires them

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from fyntr.policy.rules import Policy
@@ -26,9 +26,15 @@ class PolicyChecks:
     """The destination policy and the threat feeds, as the handshake asks them
     (wire/handshake.py ``Checks``)."""
 
-    def __init__(self, policy: Policy, threats: ThreatChecks) -> None:
+    def __init__(
+        self,
+        policy: Policy,
+        threats: ThreatChecks,
+        via_parent: Callable[[Target], bool] = lambda _target: False,
+    ) -> None:
         self.policy = policy
         self.threats = threats
+        self.via_parent = via_parent  # through a parent proxy (net/out/parents.py)
 
     def check_host(self, who: Requester, target: Target) -> None:
         self.threats.check_host(who, target)

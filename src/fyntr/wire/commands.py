@@ -30,6 +30,9 @@ class Checks(Protocol):
 
     def check_port(self, port: int, *, plain: bool) -> None: ...
 
+    def via_parent(self, target: Target) -> bool:
+        """Whether ``target`` goes through a parent proxy, which resolves its name."""
+
     def authorize(self, host: Host, addrs: Sequence[IPAddress]) -> list[IPAddress]: ...
 
     def check_addresses(
@@ -52,16 +55,22 @@ class Dial(NamedTuple):
     port: int
 
 
-Step = Resolve | Pace | Dial
+class DialParent(NamedTuple):
+    """Through a parent proxy (net/out/parents.py): the target goes to it by name."""
+
+
+Step = Resolve | Pace | Dial | DialParent
 
 
 class Upstream:
     """The checks and steps after a request is read, in the original's order
     (docs/original.md §6.5): the port, DNS, the CIDR policy, the threat feeds on the
-    resolved addresses, connect pacing, the dial. Each call returns the next step or
-    raises HandshakeError."""
+    resolved addresses, connect pacing, the dial. Through a parent proxy there is no
+    DNS: an IP-literal target is judged as its own answer, a name only by the checks
+    before (docs/parent-proxies.md). Each call returns the next step or raises
+    HandshakeError."""
 
-    __slots__ = ("addrs", "checks", "plain", "target", "who")
+    __slots__ = ("addrs", "checks", "granted_once", "plain", "target", "via_parent", "who")
 
     def __init__(self, checks: Checks, who: Requester, target: Target, *, plain: bool) -> None:
         self.checks = checks
@@ -69,18 +78,30 @@ class Upstream:
         self.target = target
         self.plain = plain  # plain HTTP: port 80 is implicit where CONNECT has 443
         self.addrs: list[IPAddress] = []
+        self.via_parent = False
+        self.granted_once = False  # paced already: a fallback to direct is not paced again
 
     def start(self) -> Step:
         self.checks.check_port(self.target.port, plain=self.plain)
-        return Resolve(self.target.host, self.target.port)
+        self.via_parent = self.checks.via_parent(self.target)
+        host = self.target.host
+        if self.via_parent and host.ip is not None:
+            return self.resolved([host.ip])
+        return Pace() if self.via_parent else Resolve(host, self.target.port)
 
     def resolved(self, addrs: Sequence[IPAddress]) -> Step:
         self.addrs = self.checks.authorize(self.target.host, addrs)
         self.checks.check_addresses(self.who, self.target, self.addrs)
-        return Pace()
+        return self.granted() if self.granted_once else Pace()
 
     def granted(self) -> Step:
-        return Dial(self.addrs, self.target.port)
+        self.granted_once = True
+        return DialParent() if self.via_parent else Dial(self.addrs, self.target.port)
+
+    def direct(self) -> Step:
+        """No parent answered and the fallback is to go direct: resolve after all."""
+        self.via_parent = False
+        return Resolve(self.target.host, self.target.port)
 
 
 # --- events ------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from fyntr.wire.http_rewrite import (
     request_head,
     response_head,
 )
+from fyntr.wire.parent import Parent
 
 NO_FRAMING: Final = Framing(chunked=False, close=False)  # until the response head is read
 # RFC 9110 §9.2.2: a request sent on a kept connection the origin was closing is sent
@@ -80,6 +81,13 @@ def begin(head: Head, started: float, up_mark: int, down_mark: int) -> Exchange:
         raise bad_request("HTTP/1.1 request without Host (RFC 9112 §3.2)")
     request, upload = request_head(head, dest, path)
     return Exchange(head, dest, path, request, upload, started, up_mark, down_mark)
+
+
+def parent_head(ex: Exchange, parent: Parent) -> bytes:
+    """The request for an HTTP parent proxy: absolute form (RFC 9112 §3.2.2), with the
+    parent's credentials; the client's own Proxy-Authorization never goes on."""
+    path = b"http://" + ex.dest.host + ex.path
+    return request_head(ex.head, ex.dest, path, parent.authorization)[0]
 
 
 def refuse_upgrade(head: Head) -> None:

@@ -88,14 +88,17 @@ class Framing(NamedTuple):
     close: bool
 
 
-def request_head(head: Head, dest: Destination, path: bytes) -> tuple[bytes, Framing]:
+def request_head(
+    head: Head, dest: Destination, path: bytes, authorization: bytes = b""
+) -> tuple[bytes, Framing]:
     """The request for the origin, always HTTP/1.1, origin-form (RFC 9112 §3.2.1), Host
-    from the target; a chunked request stays chunked."""
+    from the target; a chunked request stays chunked. For a parent proxy, ``path`` is
+    the absolute form and ``authorization`` its Proxy-Authorization line."""
     out = [head.method, b" ", path, b" HTTP/1.1\r\nhost: ", dest.host, b"\r\n"]
     _end_to_end(out, head, _HOP_AND_HOST if head.drop is HOP_BY_HOP else head.drop | _HOST)
     if head.chunked:
         out.append(b"transfer-encoding: chunked\r\n")
-    out.append(b"\r\n")
+    out += (authorization, b"\r\n")
     return b"".join(out), Framing(head.chunked, close=False)
 
 

@@ -48,12 +48,14 @@ class Origin(asyncio.Protocol):
         "session",
         "transport",
         "unread",
+        "via",
     )
 
     def __init__(self, key: str, dialed: Dialed) -> None:
         self.key = key  # host:port as the requests name it
         self.address: IPAddress = dialed.address
         self.routed = dialed.routed
+        self.via = dialed.via  # the parent proxy it goes through, if any
         self.served = 0  # exchanges begun on it
         self.cleared: object = None  # the threat index it was last checked under
         self.checking = False  # kept, and the request's head has not all left fyntr yet

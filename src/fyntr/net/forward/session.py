@@ -32,6 +32,7 @@ from fyntr.wire.exchange import (
     ends_with_close,
     may_resend,
     origin_kept,
+    parent_head,
     read_response,
     refuse_upgrade,
 )
@@ -242,7 +243,7 @@ class Forward(asyncio.Protocol):
         index = self.state.threats.index
         if origin.cleared is not index:
             try:
-                self.state.recheck_origin(self, target, origin.address)
+                self.state.recheck_origin(self, target, origin.address, direct=origin.via is None)
             except HandshakeError as err:
                 self.pool.put(origin, self.state.clock())
                 self._refuse(err, ex)
@@ -283,7 +284,8 @@ class Forward(asyncio.Protocol):
         self.upstream_since = self.up.nbytes
         ex.reused = origin.served > 0
         origin.served += 1
-        self.up.push(ex.request)
+        via = origin.via
+        self.up.push(ex.request if via is None or via.scheme != "http" else parent_head(ex, via))
         ex.head_end = self.up.nbytes
         origin.checking = ex.reused and not self.head_sent()
         origin.transport.resume_reading()

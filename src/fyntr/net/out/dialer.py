@@ -29,18 +29,22 @@ from fyntr.log import log
 from fyntr.net.kernel.sockopt import tune_transport
 from fyntr.net.out.names import DialStats, Names, Resolver, system_resolve
 from fyntr.policy.rules import happy_eyeballs_order
+from fyntr.wire.parent import Parent
 from fyntr.wire.target import IPAddress, canonical_ip, format_host_port
 
 
 class UpstreamPending(asyncio.Protocol):
-    """The upstream socket between the dial and the 200: holds what the server says first."""
+    """The upstream socket between the dial and the 200: holds what the server says first,
+    and what a parent proxy answers (``receive``)."""
 
-    __slots__ = ("early", "lost", "transport")
+    __slots__ = ("early", "ended", "lost", "transport", "waiter")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.early: list[bytes] = []
         self.lost = False
+        self.ended = False  # the peer half-closed
+        self.waiter: asyncio.Future[None] | None = None  # ``receive`` waits on it
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -53,12 +57,32 @@ class UpstreamPending(asyncio.Protocol):
         self.early.append(data)
         assert self.transport is not None
         self.transport.pause_reading()
+        self._wake()
 
     def eof_received(self) -> bool:
+        self.ended = True
+        self._wake()
         return True
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def receive(self) -> bytes:
+        """The next bytes the peer sends; b"" once it has closed or half-closed."""
+        if not (self.early or self.ended or self.lost):
+            assert self.transport is not None
+            self.waiter = asyncio.get_running_loop().create_future()
+            self.transport.resume_reading()
+            await self.waiter
+            self.waiter = None
+        data = b"".join(self.early)
+        self.early.clear()
+        return data
 
 
 Connector = Callable[
@@ -114,6 +138,7 @@ class Dialed(NamedTuple):
     connect_s: float  # the successful attempt, SYN to established
     timeouts: int  # attempts that timed out before it: their SYNs were lost
     routed: bool  # not to this machine (loopback): it crosses a router, auto rates apply
+    via: Parent | None = None  # the parent proxy it goes through (net/out/parents.py)
 
 
 class _Attempt:
@@ -243,6 +268,36 @@ class Dialer:
             )
         return transport, protocol, winner
 
+    async def _try(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        flow_id: int,
+        candidates: Sequence[IPAddress],
+        port: int,
+        *,
+        racing: bool,
+    ) -> Dialed | BaseException:
+        """One attempt (or one race of ``candidates``): the connection, or why not."""
+        started = loop.time()
+        try:
+            if racing:
+                transport, protocol, ip = await self._race(loop, flow_id, candidates, port)
+            else:
+                ip = candidates[0]
+                self.stats.attempts[ip.version] += 1
+                transport, protocol = await self._attempt(loop, ip, port)
+        except TimeoutError:
+            return TimeoutError(
+                f"connect to {describe(candidates, port)} timed out after "
+                f"{self._race_timeout(len(candidates)):g}s"
+            )
+        except OSError as exc:
+            if exc.errno in _LOCAL_FD_ERRNOS:
+                raise out_of_descriptors(exc) from None
+            return exc
+        self.stats.wins[ip.version] += 1
+        return Dialed(transport, protocol, ip, loop.time() - started, 0, not ip.is_loopback)
+
     async def dial(
         self, loop: asyncio.AbstractEventLoop, flow_id: int, addrs: Sequence[IPAddress], port: int
     ) -> Dialed:
@@ -261,29 +316,11 @@ class Dialer:
         )
         for round_no in range(1, DIAL_ROUNDS + 1):
             for candidates in tries:
-                started = loop.time()
-                try:
-                    if racing:
-                        transport, protocol, ip = await self._race(loop, flow_id, candidates, port)
-                    else:
-                        ip = candidates[0]
-                        self.stats.attempts[ip.version] += 1
-                        transport, protocol = await self._attempt(loop, ip, port)
-                except TimeoutError:
-                    timeouts += 1
-                    last = TimeoutError(
-                        f"connect to {describe(candidates, port)} timed out after "
-                        f"{self._race_timeout(len(candidates)):g}s"
-                    )
-                except OSError as exc:
-                    if exc.errno in _LOCAL_FD_ERRNOS:
-                        raise out_of_descriptors(exc) from None
-                    last = exc
-                else:
-                    self.stats.wins[ip.version] += 1
-                    return Dialed(
-                        transport, protocol, ip, loop.time() - started, timeouts, not ip.is_loopback
-                    )
+                outcome = await self._try(loop, flow_id, candidates, port, racing=racing)
+                if isinstance(outcome, Dialed):
+                    return outcome._replace(timeouts=timeouts) if timeouts else outcome
+                timeouts += isinstance(outcome, TimeoutError)
+                last = outcome
             if round_no < DIAL_ROUNDS:
                 log.warning(
                     "flow%d: connect round %d/%d failed for all %d addresses; backing off %dms",
@@ -300,3 +337,16 @@ class Dialer:
             f"connect failed after {DIAL_ROUNDS} rounds (retries exhausted): {last}",
             rep_for_dial_error(last),
         )
+
+    async def dial_once(
+        self, loop: asyncio.AbstractEventLoop, flow_id: int, addrs: Sequence[IPAddress], port: int
+    ) -> Dialed:
+        """Each address once, one after another: a parent proxy that does not answer is
+        left for the next one, not retried. Raises HandshakeError."""
+        last: BaseException = ConnectionError("no address to dial")
+        for ip in addrs:
+            outcome = await self._try(loop, flow_id, [ip], port, racing=False)
+            if isinstance(outcome, Dialed):
+                return outcome
+            last = outcome
+        raise bad_gateway("dial_failed", f"connect failed: {last}", rep_for_dial_error(last))

@@ -16,14 +16,14 @@ from fyntr.net.parts import Parts
 from fyntr.net.relay.tunnel import Relay, Tunnel, log_tunnel_closed
 from fyntr.net.state import ConnectRequester, ServerState
 from fyntr.policy.checks import PolicyChecks
-from fyntr.wire.commands import Dial, HandOn, Resolve, StartTunnel, Upstream
+from fyntr.wire.commands import DialParent, HandOn, Pace, Resolve, StartTunnel, Upstream
 from fyntr.wire.target import IPAddress, Target, format_host_port
 
 
 class Establish:
     def __init__(self, parts: Parts) -> None:
         self.parts = parts
-        self.checks = PolicyChecks(parts.policy, parts.threats)
+        self.checks = PolicyChecks(parts.policy, parts.threats, parts.parents.routes)
 
     def protocol_state(
         self, release_pending: Callable[[], None], snapshot: Callable[[], Snapshot]
@@ -53,18 +53,32 @@ class Establish:
         parts = self.parts
         step = upstream.start()
         paced = learn = False
-        while not isinstance(step, Dial):
+        while True:
             if isinstance(step, Resolve):
                 step = upstream.resolved(await parts.dialer.resolve(step.host, step.port))
-            else:
-                if learn := parts.pacing.learns_from(upstream.addrs):
+            elif isinstance(step, Pace):
+                if upstream.via_parent:
+                    learn = parts.pacing.auto is None or parts.parents.routed
+                else:
+                    learn = parts.pacing.learns_from(upstream.addrs)
+                if learn:
                     paced = await parts.pacing.wait(who.accepted_at)
                 step = upstream.granted()
-        try:
-            dialed = await parts.dialer.dial(parts.loop, who.flow_id, step.addrs, step.port)
-        except HandshakeError:
-            parts.metrics.dial_failures += 1
-            raise
+            elif isinstance(step, DialParent):
+                via = await parts.parents.open(
+                    parts.loop, who.flow_id, upstream.target, tunnel=not upstream.plain
+                )
+                if via is not None:
+                    dialed = via
+                    break
+                step = upstream.direct()
+            else:
+                try:
+                    dialed = await parts.dialer.dial(parts.loop, who.flow_id, step.addrs, step.port)
+                except HandshakeError:
+                    parts.metrics.dial_failures += 1
+                    raise
+                break
         if learn:
             parts.pacing.observe(dialed, paced=paced)
         if dialed.protocol.lost:
@@ -77,12 +91,15 @@ class Establish:
     async def open_origin(self, who: ConnectRequester, target: Target) -> Dialed:
         return await self.connect(who, Upstream(self.checks, who, target, plain=True))
 
-    def recheck_origin(self, who: ConnectRequester, target: Target, address: IPAddress) -> None:
+    def recheck_origin(
+        self, who: ConnectRequester, target: Target, address: IPAddress, *, direct: bool
+    ) -> None:
         """A kept connection serves a request only after the checks a dial would make,
-        with the address it is connected to as the one DNS answer."""
+        with the address it is connected to as the one DNS answer when it is direct."""
         upstream = Upstream(self.checks, who, target, plain=True)
         upstream.start()
-        upstream.resolved([address])
+        if direct:
+            upstream.resolved([address])
 
     def start_forward(self, inbound: Inbound, command: HandOn) -> None:
         """A plain HTTP request on the CONNECT port: the connection becomes a session."""
@@ -111,7 +128,9 @@ class Establish:
                 inbound.flow_id,
                 inbound.HANDSHAKE.VERB.removesuffix("CONNECT "),
                 target.authority,
-                format_host_port(dialed.address, target.port),
+                format_host_port(dialed.address, target.port)
+                if dialed.via is None
+                else f"parent proxy {dialed.via.name}",
             )
         tunnel = Tunnel(
             flow_id=inbound.flow_id,
