@@ -295,7 +295,7 @@ OPTIONS = (
         "--upstream-from-env",
         _boolean,
         False,
-        "take the parents and exceptions from HTTPS_PROXY, HTTP_PROXY and NO_PROXY",
+        "take parents from HTTPS_PROXY, HTTP_PROXY, ALL_PROXY and exceptions from NO_PROXY",
         is_switch=True,
     ),
 )
@@ -385,19 +385,27 @@ def parse_args(argv: list[str], environ: Mapping[str, str] | None = None) -> Set
     return Settings(**fields)
 
 
-PROXY_VARIABLES: Final = ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY")
+# The lower case first, as curl and Python read them; ALL_PROXY as curl's last resort.
+PARENT_VARIABLES: Final = (
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+)
 
 
 def _from_env(
     fields: dict[str, Any], environ: Mapping[str, str]
 ) -> tuple[tuple[Parent, ...], tuple[str, ...]]:
-    """The parents of ``--upstream`` first, then those of the proxy variables (the lower
-    case first, as curl and Python read them), less any that is this fyntr itself; the
-    exceptions of ``--no-upstream`` and NO_PROXY/no_proxy."""
+    """The parents of ``--upstream`` first, then those of the proxy variables
+    (``PARENT_VARIABLES``), less any that is this fyntr itself; the exceptions of
+    ``--no-upstream`` and NO_PROXY/no_proxy."""
     from fyntr.wire.parent import NoProxy, parse_parent  # noqa: PLC0415
 
     parents: list[Parent] = list(fields["upstreams"])
-    for name in PROXY_VARIABLES:
+    for name in PARENT_VARIABLES:
         value = environ.get(name, "").strip()
         if not value:
             continue

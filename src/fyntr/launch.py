@@ -36,10 +36,10 @@ its own on a free loopback port, and NO_PROXY/no_proxy as inherited plus localho
 127.0.0.1 and ::1. --node also sets NODE_USE_ENV_PROXY=1 (Node's fetch). Any fyntr flag
 but --port and --bind may come before --; fyntr logs warnings only unless --log-level
 says otherwise. SIGTERM and SIGHUP go on to the command; the exit status is the
-command's. A proxy already set in the environment is an error: fyntr cannot pass
-traffic on to another proxy yet."""
+command's. A proxy already set in the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY,
+either case) becomes fyntr's parent proxy, and the inherited NO_PROXY its exceptions."""
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
-INHERITED_PROXIES = (*PROXY_VARIABLES, "ALL_PROXY", "all_proxy")
+INHERITED_PROXIES = (*PROXY_VARIABLES, "ALL_PROXY", "all_proxy")  # as cli.PARENT_VARIABLES
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 PASSED_ON = ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
 LEFT_TO_THE_TERMINAL = ("SIGINT", "SIGQUIT")
@@ -70,18 +70,10 @@ def split_command(args: list[str]) -> tuple[list[str], bool, list[str]]:
     return [f for f in flags if f != "--node"], node, command
 
 
-def refuse_inherited(environ: Mapping[str, str]) -> None:
-    """A proxy already set in the environment: fyntr has no way to pass traffic on to
-    another proxy yet, so the command would go around the one it was meant to use. An
-    error, not a silent detour."""
-    inherited = {k: environ[k] for k in INHERITED_PROXIES if environ.get(k)}
-    if inherited:
-        name, value = next(iter(inherited.items()))
-        raise RunError(
-            f"{name} is already set ({value}); fyntr cannot pass traffic on to another "
-            f"proxy, so the command would go around it. Unset it for this command: "
-            f"env -u {' -u '.join(inherited)} {PROG} ..."
-        )
+def inherits_a_proxy(environ: Mapping[str, str]) -> bool:
+    """A proxy already set in the environment: the one the command was meant to use. It
+    becomes fyntr's parent (``--upstream-from-env``), and NO_PROXY its exceptions."""
+    return any(environ.get(k, "").strip() for k in INHERITED_PROXIES)
 
 
 def command_environment(environ: Mapping[str, str], port: int, *, node: bool) -> dict[str, str]:
@@ -167,12 +159,13 @@ def main(
         return 0
     try:
         flags, node, command = split_command(args)
-        refuse_inherited(os.environ)
     except RunError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return exc.status
     # The command's output is the user's: fyntr says only warnings unless asked for more.
     quiet = "--log-level" not in flags and "FYNTR_LOG_LEVEL" not in os.environ
+    if inherits_a_proxy(os.environ):
+        flags = [*flags, "--upstream-from-env"]
     settings = parse([*flags, "--log-level", "warning"] if quiet else flags)
     if isinstance(settings, int):
         return settings

@@ -1,7 +1,7 @@
 """``fyntr run [flags] -- COMMAND``: the command gets the proxy variables, reaches its
-origin through fyntr, and its exit status and the supervisor's signals pass through;
-anything that would make it bypass fyntr, or a fyntr that cannot start, is an error
-before the command runs."""
+origin through fyntr (and through an inherited proxy, fyntr's parent then), and its
+exit status and the supervisor's signals pass through; anything that would make it
+bypass fyntr, or a fyntr that cannot start, is an error before the command runs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from pathlib import Path
 
 from tests.support.http_origin import http_origin
 from tests.support.net import fyntr_argv, hello_https, make_tls, origin
+from tests.support.parent import parent_proxy
 
 # The origin is on 127.0.0.1, which NO_PROXY exempts (for urllib as for curl): the
 # command drops the exemption to go through the proxy it was given.
@@ -133,15 +134,35 @@ async def test_sigterm_reaches_the_command_and_sigint_is_left_to_the_terminal() 
     assert (await proc.wait(), rest) == (0, b"TERM\n")
 
 
+async def test_an_inherited_proxy_becomes_fyntrs_parent() -> None:
+    """HTTPS_PROXY already set (a company proxy): the command still goes through fyntr,
+    and fyntr passes it on to that proxy, by name."""
+    curl = shutil.which("curl")
+    assert curl is not None, "curl is installed by the test command"
+    async with origin(hello_https) as o, parent_proxy() as p:
+        status, out, err = await fyntr_run(
+            "--allow-port",
+            str(o.port),
+            "--",
+            curl,
+            "-sS",
+            "--proxytunnel",
+            f"http://origin.test:{o.port}/",
+            env=clean_env(HTTPS_PROXY=p.url, HTTP_PROXY=p.url, NO_PROXY="corp.example"),
+        )
+    assert (status, out, err) == (0, "hello through fyntr\n", "")
+    assert p.heads == [
+        f"CONNECT origin.test:{o.port} HTTP/1.1\r\nhost: origin.test:{o.port}\r\n\r\n".encode()
+    ]
+
+
 async def test_what_would_bypass_fyntr_is_refused_before_the_command_runs(
     tmp_path: Path,
 ) -> None:
     marker = tmp_path / "ran"
     touch = ["--", "touch", str(marker)]
-    inherited = await fyntr_run(*touch, env=clean_env(HTTPS_PROXY="http://corp.example:3128"))
-    assert inherited[0] == 2
-    assert "HTTPS_PROXY is already set (http://corp.example:3128)" in inherited[2]
-    assert "env -u HTTPS_PROXY fyntr run" in inherited[2]
+    bad_parent = await fyntr_run(*touch, env=clean_env(HTTPS_PROXY="https://corp.example"))
+    assert bad_parent[0] == 2 and "HTTPS_PROXY: a parent proxy is http://" in bad_parent[2]
     chosen = await fyntr_run("--port", "8080", *touch)
     assert chosen[0] == 2 and "listens on a free loopback port" in chosen[2]
     bad_flag = await fyntr_run("--no-such-flag", *touch)
