@@ -21,7 +21,13 @@ from fyntr.log import log
 from fyntr.net.out.dialer import Dialed, Dialer
 from fyntr.wire import parent as wire
 from fyntr.wire.parent import NoProxy, Parent
-from fyntr.wire.target import Target, parse_request_host
+from fyntr.wire.target import Host, Target, canonical_ip, parse_ip
+
+
+def _host(name: str) -> Host:
+    """A parent's host as the resolver takes it (parse_parent checked it)."""
+    ip = parse_ip(name)
+    return Host(name, None, name) if ip is None else Host(name, canonical_ip(ip), None)
 
 
 class Failed(Exception):
@@ -44,7 +50,7 @@ class Parents:
         self.dialer = dialer
         self.fallback_direct = fallback_direct
         self._failed_until = [0.0] * len(self.parents)
-        self._hosts = [parse_request_host(p.host) for p in self.parents]
+        self._hosts = [_host(p.host) for p in self.parents]
 
     def routes(self, target: Target) -> bool:
         """Whether ``target`` goes through a parent: there is one, and it is no
