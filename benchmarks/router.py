@@ -369,6 +369,8 @@ def run_case(
     scenario: Scenario,
     args: argparse.Namespace,
     workdir: Path,
+    *,
+    parent: str | None = None,
 ) -> dict[str, Any]:
     accepts = workdir / f"accepts-{scenario.key}-{len(name)}.json"
     origin = subprocess.Popen(
@@ -388,6 +390,8 @@ def run_case(
     try:
         origin_port = int(origin.stdout.readline())
         params: dict[str, Any] = {"proxy": None, "origin": origin_port, "host": ORIGIN_IP}
+        if parent is not None:
+            stack.enter_context(parent_proxy(parent, origin_port, workdir))
         if fyntr_args is not None:
             port = 18000 + len(name)
             env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
@@ -569,22 +573,59 @@ def step_link(link: Link, done: threading.Event) -> None:
         n += 1
 
 
-def cases(scenario: Scenario, uplink: str, quick: bool) -> list[tuple[str, list[str] | None]]:
-    out: list[tuple[str, list[str] | None]] = [("direct", None), ("fyntr, no flags", [])]
+# Where a parent proxy (tinyproxy) sits in the --parents cases: behind the router (in the
+# origin's namespace, a company proxy across the uplink) or on the LAN (the client's
+# namespace, on its non-loopback address: the path to it crosses no router).
+PARENT_PLACES = {"behind the router": (ORIGIN_NS, ORIGIN_IP), "on the LAN": (CLIENT_NS, CLIENT_IP)}
+PARENT_PORT = 13128
+
+
+@contextlib.contextmanager
+def parent_proxy(place: str, origin_port: int, workdir: Path) -> Iterator[None]:
+    """tinyproxy as the parent, in its place (``PARENT_PLACES``), until the case ends."""
+    ns, ip = PARENT_PLACES[place]
+    conf = workdir / "parent.conf"
+    conf.write_text(
+        f"Port {PARENT_PORT}\nListen {ip}\nTimeout 600\nMaxClients 1024\n"
+        f'Allow 198.18.0.0/15\nLogLevel Critical\nLogFile "{workdir / "parent.log"}"\n'
+        f"ConnectPort {origin_port}\nDisableViaHeader Yes\n"
+    )
+    proc = subprocess.Popen(in_ns(ns, "tinyproxy", "-d", "-c", str(conf)))
+    try:
+        time.sleep(0.5)
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def cases(
+    scenario: Scenario, uplink: str, quick: bool, parents: bool = False
+) -> list[tuple[str, list[str] | None, str | None]]:
+    out: list[tuple[str, list[str] | None, str | None]] = [
+        ("direct", None, None),
+        ("fyntr, no flags", [], None),
+    ]
+    if parents:
+        for place, (_ns, ip) in PARENT_PLACES.items():
+            upstream = ["--upstream", f"http://{ip}:{PARENT_PORT}"]
+            out.append((f"fyntr, parent {place}", upstream, place))
     shaped = int(rate_bytes(uplink) * 0.9)  # a little below the link
     if scenario.key == "d":
-        out.append(("fyntr --download-rate 0", ["--download-rate", "0"]))  # download auto off
+        out.append(("fyntr --download-rate 0", ["--download-rate", "0"], None))  # auto off
         if not quick:
-            out.append(("fyntr --download-rate 90%", ["--download-rate", str(shaped)]))
+            out.append(("fyntr --download-rate 90%", ["--download-rate", str(shaped)], None))
     if scenario.key == "a" and not quick:
         out += [
             (
                 "fyntr unshaped",
                 ["--upload-rate", "0", "--download-rate", "0", "--connect-rate", "0"],
+                None,
             ),
             (
                 "fyntr --upload-rate 90% --connect-rate 20",
                 ["--upload-rate", str(shaped), "--connect-rate", "20", "--connect-burst", "4"],
+                None,
             ),
         ]
     return out
@@ -712,6 +753,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--uplink", default="20mbit", help="router uplink rate (tc syntax)")
     ap.add_argument("--buffer-ms", type=int, default=300, help="uplink FIFO depth, ms")
     ap.add_argument("--quick", action="store_true", help="direct and fyntr with no flags only")
+    ap.add_argument(
+        "--parents",
+        action="store_true",
+        help="also through a parent proxy (tinyproxy) behind the router and on the LAN",
+    )
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--plot", type=Path, default=None, help="write a PNG (needs matplotlib)")
     ap.add_argument(
@@ -739,9 +785,13 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for scenario in chosen:
             with network(scenario.line(args)):
-                for name, fyntr_args in cases(scenario, args.uplink, args.quick):
+                for name, fyntr_args, parent in cases(
+                    scenario, args.uplink, args.quick, args.parents
+                ):
                     print(f"running ({scenario.key}) {name} ...", file=sys.stderr, flush=True)
-                    rows.append(run_case(name, fyntr_args, scenario, args, Path(tmp)))
+                    rows.append(
+                        run_case(name, fyntr_args, scenario, args, Path(tmp), parent=parent)
+                    )
     print_table(rows)
     print(
         f"\nuplink {args.uplink} with a {args.buffer_ms} ms FIFO; probe: 64-byte round trips "
