@@ -292,6 +292,12 @@ OPTIONS = (
         "when no parent answers: fail (502) or direct",
     ),
     Option(
+        "--upstream-file",
+        str,
+        None,
+        "parent proxy URLs, one a line, after --upstream's: credentials off the command line",
+    ),
+    Option(
         "--upstream-from-env",
         _boolean,
         False,
@@ -376,6 +382,12 @@ def parse_args(argv: list[str], environ: Mapping[str, str] | None = None) -> Set
         return 2
     fields = {opt.field: v[opt.dest] for opt in OPTIONS}
     fields["default_allow_port"] = not fields.pop("no_default_allow_port")
+    if (path := fields.pop("upstream_file")) is not None:
+        try:
+            fields["upstreams"] = (*fields["upstreams"], *_parents_file(path))
+        except (OSError, ValueError) as exc:
+            print(f"{PROG}: error: --upstream-file {path}: {exc}", file=sys.stderr)
+            return 2
     if fields.pop("upstream_from_env"):
         try:
             fields["upstreams"], fields["no_upstream"] = _from_env(fields, environ)
@@ -383,6 +395,28 @@ def parse_args(argv: list[str], environ: Mapping[str, str] | None = None) -> Set
             print(f"{PROG}: error: --upstream-from-env: {exc}", file=sys.stderr)
             return 2
     return Settings(**fields)
+
+
+def _parents_file(path: str) -> list[Parent]:
+    """One parent URL a line; blank lines and ``#`` comments skipped. The file holds
+    credentials: one that others may read is refused, as ssh refuses such a key."""
+    from fyntr.wire.parent import parse_parent  # noqa: PLC0415
+
+    with open(path, encoding="utf-8") as file:
+        if os.name == "posix" and os.fstat(file.fileno()).st_mode & 0o077:
+            raise ValueError("others may read it; chmod 600 it")
+        lines = file.read().splitlines()
+    parents = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            try:
+                parents.append(parse_parent(text))
+            except ValueError as exc:
+                raise ValueError(f"line {number}: {exc}") from None
+    if not parents:
+        raise ValueError("no parent proxy URL in it")
+    return parents
 
 
 # The lower case first, as curl and Python read them; ALL_PROXY as curl's last resort.

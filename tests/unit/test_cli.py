@@ -3,6 +3,7 @@ docs/original.md §1.1-1.2)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, cast
 
 import pytest
@@ -315,3 +316,47 @@ def test_flags_and_settings_share_one_range(field: str, capsys: pytest.CaptureFi
         assert f"invalid value for {flag}: {bad} is out of range" in capsys.readouterr().err
         with pytest.raises(ValueError, match=f"{field}: {bad} is out of range"):
             Settings(**cast(dict[str, Any], {field: (bad,) if field == "allow_ports" else bad}))
+
+
+def test_parent_proxy_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    s = settings(
+        "--upstream",
+        "http://u:p@corp:3128",
+        "--no-upstream",
+        ".corp,10.0.0.0/8",
+        "--upstream-fallback",
+        "direct",
+    )
+    assert [p.name for p in s.upstreams] == ["http://corp:3128"]
+    assert (s.no_upstream, s.upstream_fallback) == ((".corp", "10.0.0.0/8"), "direct")
+    assert "u:p" not in repr(s)  # the credentials never reach a log line through Settings
+    listed = tmp_path / "parents"
+    listed.write_text("# the company's\nhttp://me:s%23cret@proxy.corp  # main\n\nsocks5://b\n")
+    listed.chmod(0o644)
+    assert parse_args(["--upstream-file", str(listed)]) == 2
+    assert "others may read it; chmod 600 it" in capsys.readouterr().err
+    listed.chmod(0o600)
+    s = settings("--upstream", "http://first:1", "--upstream-file", str(listed))
+    assert [p.name for p in s.upstreams] == [
+        "http://first:1",
+        "http://proxy.corp:3128",
+        "socks5://b:1080",
+    ]
+    assert s.upstreams[1].password == "s#cret"
+    assert parse_args(["--no-upstream", "exa mple.com"]) == 2
+    assert "invalid value for --no-upstream" in capsys.readouterr().err
+
+
+def test_upstream_from_env_leaves_this_fyntr_out() -> None:
+    env = {
+        "https_proxy": "http://127.0.0.1:9999",  # this fyntr: --port 9999
+        "HTTPS_PROXY": "http://corp:3128",
+        "http_proxy": "http://corp:3128",  # the same parent: once
+        "ALL_PROXY": "socks5://corp:1080",
+        "NO_PROXY": "a.example,b.example",
+        "no_proxy": "a.example",
+    }
+    s = parse_args(["--upstream-from-env", "--no-upstream", "c.example"], env)
+    assert isinstance(s, Settings)
+    assert [p.name for p in s.upstreams] == ["http://corp:3128", "socks5://corp:1080"]
+    assert s.no_upstream == ("c.example", "a.example", "b.example")
