@@ -209,15 +209,18 @@ async def test_no_upstream_and_loopback_go_direct() -> None:
     assert p.connections == 0
 
 
-async def test_an_ip_literal_through_a_parent_is_still_judged_by_the_cidr_policy() -> None:
-    async with parent_proxy() as p:
-        settings, dialer, _ = via(p.url, no_upstream=(), allow_cidrs=())
+async def test_the_policy_judges_the_target_never_the_parent() -> None:
+    async with origin(echo) as o, parent_proxy() as p:
+        # No --allow-cidr: the parent's own 127.0.0.1 is in the built-in deny list.
+        settings, dialer, _ = via(p.url, allow_cidrs=())
+        settings = replace(settings, allow_ports=(o.port,))
         async with proxy(settings, dialer=dialer) as server:
+            assert await roundtrip(http_port(server), f"origin.test:{o.port}")
             reply = await exchange(
                 http_port(server), b"CONNECT 10.1.2.3:443 HTTP/1.1\r\n\r\n"
-            )  # private: denied by the built-in ranges, parent or not
+            )  # an IP literal: private, denied by the built-in ranges, parent or not
     assert reply == b"HTTP/1.1 403 Forbidden\r\n\r\n"
-    assert p.connections == 0
+    assert p.connections == 1
 
 
 @contextlib.asynccontextmanager
