@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import time
@@ -19,12 +20,61 @@ class _Formatter(logging.Formatter):
         return f"[{stamp} {level:<5} {record.name}] {record.getMessage()}"
 
 
+class _TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The lines of one turn of the event loop go out in one write: a tunnel logs four
+    (accepted, CONNECT, connected, closed), and a write(2) each cost a fifth of the
+    set-up rate at the default level (benchmarks/run.py ``setups``). A WARNING or worse
+    is written at once with what came before it; so is everything while no loop is
+    attached (start-up, shutdown), and ``flush`` runs at exit (logging.shutdown)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+        self.lines: list[str] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # logging's own contract: report, never raise
+            self.handleError(record)
+            return
+        loop = self.loop
+        if record.levelno >= logging.WARNING or loop is None or loop.is_closed():
+            self.flush()
+        elif not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self.scheduled = False
+            if self.lines:
+                text = "\n".join(self.lines) + "\n"
+                self.lines.clear()
+                self.stream.write(text)
+                self.stream.flush()
+
+
+_handler = _TurnHandler()
+_handler.setFormatter(_Formatter())
+
+
 def setup_logging(level: str) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_Formatter())
-    log.handlers[:] = [handler]
+    # No process, thread or caller lookups per record: the lines show none of them, and
+    # the process field alone was a getpid(2) per record. (_srcfile None: no findCaller.)
+    logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
+    logging._srcfile = None
+    log.handlers[:] = [_handler]
     log.setLevel(level.upper())
     log.propagate = False
+
+
+def attach_loop(loop: asyncio.AbstractEventLoop | None) -> None:
+    """Batch the lines per turn of ``loop`` from now on; None: write each at once again
+    (after flushing what waits)."""
+    _handler.flush()
+    _handler.loop = loop
 
 
 def format_bytes(n: float) -> str:

@@ -49,6 +49,35 @@ async def sigterm_drain(proc: Process, origin_port: int) -> None:
         assert "reason=closed" in proc.output
 
 
+async def test_no_log_line_is_lost_to_a_sigterm_under_load() -> None:
+    """Lines go out once per turn of the loop (fyntr.log): a SIGTERM while tunnels open
+    and close must still leave every tunnel's accepted, connected and closed line."""
+    tunnels = 200
+
+    async def one(port: int, target: str) -> None:
+        reader, writer, head = await connect_via(port, target)
+        assert head == OK
+        writer.write(b"ab")
+        assert await reader.readexactly(2) == b"ab"
+        writer.close()
+
+    async with origin(echo) as o:
+        with fyntr_process(*loopback_args(o.port), "--shutdown-grace", "30") as proc:
+            proc.drain()
+            target = f"127.0.0.1:{o.port}"
+            first = [one(proc.ports[0], target) for _ in range(tunnels // 2)]
+            await asyncio.gather(*first)
+            going = [asyncio.create_task(one(proc.ports[0], target)) for _ in range(tunnels // 2)]
+            await asyncio.sleep(0)
+            proc.stop(signal.SIGTERM)  # while the second half opens and closes
+            done = await asyncio.gather(*going, return_exceptions=True)
+            assert await asyncio.to_thread(proc.finish) == 0
+    served = tunnels // 2 + sum(1 for d in done if d is None)
+    out = proc.output
+    assert out.count(" connected to ") == out.count(" closed target=") == served
+    assert out.count(" connection from 127.0.0.1") >= served
+
+
 async def test_grace_expiry_closes_tunnels() -> None:
     async with origin(echo) as o:
         with fyntr_process(*loopback_args(o.port), "--shutdown-grace", "0.3") as proc:

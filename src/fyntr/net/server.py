@@ -17,7 +17,7 @@ from fyntr.errors import ConfigError
 from fyntr.limits import (
     SHUTDOWN_POLL_S,
 )
-from fyntr.log import log
+from fyntr.log import attach_loop, log
 from fyntr.metrics import Snapshot, Stats
 from fyntr.net.forward.pool import OriginPool
 from fyntr.net.front.gate import Gate, open_listeners
@@ -160,6 +160,7 @@ class Server:
                 self.close()
                 raise
         self.sweeper.start()
+        attach_loop(self.loop)  # the lines of a turn in one write from here on (fyntr.log)
 
     @property
     def metrics_address(self) -> tuple[str, int] | None:
@@ -263,3 +264,4 @@ class Server:
         self.pacing.close()
         for task in list(self._tasks):
             task.cancel()
+        attach_loop(None)
