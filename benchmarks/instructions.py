@@ -1,13 +1,16 @@
-"""What one plain HTTP request or one tunnel costs fyntr, in CPU instructions.
+"""What one plain HTTP request or one tunnel costs fyntr, in CPU instructions or in
+system calls.
 
-    python benchmarks/instructions.py [--against REV] [--clients N] [--requests N]
+    python benchmarks/instructions.py [--syscalls] [--against REV] [--clients N]
+                                      [--requests N] [--workloads keepalive,close,tunnel]
 
 Time on a shared 2-core machine drifts by 10-20% between runs; the instructions a
-process executes do not. fyntr runs under callgrind (apt-get install valgrind), its
-default flags at --log-level error, against benchmarks/origin.py; clients on threads
-send N requests (or open N tunnels) twice, once N/5, and the difference over the
-difference in count is the cost of one, start-up and shutdown cancelled out. The kernel's
-share (system calls) is not counted: `strace -c -f -p PID` gives that.
+process executes, and the system calls it makes, do not. fyntr runs with its default
+flags and log level (to /dev/null) under callgrind (apt-get install valgrind), or under
+``strace -f -c`` with ``--syscalls`` (apt-get install strace), against
+benchmarks/origin.py; clients on threads send N requests (or open N tunnels) twice,
+once N/5, and the difference over the difference in count is the cost of one, start-up
+and shutdown cancelled out. ``--syscalls`` also lists where the calls go.
 
 Workloads: ``keepalive`` (one GET per exchange on kept connections), ``close`` (a
 connection per GET, ``Connection: close``), ``tunnel`` (CONNECT, 2 bytes echoed, close).
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -93,19 +97,27 @@ def tunnel(proxy: int, origin: int, n: int) -> None:
 WORKLOADS: dict[str, Client] = {"keepalive": keepalive, "close": close, "tunnel": tunnel}
 
 
-def instructions(src: Path, origin: int, client: Client, clients: int, each: int) -> int:
-    """Instructions fyntr (from ``src``) executes from start to exit while ``clients``
-    threads each run ``client`` ``each`` times."""
+def run_under(
+    tool: str, src: Path, origin: int, client: Client, *, clients: int, each: int
+) -> dict[str, int]:
+    """What fyntr (from ``src``) costs from start to exit while ``clients`` threads each
+    run ``client`` ``each`` times: {"total": instructions} under callgrind, or the calls
+    of each system call and their "total" under ``strace -f -c``."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        out, log = Path(tmp) / "callgrind.out", Path(tmp) / "valgrind.log"
-        command = fyntr_command(port, "127.0.0.0/8", origin, "--log-level", "error")
+        out, log = Path(tmp) / "tool.out", Path(tmp) / "tool.log"
+        command = fyntr_command(port, "127.0.0.0/8", origin)  # default flags and log level
+        wrapper = (
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+            if tool == "callgrind"
+            else ["strace", "-f", "-c", "-o", str(out)]
+        )
         with log.open("w") as err:
             proc = subprocess.Popen(
-                ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+                [*wrapper, *command],
                 env={**os.environ, "PYTHONPATH": str(src)},
                 stdout=subprocess.DEVNULL,
-                stderr=err,
+                stderr=subprocess.DEVNULL if tool == "strace" else err,
             )
             try:
                 wait_port(port, proc, timeout=120)
@@ -118,19 +130,44 @@ def instructions(src: Path, origin: int, client: Client, clients: int, each: int
                 for w in workers:
                     w.join()
             finally:
-                proc.terminate()
-                proc.wait(300)
+                _stop(proc, tool)
+        if tool == "strace":
+            return _strace_counts(out.read_text())
         found = re.search(r"Collected : (\d+)", log.read_text())
         if found is None:
             raise RuntimeError(f"no callgrind total in {log.read_text()[-400:]}")
-        return int(found.group(1))
+        return {"total": int(found.group(1))}
 
 
-def per_one(src: Path, origin: int, client: Client, clients: int, requests: int) -> float:
+def _stop(proc: subprocess.Popen[bytes], tool: str) -> None:
+    """SIGTERM to fyntr itself: strace's child, when strace runs it (strace holds the
+    signal while it traces); it then writes its table and exits with it."""
+    pid = proc.pid
+    if tool == "strace":
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        pid = int(children[0]) if children else pid
+    os.kill(pid, signal.SIGTERM)
+    proc.wait(300)
+
+
+def _strace_counts(summary: str) -> dict[str, int]:
+    """``strace -c``'s table: % time, seconds, usecs/call, calls, [errors,] syscall."""
+    counts: dict[str, int] = {}
+    for line in summary.splitlines():
+        fields = line.split()
+        if len(fields) >= 5 and fields[0].replace(".", "").isdigit():
+            counts[fields[-1]] = int(fields[3])
+    return counts
+
+
+def per_one(
+    tool: str, src: Path, origin: int, client: Client, *, clients: int, requests: int
+) -> dict[str, float]:
+    """Each count's cost of one more request (or tunnel): start-up and exit cancel out."""
     few, many = requests // 5 // clients, requests // clients
-    low = instructions(src, origin, client, clients, few)
-    high = instructions(src, origin, client, clients, many)
-    return (high - low) / ((many - few) * clients)
+    low = run_under(tool, src, origin, client, clients=clients, each=few)
+    high = run_under(tool, src, origin, client, clients=clients, each=many)
+    return {k: (high[k] - low.get(k, 0)) / ((many - few) * clients) for k in high}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -141,9 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workloads", default=",".join(WORKLOADS))
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=3200)
+    ap.add_argument(
+        "--syscalls", action="store_true", help="count system calls (strace -c), not instructions"
+    )
     args = ap.parse_args(argv)
-    if subprocess.run(["which", "valgrind"], capture_output=True, check=False).returncode:
-        ap.error("valgrind is not installed (apt-get install valgrind)")
+    tool = "strace" if args.syscalls else "callgrind"
+    exe = "strace" if args.syscalls else "valgrind"
+    if subprocess.run(["which", exe], capture_output=True, check=False).returncode:
+        ap.error(f"{exe} is not installed (apt-get install {exe})")
     trees = {"fyntr": REPO / "src"}
     with tempfile.TemporaryDirectory() as tmp, origin_server() as (origin, _pid):
         tree = Path(tmp) / "earlier"
@@ -155,8 +197,21 @@ def main(argv: list[str] | None = None) -> int:
         try:
             for workload in args.workloads.split(","):
                 for name, src in trees.items():
-                    cost = per_one(src, origin, WORKLOADS[workload], args.clients, args.requests)
-                    print(f"{workload:10s} {name:24s} {cost:12,.0f} instructions each")
+                    cost = per_one(
+                        tool,
+                        src,
+                        origin,
+                        WORKLOADS[workload],
+                        clients=args.clients,
+                        requests=args.requests,
+                    )
+                    unit = "system calls" if args.syscalls else "instructions"
+                    print(f"{workload:10s} {name:24s} {cost['total']:12,.1f} {unit} each")
+                    if args.syscalls:  # where they go
+                        top = sorted(
+                            ((v, k) for k, v in cost.items() if k != "total"), reverse=True
+                        )
+                        print("    " + ", ".join(f"{k} {v:.1f}" for v, k in top[:10]))
         finally:
             if args.against:
                 remove_worktree(tree)
