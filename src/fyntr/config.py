@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, Literal, TypeVar
 
@@ -201,3 +202,71 @@ def validate_bind_address(text: str) -> str:
             f"bind address '{value}' may only contain ASCII letters, digits, '.' and '-'"
         )
     return value
+
+
+# --- Parent proxies (docs/parent-proxies.md) ---------------------------------------------
+def parents_file(path: str) -> list[Parent]:
+    """``--upstream-file``: one parent URL a line; blank lines and ``#`` comments
+    skipped. The file holds credentials: one that others may read is refused, as ssh
+    refuses such a key. ValueError or OSError with the reason."""
+    from fyntr.wire.parent import parse_parent  # noqa: PLC0415  (only with parents)
+
+    with open(path, encoding="utf-8") as file:
+        if os.name == "posix" and os.fstat(file.fileno()).st_mode & 0o077:
+            raise ValueError("others may read it; chmod 600 it")
+        lines = file.read().splitlines()
+    parents = []
+    for number, line in enumerate(lines, 1):
+        text = line.split("#", 1)[0].strip()
+        if text:
+            try:
+                parents.append(parse_parent(text))
+            except ValueError as exc:
+                raise ValueError(f"line {number}: {exc}") from None
+    if not parents:
+        raise ValueError("no parent proxy URL in it")
+    return parents
+
+
+# The lower case first, as curl and Python read them; ALL_PROXY as curl's last resort.
+PARENT_VARIABLES: Final = (
+    "https_proxy",
+    "HTTPS_PROXY",
+    "http_proxy",
+    "HTTP_PROXY",
+    "all_proxy",
+    "ALL_PROXY",
+)
+
+
+def parents_from_env(
+    given: tuple[Parent, ...], exceptions: tuple[str, ...], port: int, environ: Mapping[str, str]
+) -> tuple[tuple[Parent, ...], tuple[str, ...]]:
+    """``--upstream-from-env``: the ``given`` parents first, then those of the proxy
+    variables (``PARENT_VARIABLES``), less any that is this fyntr itself (loopback,
+    ``port``); the ``exceptions``, then NO_PROXY/no_proxy's. ValueError naming the
+    variable."""
+    from fyntr.wire.parent import NoProxy, parse_parent  # noqa: PLC0415  (only with parents)
+
+    parents = list(given)
+    for name in PARENT_VARIABLES:
+        value = environ.get(name, "").strip()
+        if not value:
+            continue
+        try:
+            parent = parse_parent(value)
+        except ValueError as exc:
+            raise ValueError(f"{name}: {exc}") from None
+        itself = parent.loopback and parent.port == port
+        if not itself and parent not in parents:
+            parents.append(parent)
+    direct = list(exceptions)
+    for name in ("no_proxy", "NO_PROXY"):
+        for entry in (e.strip() for e in environ.get(name, "").split(",")):
+            if entry and entry not in direct:
+                try:
+                    NoProxy((entry,))
+                except ValueError as exc:
+                    raise ValueError(f"{name}: {exc}") from None
+                direct.append(entry)
+    return tuple(parents), tuple(direct)
