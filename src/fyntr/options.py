@@ -256,4 +256,3 @@ OPTIONS = (
         is_switch=True,
     ),
 )
-
