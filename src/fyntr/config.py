@@ -145,6 +145,7 @@ class Settings:
     metrics_port: int | None = None
     metrics_bind: str = limits.DEFAULT_METRICS_BIND
     shutdown_grace_s: float = limits.DEFAULT_SHUTDOWN_GRACE_S
+    client_allow: tuple[str, ...] = ()  # CIDRs of who may connect; () = the defaults
     upstreams: tuple[Parent, ...] = ()  # parent proxies, in order (docs/parent-proxies.md)
     no_upstream: tuple[str, ...] = ()  # NO_PROXY entries: targets that go direct
     upstream_fallback: str = "fail"  # when no parent answers: "fail" (502) or "direct"

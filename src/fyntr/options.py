@@ -16,6 +16,8 @@ from fyntr.config import (
     parse_rate_or_auto,
     parse_seconds,
 )
+from fyntr.errors import ConfigError
+from fyntr.policy.rules import parse_cidr
 from fyntr.policy.threat import ThreatAction
 
 if TYPE_CHECKING:
@@ -76,6 +78,14 @@ def _no_proxy_entry(text: str) -> str:
     return text
 
 
+def _cidr(text: str) -> str:
+    try:
+        parse_cidr(text)
+    except ConfigError as exc:
+        raise ValueError(str(exc)) from None
+    return text.strip()
+
+
 def _threat_action(text: str) -> ThreatAction:
     return ThreatAction(_choice("warn", "block")(text))
 
@@ -112,6 +122,14 @@ OPTIONS = (
         "HTTP CONNECT and plain HTTP port (0 = any free port)",
     ),
     Option("--socks5-bind", str, None, "SOCKS5 listen address (default: --bind)"),
+    Option(
+        "--client-allow",
+        _cidr,
+        (),
+        "clients that may connect (default beyond loopback: loopback, RFC 1918, RFC 6598, "
+        "link-local and ULA ranges)",
+        is_list=True,
+    ),
     Option("--socks5-port", _int_range("socks5_port"), None, "enable SOCKS5 on this port"),
     Option(
         "--max-connections",

@@ -18,7 +18,15 @@ from enum import Enum
 from typing import ClassVar
 
 from fyntr.config import Timeouts
-from fyntr.errors import REASON_PHRASES, STATUS_LINES, HandshakeError, Rep, Status, timed_out
+from fyntr.errors import (
+    REASON_PHRASES,
+    STATUS_LINES,
+    HandshakeError,
+    Rep,
+    Status,
+    forbidden,
+    timed_out,
+)
 from fyntr.limits import LINGER_S
 from fyntr.wire.commands import (
     Arm,
@@ -42,6 +50,7 @@ from fyntr.wire.commands import (
     Upstream,
 )
 from fyntr.wire.http_connect import ConnectParser, ConnectPhase, HeadComplete, TargetParsed
+from fyntr.wire.http_rewrite import error_response
 from fyntr.wire.socks5 import Socks5Parser, refusal_reply, success_reply
 from fyntr.wire.target import IPAddress, Target
 
@@ -111,6 +120,19 @@ class Handshake:
             f"before parsing: max connections ({cap}) reached"
         )
         return [Refused("max_connections"), Log(logging.WARNING, text), *self._capacity()]
+
+    def client_refused(self, ranges: str) -> list[Command]:
+        """A client outside the allowed ranges (``--client-allow``), judged at accept:
+        refused with a reply the client can read, and never dialled for."""
+        err = forbidden(
+            "client_denied",
+            f"{self.who.peer} may not use this proxy: only clients in {ranges} may "
+            "(--client-allow)",
+        )
+        return self._client_refused(err)
+
+    def _client_refused(self, err: HandshakeError) -> list[Command]:
+        raise NotImplementedError
 
     def handle(self, event: Event) -> list[Command]:
         stage = self.stage
@@ -213,6 +235,13 @@ class HttpHandshake(Handshake):
     def _capacity(self) -> list[Command]:
         return [Send(STATUS_LINES[Status.SERVICE_UNAVAILABLE]), *self._linger()]
 
+    def _client_refused(self, err: HandshakeError) -> list[Command]:
+        """At once, with the reason in the body: the client's request is not read."""
+        self.stage = Stage.READING  # _linger decides how it ends
+        reply = error_response(err.status, REASON_PHRASES[err.status], err.detail)
+        text = f"flow{self.who.flow_id}: {self.NAME} connection refused: {err.detail}"
+        return [Refused(err.reason), Log(logging.INFO, text), Send(reply), *self._linger()]
+
     def _read(self, data: bytes) -> list[Command]:
         try:
             events = self.parser.feed(data)
@@ -274,12 +303,19 @@ class Socks5Handshake(Handshake):
     ) -> None:
         super().__init__(who, checks, timeouts, verbose=verbose)
         self.parser = Socks5Parser()
+        self.denied: HandshakeError | None = None  # a refused client's reason
 
     def start(self) -> list[Command]:
         return [Arm(self.timeouts.socks5_read_s)]
 
     def _capacity(self) -> list[Command]:
         return [Close()]  # upstream closes without a byte
+
+    def _client_refused(self, err: HandshakeError) -> list[Command]:
+        """SOCKS5 refuses a request, not a greeting (RFC 1928 §6): the greeting is
+        answered and the request refused with REP 0x02, never dialled."""
+        self.denied = err
+        return self.start()
 
     def _read(self, data: bytes) -> list[Command]:
         phase = self.parser.phase
@@ -291,6 +327,8 @@ class Socks5Handshake(Handshake):
             if self.parser.phase is not phase:
                 out.append(Arm(self.timeouts.socks5_read_s))
             return out
+        if self.denied is not None:
+            return out + self.refuse(self.denied, logging.INFO)
         self.leftover = fed.request.leftover
         out += self._target(Target(fed.request.host, fed.request.port))
         if self.stage is Stage.READING:

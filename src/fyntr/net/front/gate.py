@@ -16,6 +16,7 @@ from fyntr.metrics import Stats
 from fyntr.net.front.inbound import HttpInbound, Inbound, Socks5Inbound
 from fyntr.net.front.listen import format_sockname, is_loopback, open_listener
 from fyntr.net.state import ServerState
+from fyntr.policy.clients import DEFAULT_CLIENT_RANGES, ClientPolicy
 from fyntr.sched.admission import Admission
 
 InboundFactory: TypeAlias = Callable[[ServerState, int, bool], Inbound]
@@ -52,19 +53,25 @@ class Gate:
         self._adopting: dict[socket.socket, asyncio.Task[None]] = {}  # no transport yet
         self._next_flow_id = 1
         self.stopped = False
+        self.clients: ClientPolicy | None = None  # None: every client (loopback only)
 
     def open(
         self, state: ServerState, listeners: list[tuple[socket.socket, InboundFactory]]
     ) -> None:
         """Start accepting on ``listeners`` (bound, listening) for ``state``'s server."""
         self.state, self.loop, self.clock = state, state.loop, state.clock
+        beyond = [sock for sock, _ in listeners if not is_loopback(sock)]
+        if self.settings.client_allow or beyond:
+            self.clients = ClientPolicy(self.settings.client_allow or DEFAULT_CLIENT_RANGES)
         for sock, factory in listeners:
             log.info("Starting Fyntr on %s", format_sockname(sock))
-            if not is_loopback(sock):
+            if sock in beyond:
+                assert self.clients is not None
                 log.warning(
-                    "listening on non-loopback address %s: fyntr has no authentication, "
-                    "anyone who can reach it may use it; firewall it or bind to loopback",
+                    "listening on non-loopback address %s with no authentication: any "
+                    "device in %s can use it (--client-allow)",
                     format_sockname(sock),
+                    ", ".join(self.clients.names),
                 )
             self.listeners.append((sock, factory))
             self.loop.add_reader(sock, self._on_acceptable, sock, factory)
@@ -81,7 +88,7 @@ class Gate:
             try:
                 # accept() is _accept() plus socket(self.family, self.type, self.proto):
                 # three properties that build enums on every call, 2% of a set-up.
-                fd, _addr = sock._accept()  # type: ignore[attr-defined]
+                fd, addr = sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
@@ -94,11 +101,24 @@ class Gate:
                 return
             # The loop makes it non-blocking and sets TCP_NODELAY (asyncio only when the
             # proto is TCP, hence IPPROTO_TCP here).
-            self._adopt(socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fd), factory)
+            conn = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fd)
+            clients = self.clients
+            if clients is not None and not clients.allows(addr[0]):
+                self._refuse_client(conn, factory)
+            else:
+                self._adopt(conn, factory)
 
     def _resume_accepting(self, sock: socket.socket, factory: InboundFactory) -> None:
         if not self.stopped:
             self.loop.add_reader(sock, self._on_acceptable, sock, factory)
+
+    def _refuse_client(self, conn: socket.socket, factory: InboundFactory) -> None:
+        """Outside the client ranges: refused by its protocol, holding no slot."""
+        assert self.clients is not None
+        flow_id = self._next_flow_id
+        self._next_flow_id += 1
+        self.metrics.accepted += 1
+        self._start(conn, factory, flow_id, admitted=False, denied=", ".join(self.clients.names))
 
     def _adopt(self, conn: socket.socket, factory: InboundFactory) -> None:
         """Admission happens here, before a byte is read (docs/original.md §2.1)."""
@@ -122,13 +142,22 @@ class Gate:
         self._start(conn, factory, flow_id, admitted=False)
 
     def _start(
-        self, conn: socket.socket, factory: InboundFactory, flow_id: int, *, admitted: bool
+        self,
+        conn: socket.socket,
+        factory: InboundFactory,
+        flow_id: int,
+        *,
+        admitted: bool,
+        denied: str | None = None,
     ) -> None:
+        def made() -> Inbound:
+            inbound = factory(self.state, flow_id, admitted)
+            inbound.denied = denied
+            return inbound
+
         async def adopt() -> None:
             try:
-                await self.loop.connect_accepted_socket(
-                    lambda: factory(self.state, flow_id, admitted), conn
-                )
+                await self.loop.connect_accepted_socket(made, conn)
             except OSError as exc:
                 log.warning("flow%d: cannot adopt accepted socket: %s", flow_id, exc)
                 conn.close()

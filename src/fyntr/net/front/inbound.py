@@ -58,6 +58,7 @@ class Inbound(asyncio.Protocol):
         self.transport: asyncio.Transport
         self._peer: str | None = None
         self.reserved = admitted  # holds a pending admission slot
+        self.denied: str | None = None  # a refused client: the ranges it is not in
         self.accepted_at = state.loop.time()
         self.closed = False
         self.deadline = math.inf  # clock time; the server's sweep enforces it
@@ -82,6 +83,9 @@ class Inbound(asyncio.Protocol):
                 "flow%d: new %s connection from %s", self.flow_id, self.HANDSHAKE.NAME, self.peer
             )
         self.state.handshakes.add(self)  # the sweep enforces its deadlines, lingering too
+        if self.denied is not None:
+            self._perform(self.machine.client_refused(self.denied))
+            return
         if not self.reserved:
             self._perform(self.machine.at_capacity(self.state.cap))
             return
