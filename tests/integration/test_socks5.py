@@ -6,6 +6,7 @@ import asyncio
 import errno
 import ipaddress
 import logging
+import re
 import socket
 import ssl
 from pathlib import Path
@@ -278,9 +279,11 @@ async def test_greeting_timeout_closes_without_a_reply() -> None:
         writer.close()
 
 
-async def test_both_listeners_are_served_during_a_flood() -> None:
-    """Neither listener starves the other: SOCKS5 set-ups complete while 200 HTTP
-    connections arrive at once."""
+async def test_both_listeners_are_served_during_a_flood(caplog: pytest.LogCaptureFixture) -> None:
+    """Neither listener starves the other: with 200 HTTP connections and 20 SOCKS5 ones
+    queued at once, each turn of the loop accepts a batch from each listener, so every
+    SOCKS5 connection is accepted (numbered) before the last HTTP one."""
+    caplog.set_level(logging.INFO, logger="fyntr")
     async with (
         origin(echo) as o,
         proxy(loopback_settings(o.port, socks5_port=0, max_connections=0)) as server,
@@ -297,3 +300,9 @@ async def test_both_listeners_are_served_during_a_flood() -> None:
         for pair in results[:200]:
             assert isinstance(pair, tuple)
             pair[1].close()
+    accepted = {
+        kind: [int(m) for m in re.findall(rf"flow(\d+): new {kind} connection", caplog.text)]
+        for kind in ("HTTP CONNECT", "SOCKS5")
+    }
+    assert len(accepted["HTTP CONNECT"]) == 200 and len(accepted["SOCKS5"]) == 20
+    assert max(accepted["SOCKS5"]) < max(accepted["HTTP CONNECT"])

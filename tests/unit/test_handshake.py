@@ -50,6 +50,7 @@ from fyntr.wire.commands import (
 from fyntr.wire.handshake import Handshake, HttpHandshake, Socks5Handshake
 from fyntr.wire.socks5 import NO_AUTH_REPLY, NO_METHOD_REPLY, failure_reply, success_reply
 from fyntr.wire.target import Target, parse_request_target
+from tests.support.playbook import Like, Playbook
 
 TIMEOUTS = Timeouts(request_line_s=5, headers_s=7, socks5_read_s=3)
 CONNECT = b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n"
@@ -106,11 +107,17 @@ def connect_of(commands: list[Command]) -> Upstream:
 # --- HTTP CONNECT -----------------------------------------------------------------------
 def test_http_start_arms_the_request_line_deadline_then_the_headers() -> None:
     h = http()
-    assert h.start() == [Arm(5)]
-    assert h.handle(Data(b"CONNECT example.com:443 HTTP/1.1\r\n")) == [Arm(7)]
-    out = h.handle(Data(b"Host: x\r\n\r\nearly"))
-    upstream = connect_of(out)
-    assert len(out) == 3 and upstream.target == parse_request_target("example.com:443")
+    assert (
+        Playbook(h, start=True)
+        << Arm(5)
+        >> Data(b"CONNECT example.com:443 HTTP/1.1\r\n")
+        << Arm(7)
+        >> Data(b"Host: x\r\n\r\nearly")
+        << Arm(math.inf)
+        << PauseReading()
+        << Like(Connect)
+    )
+    assert h.target == parse_request_target("example.com:443")
     assert h.leftover == b"early"
 
 
@@ -411,3 +418,44 @@ def test_every_event_in_every_stage_is_taken(machine: Callable[[], Handshake]) -
         h.handle(Eof())  # done
         for late in events:
             assert h.handle(late) == []
+
+
+# --- Clients outside --client-allow (policy/clients.py) --------------------------------
+DENIED = "127.0.0.1:50000 may not use this proxy: only clients in 10.0.0.0/8 may (--client-allow)"
+
+
+def test_a_refused_http_client_gets_a_403_naming_why_before_its_request_is_read() -> None:
+    h = http()
+    out = h.client_refused("10.0.0.0/8")
+    assert out[:2] == [
+        Refused("client_denied"),
+        Log(logging.INFO, f"flow7: HTTP CONNECT connection refused: {DENIED}"),
+    ]
+    assert isinstance(out[2], Send) and out[2].data.startswith(b"HTTP/1.1 403 Forbidden\r\n")
+    assert out[2].data.endswith(f"{DENIED}\n".encode())
+    assert out[3:] == [Linger(), Arm(LINGER_S)]
+    assert Playbook(h) >> Data(CONNECT) >> Eof() << Close()  # drained, never dialled
+
+
+def test_a_refused_socks5_client_has_its_greeting_answered_and_its_request_refused() -> None:
+    s = socks()
+    assert s.client_refused("10.0.0.0/8") == [Arm(3)]
+    assert (
+        Playbook(s)
+        >> Data(GREETING)
+        << Send(NO_AUTH_REPLY)
+        << Arm(3)
+        >> Data(SOCKS_REQUEST)
+        << Refused("client_denied")
+        << Log(logging.INFO, f"flow7: SOCKS5 CONNECT from {PEER}: {DENIED} (REP 0x02)")
+        << Send(failure_reply(Rep.NOT_ALLOWED))
+        << Linger()
+        << Arm(LINGER_S)
+    )
+
+
+def test_the_playbook_shows_where_a_machine_went_another_way() -> None:
+    with pytest.raises(AssertionError) as failed:
+        assert Playbook(http(), start=True) << Arm(5) >> Data(CONNECT) << Close()
+    assert "-   << Close()" in str(failed.value)
+    assert "+   << Arm(seconds=inf)" in str(failed.value)
