@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 from fyntr._version import __version__
 from fyntr.config import Settings, parents_file, parents_from_env
 from fyntr.errors import ConfigError
+from fyntr.limits import DEFAULT_PORT
 from fyntr.log import setup_logging
 from fyntr.options import OPTIONS, Option
 
@@ -184,12 +185,34 @@ def run(settings: Settings, work: Callable[[Settings], Coroutine[Any, Any, int]]
 VIEWS = ("status", "top")
 
 
+def print_pac(args: list[str]) -> int:
+    """The file fyntr serves at /proxy.pac, for a fyntr at HOST:PORT (default this
+    machine's loopback and the default port): to host it elsewhere, or to read it."""
+    from fyntr.errors import TargetError  # noqa: PLC0415  (fyntr pac only)
+    from fyntr.wire.pac import pac_file  # noqa: PLC0415
+    from fyntr.wire.target import parse_request_target  # noqa: PLC0415
+
+    if len(args) > 1 or args[:1] in (["-h"], ["--help"]):
+        print(f"usage: {PROG} pac [HOST:PORT]", file=sys.stderr if len(args) > 1 else sys.stdout)
+        return 2 if len(args) > 1 else 0
+    address = args[0] if args else f"127.0.0.1:{DEFAULT_PORT}"
+    try:
+        parse_request_target(address)
+    except TargetError as exc:
+        print(f"{PROG} pac: error: '{address}' is not HOST:PORT: {exc}", file=sys.stderr)
+        return 2
+    print(pac_file(address), end="")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if args and args[0] in VIEWS:  # fyntr status / fyntr top: a client of /status
         from fyntr.top import main as view  # noqa: PLC0415  (never in the proxy)
 
         return view(args[0], args[1:])
+    if args and args[0] == "pac":  # fyntr pac [HOST:PORT]: the auto-configuration file
+        return print_pac(args[1:])
     if args and args[0] == "run":  # fyntr run [flags] -- COMMAND: fyntr for one command
         from fyntr.launch import main as launch  # noqa: PLC0415
 

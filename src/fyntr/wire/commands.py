@@ -168,6 +168,11 @@ class Close(NamedTuple):
     pass
 
 
+class ServePac(NamedTuple):
+    """Answer with the proxy auto-configuration file (wire/pac.py) for the address the
+    client reached fyntr on."""
+
+
 class Connect(NamedTuple):
     """Run ``upstream``'s steps; answer with Connected or Failed."""
 
@@ -189,5 +194,15 @@ class HandOn(NamedTuple):
 
 
 Command = (
-    Send | Arm | Log | Refused | PauseReading | Linger | Close | Connect | StartTunnel | HandOn
+    Send
+    | Arm
+    | Log
+    | Refused
+    | PauseReading
+    | Linger
+    | Close
+    | ServePac
+    | Connect
+    | StartTunnel
+    | HandOn
 )

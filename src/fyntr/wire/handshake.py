@@ -46,10 +46,17 @@ from fyntr.wire.commands import (
     Refused,
     Requester,
     Send,
+    ServePac,
     StartTunnel,
     Upstream,
 )
-from fyntr.wire.http_connect import ConnectParser, ConnectPhase, HeadComplete, TargetParsed
+from fyntr.wire.http_connect import (
+    ConnectParser,
+    ConnectPhase,
+    HeadComplete,
+    PacRequest,
+    TargetParsed,
+)
 from fyntr.wire.http_rewrite import error_response
 from fyntr.wire.socks5 import Socks5Parser, refusal_reply, success_reply
 from fyntr.wire.target import IPAddress, Target
@@ -256,6 +263,11 @@ class HttpHandshake(Handshake):
             elif isinstance(event, HeadComplete):
                 self.leftover = event.leftover
                 return out + self._connect()
+            elif isinstance(event, PacRequest):
+                if self.verbose:
+                    text = f"flow{self.who.flow_id}: proxy auto-configuration for {self.who.peer}"
+                    out.append(Log(logging.INFO, text))
+                return [*out, ServePac(), *self._linger()]
             else:
                 self.stage = Stage.DONE
                 return [HandOn(event.data, self.client_eof)]

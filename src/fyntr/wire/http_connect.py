@@ -50,7 +50,14 @@ class PlainRequest(NamedTuple):
     data: bytes
 
 
-Event = TargetParsed | HeadComplete | PlainRequest
+class PacRequest(NamedTuple):
+    """``GET /proxy.pac`` or ``/wpad.dat``, to fyntr itself (wire/pac.py)."""
+
+
+Event = TargetParsed | HeadComplete | PlainRequest | PacRequest
+
+# Where browsers and operating systems look for a proxy auto-configuration file.
+PAC_PATHS = frozenset(("/proxy.pac", "/wpad.dat"))
 
 
 def _reject(status: Status, reason: str, detail: str) -> HandshakeError:
@@ -87,6 +94,9 @@ class ConnectParser:
             if isinstance(event, PlainRequest):
                 self.phase = ConnectPhase.DONE
                 return [PlainRequest(bytes(buf))]
+            if isinstance(event, PacRequest):
+                self.phase = ConnectPhase.DONE
+                return [event]
             start = newline + 1
             if event is not None:
                 events.append(event)
@@ -143,6 +153,8 @@ class ConnectParser:
             target = parse_request_line(line)
             if target is None:
                 return PlainRequest(line)
+            if isinstance(target, PacRequest):
+                return target
             self.phase = ConnectPhase.HEADERS
             return TargetParsed(target)
         self._check_header_size(len(line))
@@ -169,9 +181,10 @@ class ConnectParser:
 _connect_target = functools.lru_cache(maxsize=AUTHORITY_CACHE_ENTRIES)(parse_request_target)
 
 
-def parse_request_line(line: bytes) -> Target | None:
+def parse_request_line(line: bytes) -> Target | PacRequest | None:
     """Validate a request line in the original's order: tokens, version, method, target.
-    None: not CONNECT, but an absolute-form ``http://`` target, to be forwarded."""
+    None: not CONNECT, but an absolute-form ``http://`` target, to be forwarded;
+    PacRequest: a GET of the proxy auto-configuration file."""
     try:
         text = line.decode("utf-8")
     except UnicodeDecodeError:
@@ -185,6 +198,8 @@ def parse_request_line(line: bytes) -> Target | None:
     if not (method.isascii() and method.upper() == "CONNECT"):
         if target_text[:7].lower() == "http://":
             return None
+        if method == "GET" and target_text.partition("?")[0] in PAC_PATHS:
+            return PacRequest()
         raise _reject(Status.METHOD_NOT_ALLOWED, "bad_method", "method is not CONNECT")
     try:
         return _connect_target(target_text)

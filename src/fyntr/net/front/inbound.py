@@ -32,10 +32,12 @@ from fyntr.wire.commands import (
     PauseReading,
     Refused,
     Send,
+    ServePac,
     StartTunnel,
     Upstream,
 )
 from fyntr.wire.handshake import Handshake, HttpHandshake, Socks5Handshake
+from fyntr.wire.pac import pac_response
 from fyntr.wire.target import format_host_port
 
 
@@ -159,6 +161,11 @@ class Inbound(asyncio.Protocol):
     def _close(self, _command: Close) -> None:
         self.transport.close()
 
+    def _serve_pac(self, _command: ServePac) -> None:
+        """The file names the address this client reached fyntr on."""
+        host, port = self.transport.get_extra_info("sockname")[:2]
+        self._send(Send(pac_response(format_host_port(host, port))))
+
     def _start_connect(self, command: Connect) -> None:
         self._task = self.state.loop.create_task(
             self._connect(command.upstream), name=f"fyntr-flow{self.flow_id}-establish"
@@ -198,6 +205,7 @@ _PERFORM: dict[type, Callable[[Inbound, Any], None]] = {
     PauseReading: Inbound._pause_reading,
     Linger: Inbound._linger,
     Close: Inbound._close,
+    ServePac: Inbound._serve_pac,
     Connect: Inbound._start_connect,
     StartTunnel: Inbound._start_tunnel,
     HandOn: Inbound._hand_on,
