@@ -117,6 +117,7 @@ AUTORATE_RECOVER: Final = 1.25  # per tick instead, below this fraction of the h
 AUTORATE_RECOVER_BELOW: Final = 0.75  # rate achieved since the last cut: back from a
 # 40x cut in 1.8 s
 AUTORATE_SMOOTHING: Final = 0.3  # EWMA gain per tick of the achieved rate (~0.3 s)
+AUTORATE_LINK_BELOW: Final = 0.9  # achieved / rate below which a cut reads the link's rate
 AUTORATE_HIGH_LOAD: Final = 0.75  # achieved / rate above which the rate binds
 AUTORATE_IN_CONTROL: Final = 1.15  # achieved / rate below which the rate is what flows
 AUTORATE_RELEASE_S: Final = 30.0  # without bloat or a binding rate: stop shaping

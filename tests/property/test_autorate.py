@@ -10,7 +10,12 @@ import statistics
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fyntr.limits import AUTORATE_DELAY_THRESHOLD_S, AUTORATE_FLOOR_BYTES_S, AUTORATE_TICK_S
+from fyntr.limits import (
+    AUTORATE_DELAY_THRESHOLD_S,
+    AUTORATE_FLOOR_BYTES_S,
+    AUTORATE_REFRACTORY_S,
+    AUTORATE_TICK_S,
+)
 from fyntr.sched.autorate import Phase, RateController
 from fyntr.sched.measure import PathFloors
 from tests.support.link import median_queue_s, simulate, utilisation, window
@@ -249,3 +254,64 @@ def started(link: float, base_rtt: float, buffer: float) -> None:
     first = window(ticks, 0, 5)
     assert max(t.queue_s for t in first) <= min(buffer, base_rtt + 0.25) + 1e-9
     assert utilisation(window(ticks, 4)) >= 0.8
+
+
+def shaping(rate: float, ceiling: float, achieved: float) -> RateController:
+    """A controller shaping at ``rate`` with flows achieving ``achieved`` and the highest
+    rate achieved since the last cut at ``ceiling``."""
+    controller = RateController(0.0)
+    controller.rate, controller.phase = rate, Phase.SHAPING
+    controller.ceiling, controller.achieved = ceiling, achieved
+    return controller
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rate=st.floats(min_value=125e3, max_value=12.5e6),
+    headroom=st.floats(min_value=1.0, max_value=3.0),
+    held=st.floats(min_value=0.9, max_value=1.15),
+    delay=st.floats(min_value=0.03, max_value=0.5),
+)
+def test_a_cut_while_the_flows_run_at_the_rate_keeps_the_links_ceiling(
+    rate: float, headroom: float, held: float, delay: float
+) -> None:
+    """Flows at the rate (or above it, while what passed before drains) show the link
+    carries at least that: a cut on a queue still draining must not lower the ceiling
+    that recovery aims at to fyntr's own throttle (the DSL profile crept back from 0.26
+    to 0.95 Mbit/s over 2.5 s when it did). Flows held below the rate show the link's
+    own rate: that one is the ceiling then."""
+    ceiling = rate * headroom
+    controller = shaping(rate, ceiling, held * rate)
+    for now in (0.1, 0.2):
+        controller.update(now, delay, held * rate)
+    assert controller.phase is Phase.HOLDING and controller.rate < rate  # it was cut
+    assert controller.ceiling >= ceiling
+    slowed = shaping(rate, ceiling, 0.5 * rate)
+    for now in (0.1, 0.2):
+        slowed.update(now, delay, 0.5 * rate)
+    assert slowed.ceiling < 0.6 * rate
+
+
+@settings(max_examples=40, deadline=None)
+@given(rtt=st.floats(min_value=0.1, max_value=0.7))
+def test_the_start_holds_a_round_trip_after_it_found_the_link(rtt: float) -> None:
+    """What the start released in its last round trip, above the link's rate, still
+    arrives at the queue after the link is found: that queue is no reason for a second
+    cut (a satellite burst was cut to half the link's rate on it)."""
+    controller = RateController(0.0)
+    rate = controller.start(0.0, rtt)
+    now = 0.0
+    while controller.phase is Phase.STARTING and now < 10:
+        now += AUTORATE_TICK_S
+        assert controller.rate is not None
+        # calm until a round trip has passed, then a queue begins
+        delay = 0.001 if now < rtt + 0.05 else AUTORATE_DELAY_THRESHOLD_S
+        rate = controller.update(now, delay, controller.rate)
+    assert controller.phase is Phase.HOLDING
+    found, held = now, controller.rate
+    # bloat all along, flows at the rate, for the round trip and the refractory time
+    while now + AUTORATE_TICK_S < found + rtt + AUTORATE_REFRACTORY_S - 1e-9:
+        now += AUTORATE_TICK_S
+        assert held is not None
+        controller.update(now, 0.2, held)
+        assert controller.rate == held, f"cut again {now - found:.1f} s after the link was found"

@@ -20,7 +20,8 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
   the bloat the deeper the cut (``AUTORATE_CUT_MILD`` at the threshold,
   ``AUTORATE_CUT_DEEP`` at four times it), never below half the current rate at once,
   then held until the queue seen has drained; a further cut waits until the flows run
-  at the rate;
+  at the rate. The ceiling recovery aims at becomes what the flows achieved only when
+  they ran well below the rate (``AUTORATE_LINK_BELOW``: the link's own rate then);
 * while the delay is low and the rate is nearly used, the rate rises: by
   ``AUTORATE_RECOVER`` per tick while well below the highest rate achieved since the
   last cut, by ``AUTORATE_RAISE`` nearer, and by ``AUTORATE_PROBE`` once near it,
@@ -50,6 +51,7 @@ from fyntr.limits import (
     AUTORATE_HIGH_LOAD,
     AUTORATE_HISTORY,
     AUTORATE_IN_CONTROL,
+    AUTORATE_LINK_BELOW,
     AUTORATE_MIN_LOAD_BYTES_S,
     AUTORATE_PLATEAU,
     AUTORATE_PROBE,
@@ -245,7 +247,9 @@ class RateController:
         self.ceiling = carried
         self.rate = max(AUTORATE_FLOOR_BYTES_S, min(self.rate, carried) * AUTORATE_CUT_MILD)
         self.phase = Phase.HOLDING
-        self._hold_until = now + AUTORATE_REFRACTORY_S
+        # What the last round trip released above the link's rate still reaches its
+        # queue: no cut for that (satellite profile: cut to half the link without this).
+        self._hold_until = now + AUTORATE_REFRACTORY_S + self._start_rtt
 
     @staticmethod
     def _factor(delay_s: float) -> float:
@@ -270,9 +274,15 @@ class RateController:
     def _cut(self, now: float, delay_s: float, achieved: float) -> None:
         assert self.rate is not None
         factor = self._factor(delay_s)
-        # The link is full at what it achieves now: fast recovery aims at this, not at
-        # what a link that has since slowed down once carried.
-        self.ceiling = achieved
+        if achieved < AUTORATE_LINK_BELOW * self.rate:
+            # Held below the rate: the link carries what the flows achieve, and fast
+            # recovery aims at that, not at what a link that has since slowed once did.
+            self.ceiling = achieved
+        else:
+            # At the rate, or above it while what passed before drains: the link carries
+            # at least that. A cut on a queue still draining must not set the ceiling to
+            # fyntr's own throttle (DSL profile: 60% of the link used with it, 64% without).
+            self.ceiling = max(self.ceiling, achieved)
         # Never below half at once: a short spike must not collapse the rate.
         new = max(min(self.rate, achieved) * factor, self.rate / 2)
         self.rate = max(AUTORATE_FLOOR_BYTES_S, new)
