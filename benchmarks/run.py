@@ -12,7 +12,8 @@ turns auto off; fyntr@REV runs an earlier commit (a git worktree of REV, removed
 in the same run, for "did this change make a figure worse". And a reference on request,
 like direct not a peer:
 bare-relay (benchmarks/bare_relay.py), a CONNECT relay on uvloop with nothing else in
-it: what a proxy costs on fyntr's runtime before fyntr adds anything. A peer that is not
+it: what a proxy costs on fyntr's runtime before fyntr adds anything; bare-forward
+(benchmarks/bare_forward.py), the same for plain HTTP, on uvloop and httptools. A peer that is not
 installed is skipped with a note; nothing is installed here. Every contender talks to the same
 origin on 127.0.0.1 in the same run; rounds are interleaved (A, B, C, then again) and
 medians reported, because the machine is shared and noisy: compare ratios, not figures.
@@ -66,8 +67,8 @@ main()
 """
 
 # Contenders that are yardsticks, not proxies a user would pick instead of fyntr.
-REFERENCES = frozenset({"direct", "bare-relay"})
-# bare-relay relays CONNECT only: the plain HTTP workloads are not for it.
+REFERENCES = frozenset({"direct", "bare-relay", "bare-forward"})
+# bare-relay relays CONNECT only, bare-forward plain HTTP only.
 PLAIN_HTTP = frozenset({"http_keepalive", "http_close", "http_rss"})
 
 # rss first: "idle" means a proxy that has not yet carried anything.
@@ -327,8 +328,9 @@ class Contender:
             )
         if self.name == "pproxy":
             return [sys.executable, "-c", PPROXY_SHIM, "-l", f"http://127.0.0.1:{port}"]
-        if self.name == "bare-relay":
-            return [sys.executable, str(HERE / "bare_relay.py"), str(port)]
+        if self.name in ("bare-relay", "bare-forward"):
+            script = "bare_relay.py" if self.name == "bare-relay" else "bare_forward.py"
+            return [sys.executable, str(HERE / script), str(port)]
         if self.name == "squid":
             return ["squid", "-N", "-f", str(self.squid_conf(port))]
         conf = self.workdir / "tinyproxy.conf"
@@ -373,9 +375,9 @@ class Contender:
             self.missing = "tinyproxy not installed (apt-get install tinyproxy)"
         elif self.name == "pproxy" and importlib.util.find_spec("pproxy") is None:
             self.missing = "pproxy not installed (pip install pproxy uvloop)"
-        elif self.name == "bare-relay" and importlib.util.find_spec("uvloop") is None:
-            self.missing = "bare-relay needs uvloop"
-        elif self.name == "bare-relay":
+        elif self.name.startswith("bare-") and importlib.util.find_spec("uvloop") is None:
+            self.missing = f"{self.name} needs uvloop"
+        elif self.name.startswith("bare-"):
             from importlib.metadata import version
 
             self.version = "uvloop " + version("uvloop")
@@ -727,7 +729,9 @@ def main(argv: list[str] | None = None) -> int:
                 try:
                     c.start()
                     for w in workloads:
-                        if c.name == "bare-relay" and w in PLAIN_HTTP:
+                        if (c.name == "bare-relay" and w in PLAIN_HTTP) or (
+                            c.name == "bare-forward" and w not in PLAIN_HTTP
+                        ):
                             continue
                         try:
                             results.add(w, c.name, measure(c, w, sizes))

@@ -299,14 +299,14 @@ def test_the_start_holds_a_round_trip_after_it_found_the_link(rtt: float) -> Non
     arrives at the queue after the link is found: that queue is no reason for a second
     cut (a satellite burst was cut to half the link's rate on it)."""
     controller = RateController(0.0)
-    rate = controller.start(0.0, rtt)
+    controller.start(0.0, rtt)
     now = 0.0
     while controller.phase is Phase.STARTING and now < 10:
         now += AUTORATE_TICK_S
         assert controller.rate is not None
         # calm until a round trip has passed, then a queue begins
         delay = 0.001 if now < rtt + 0.05 else AUTORATE_DELAY_THRESHOLD_S
-        rate = controller.update(now, delay, controller.rate)
+        controller.update(now, delay, controller.rate)
     assert controller.phase is Phase.HOLDING
     found, held = now, controller.rate
     # bloat all along, flows at the rate, for the round trip and the refractory time
