@@ -73,7 +73,7 @@ class Client(asyncio.Protocol):
             self.head += (name, b": ", value, b"\r\n")
 
     def on_headers_complete(self) -> None:
-        parts = urlsplit(self.url)
+        parts = urlsplit(self.url.decode())
         method = self.parser.get_method()
         self.closing = not self.parser.should_keep_alive()
         path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
