@@ -9,6 +9,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 
+from fyntr.net.relay.tunnel import Tunnel
 from fyntr.net.server import Server
 from tests.support.net import (
     OK,
@@ -199,3 +200,55 @@ async def test_shaped_flow_survives_its_destination_pausing_with_an_empty_queue(
         # upload() returns once the origin has every byte: a lane left parked never would.
         start, end = await asyncio.wait_for(upload(http_port(server), o.port, size), 20)
         assert end - start >= 0.5 * size / 200_000_000  # and the rate was in force
+
+
+async def test_each_client_gets_its_share_whatever_its_flows() -> None:
+    """Two devices of a house (127.0.0.2 with 10 uploads, 127.0.0.3 with one) under one
+    rate: the rounds are over clients first, so the one flow gets about half of what the
+    scheduler writes out, not an eleventh (docs/house.md)."""
+    rate = 8_000_000
+    size = 8 * 1024 * 1024
+
+    async def upload_from(address: str, port: int, origin_port: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(address, 0))
+        target = f"127.0.0.1:{origin_port}"
+        writer.write(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n".encode())
+        try:
+            assert await reader.readuntil(b"\r\n\r\n") == OK
+            writer.write(b"%d\n" % size)
+            block = bytes(32 * 1024)
+            for _ in range(size // len(block)):
+                writer.write(block)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async with (
+        origin(sink) as o,
+        proxy(loopback_settings(o.port, upload_rate=rate, max_connections=0)) as server,
+    ):
+        port = http_port(server)
+        flows = [upload_from("127.0.0.2", port, o.port) for _ in range(10)]
+        flows.append(upload_from("127.0.0.3", port, o.port))
+        tasks = [asyncio.ensure_future(f) for f in flows]
+        try:
+            await until(lambda: len(server.tunnels) == 11, timeout=10)
+
+            def written() -> dict[str, int]:
+                out = {"127.0.0.2": 0, "127.0.0.3": 0}
+                for t in server.tunnels:
+                    assert isinstance(t, Tunnel)
+                    peer = t.client.get_extra_info("peername")[0]
+                    out[peer] += t.up.nbytes - t.up.held()
+                return out
+
+            before = written()
+            await until(lambda: sum(written().values()) - sum(before.values()) >= rate, 20)
+            after = written()
+            device_b = after["127.0.0.3"] - before["127.0.0.3"]
+            total = sum(after.values()) - sum(before.values())
+            assert 0.4 <= device_b / total <= 0.6, (device_b, total)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)

@@ -240,3 +240,43 @@ def test_under_a_rate_every_backlogged_flow_moves_in_every_10ms(flows: int, rate
         shares = [got[window, id(flow)] for flow in all_flows]
         assert min(shares) > 0, (window, shares.count(0))
         assert sum(shares) ** 2 / (flows * sum(s * s for s in shares)) >= 0.9
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    crowd=st.integers(min_value=1, max_value=50),
+    rate=st.integers(min_value=100_000, max_value=10_000_000),
+    chunk=st.sampled_from([1500, 16384, 65536]),
+)
+def test_owners_share_the_rate_whatever_their_flows(crowd: int, rate: int, chunk: int) -> None:
+    """Two clients, one with ``crowd`` backlogged flows and one with a single flow: the
+    rounds are over owners first, so each gets half of what goes out (docs/house.md)."""
+    sched = Scheduler(TokenBucket(rate, rate * 0.01, now=0.0))
+    many, one = sched.owner("192.168.1.10"), sched.owner("192.168.1.20")
+    flows = [Flow(owner=many) for _ in range(crowd)] + [Flow(owner=one)]
+    for flow in flows:
+        for _ in range(40):
+            sched.enqueue(flow, bytes(chunk))
+    sent: defaultdict[bool, int] = defaultdict(int)
+
+    def write(flow: Flow, data: Chunk) -> None:
+        sent[flow.owner is one] += len(data)
+
+    now = 0.0
+    while sum(sent.values()) < 40 * chunk and sched.backlogged:  # rounds of both
+        now += 0.001
+        sched.service(now, write)
+    total = sum(sent.values())
+    assert abs(sent[True] - total / 2) <= max(0.1 * total, 2 * chunk)
+
+
+def test_owners_live_only_as_long_as_their_flows() -> None:
+    """A hostile client cycling addresses cannot grow the scheduler: an owner goes with
+    its last flow."""
+    sched = Scheduler()
+    for i in range(1000):
+        flow = Flow(owner=sched.owner(f"10.0.{i // 256}.{i % 256}"))
+        sched.enqueue(flow, b"x")
+        sched.service(0.0, lambda _f, _c: None)
+    del flow
+    assert len(sched._owners) == 0

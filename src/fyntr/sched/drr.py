@@ -18,11 +18,17 @@ The discipline (docs/architecture.md):
 * with a rate, a token bucket bounds what every pass may send, and quanta shrink so that
   a round of every listed flow lasts at most ``DRR_ROUND_S`` at the rate (never below
   ``QUANTUM_MIN_BYTES`` a flow): every flow moves in every 10 ms, and a new flow waits
-  for at most one such turn of the new flow before it.
+  for at most one such turn of the new flow before it;
+* flows belong to an ``Owner`` (a client: docs/house.md), and the rounds are over owners
+  first: each owner with data waiting sends up to its own quantum per turn, taken from
+  its flows as above (CAKE's host fairness, ``dual-srchost``). A device with 40 flows
+  gets one share of the rate, as a phone with one does. With one owner, the order is the
+  flows' order alone.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections import deque
 from collections.abc import Callable
 
@@ -40,12 +46,36 @@ Chunk = bytes | memoryview
 _ROUNDING = 1e-9  # refill arithmetic may land a hair below a whole token
 
 
+class Owner:
+    """A client's flows in one direction: the new and old lists of the flows with data
+    waiting, and the owner's own deficit in the round over owners."""
+
+    __slots__ = ("__weakref__", "deficit", "listed", "new", "old")
+
+    def __init__(self) -> None:
+        self.new: deque[Flow] = deque()
+        self.old: deque[Flow] = deque()
+        self.deficit = 0
+        self.listed = False  # in the scheduler's round
+
+
 class Flow:
     """One direction of one tunnel, as the scheduler sees it."""
 
-    __slots__ = ("adaptive", "avg", "chunks", "deficit", "listed", "parked", "quantum", "queued")
+    __slots__ = (
+        "adaptive",
+        "avg",
+        "chunks",
+        "deficit",
+        "listed",
+        "owner",
+        "parked",
+        "quantum",
+        "queued",
+    )
 
-    def __init__(self, quantum: int | None = None) -> None:
+    def __init__(self, quantum: int | None = None, owner: Owner | None = None) -> None:
+        self.owner = owner  # None: the scheduler's one default owner
         self.chunks: deque[Chunk] = deque()
         self.queued = 0  # bytes in ``chunks``
         self.deficit = 0
@@ -98,16 +128,35 @@ class TokenBucket:
 
 
 class Scheduler:
-    __slots__ = ("bucket", "new", "old")
+    __slots__ = ("_owners", "anyone", "bucket", "listed", "round")
 
     def __init__(self, bucket: TokenBucket | None = None) -> None:
         self.bucket = bucket
-        self.new: deque[Flow] = deque()
-        self.old: deque[Flow] = deque()
+        self.anyone = Owner()  # of the flows made without an owner
+        self.round: deque[Owner] = deque()  # owners with flows listed
+        self.listed = 0  # flows listed, over every owner
+        self._owners: weakref.WeakValueDictionary[object, Owner] = weakref.WeakValueDictionary()
+
+    def owner(self, key: object) -> Owner:
+        """The owner named ``key`` (a client's address), made on first use; it lives as
+        long as a flow holds it, so hostile clients cannot grow this without bound."""
+        owner = self._owners.get(key)
+        if owner is None:
+            owner = self._owners[key] = Owner()
+        return owner
 
     @property
     def backlogged(self) -> bool:
-        return bool(self.new or self.old)
+        return bool(self.round)
+
+    @property
+    def new(self) -> list[Flow]:
+        """Flows listed new, owner by owner (for tests and /status)."""
+        return [f for owner in self.round for f in owner.new]
+
+    @property
+    def old(self) -> list[Flow]:
+        return [f for owner in self.round for f in owner.old]
 
     def enqueue(self, flow: Flow, chunk: Chunk) -> None:
         size = len(chunk)
@@ -118,16 +167,33 @@ class Scheduler:
             flow.quantum = recommended_quantum(flow.avg)
         if not flow.listed and not flow.parked:
             flow.listed = True
+            self.listed += 1
             flow.deficit = self._quantum(flow)
-            self.new.append(flow)
+            self._list_owner(flow.owner or self.anyone).new.append(flow)
+
+    def _list_owner(self, owner: Owner) -> Owner:
+        if not owner.listed:
+            owner.listed = True
+            owner.deficit = self._owner_quantum()
+            self.round.append(owner)
+        return owner
 
     def _quantum(self, flow: Flow) -> int:
         """Under a rate, a round of every listed flow lasts at most DRR_ROUND_S."""
         bucket = self.bucket
         if bucket is None:
             return flow.quantum
-        share = bucket.rate * DRR_ROUND_S / max(1, len(self.new) + len(self.old))
+        share = bucket.rate * DRR_ROUND_S / max(1, self.listed)
         return min(flow.quantum, max(QUANTUM_MIN_BYTES, int(share)))
+
+    def _owner_quantum(self) -> int:
+        """An owner's turn: its share of a round (at least a full packet), or, unshaped,
+        a whole quantum of its flows'."""
+        bucket = self.bucket
+        if bucket is None:
+            return QUANTUM_MAX_BYTES
+        share = bucket.rate * DRR_ROUND_S / max(1, len(self.round))
+        return max(QUANTUM_MIN_BYTES, int(share))
 
     def park(self, flow: Flow) -> None:
         """The destination stopped taking data: leave the lists at the next pass."""
@@ -137,8 +203,9 @@ class Scheduler:
         flow.parked = False
         if flow.queued and not flow.listed:
             flow.listed = True
+            self.listed += 1
             flow.deficit = 0
-            self.old.append(flow)
+            self._list_owner(flow.owner or self.anyone).old.append(flow)
 
     def drop(self, flow: Flow) -> None:
         """Forget a flow's data (its tunnel is gone); it leaves the lists lazily."""
@@ -153,9 +220,20 @@ class Scheduler:
         bucket = self.bucket
         if bucket is not None:
             bucket.refill(now)
-        new, old = self.new, self.old
+        owners = self.round
         total = 0
-        while new or old:
+        while owners:
+            owner = owners[0]
+            new, old = owner.new, owner.old
+            if not (new or old):  # its last flow left: out of the round, no credit kept
+                owners.popleft()
+                owner.listed = False
+                owner.deficit = 0
+                continue
+            if owner.deficit <= 0:  # its turn is over: to the back, with another quantum
+                owner.deficit += self._owner_quantum()
+                owners.rotate(-1)
+                continue
             current = new if new else old
             flow = current[0]
             if flow.parked or not flow.queued:
@@ -167,13 +245,14 @@ class Scheduler:
                 current.popleft()
                 flow.deficit = 0
                 flow.listed = False
+                self.listed -= 1
                 continue
             if flow.deficit <= 0:
                 flow.deficit += self._quantum(flow)
                 current.popleft()
                 old.append(flow)
                 continue
-            alone = len(new) + len(old) == 1
+            alone = self.listed == 1
             # A flow with nobody to interleave with may send up to 4 quanta per turn:
             # quanta exist to share, and splitting a lone 256 KiB read into 16 KiB
             # writes halves a shaped tunnel's throughput (fyntr-drr benchmark: 1.5 ->
@@ -187,6 +266,8 @@ class Scheduler:
                 budget = min(budget, tokens)
             sent = _send(flow, budget, write)
             flow.deficit = max(0, flow.deficit - sent) if alone else flow.deficit - sent
+            if not alone:
+                owner.deficit -= sent
             total += sent
             if bucket is not None:
                 bucket.tokens -= sent
@@ -199,13 +280,14 @@ class Scheduler:
         probe 0.5 s at the 256 kbit/s floor (router benchmark (a): 1.3 s round trips
         while the uplink's queue drained, against direct's 0.3 s)."""
         bucket = self.bucket
-        if bucket is None or not self.backlogged or bucket.tokens >= 1:
+        if bucket is None or not self.round or bucket.tokens >= 1:
             return None
         need = QUANTUM_MAX_BYTES
-        for flow in self.new:
-            if flow.queued and not flow.parked:
-                need = min(need, len(flow.chunks[0]))
-                break
+        for owner in self.round:
+            for flow in owner.new:
+                if flow.queued and not flow.parked:
+                    need = min(need, len(flow.chunks[0]))
+                    break
         return max(RATE_TIMER_MIN_S, bucket.delay_for(need))
 
 

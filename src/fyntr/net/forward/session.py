@@ -59,6 +59,7 @@ class Forward(asyncio.Protocol):
         pumps: tuple[Pump, Pump],
         pool: OriginPool,
         on_closed: Callable[[Forward], None],
+        client_key: object = None,
     ) -> None:
         self.state = state
         self.flow_id = flow_id
@@ -79,8 +80,8 @@ class Forward(asyncio.Protocol):
         # The upload lane's destination and the download lane's source are the origin in
         # use: set per exchange. One download lane for the whole connection, so that a
         # response still queued in the scheduler is written before the next one.
-        self.up = Lane(upload, client, client, _no_eof)
-        self.down = Lane(download, client, client, self._down_finished)
+        self.up = Lane(upload, client, client, _no_eof, client_key)
+        self.down = Lane(download, client, client, self._down_finished, client_key)
         self.origin: Origin | None = None  # serving the exchange in progress
         self.exchange: Exchange | None = None
         self._task: asyncio.Task[None] | None = None

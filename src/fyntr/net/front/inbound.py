@@ -71,6 +71,13 @@ class Inbound(asyncio.Protocol):
         )
 
     @property
+    def client_key(self) -> object:
+        """Whom its relay is scheduled as: the client's address (a device of the house,
+        docs/house.md), whatever its port."""
+        peer = self.transport.get_extra_info("peername")
+        return peer[0] if isinstance(peer, tuple) else None
+
+    @property
     def peer(self) -> str:
         """The client's address, for logs: looked up only when a line needs it."""
         if self._peer is None:

@@ -112,6 +112,7 @@ class Establish:
             pumps=self.parts.pumps,
             pool=self.parts.pool,
             on_closed=self.closed,
+            client_key=inbound.client_key,
         )
         self._add(forward)
         forward.start(command.data, command.client_eof)
@@ -142,6 +143,7 @@ class Establish:
             on_closed=self.closed,
             splicer=self.parts.splicer,
             routed=dialed.routed,
+            client_key=inbound.client_key,
         )
         self._add(tunnel)
         tunnel.start(command.leftover, dialed.protocol.early)

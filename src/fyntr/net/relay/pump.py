@@ -55,8 +55,11 @@ class Lane(Flow):
         src: asyncio.Transport,
         dst: asyncio.Transport,
         on_eof_sent: Callable[[], bool],
+        client: object = None,
     ) -> None:
-        super().__init__()
+        """``client``: whose lane it is (an address): the pump's rounds are over clients
+        first (sched/drr.py); None: the one default client."""
+        super().__init__(owner=None if client is None else pump.scheduler.owner(client))
         self.pump = pump
         self.src = src
         self.dst = dst

@@ -118,9 +118,11 @@ class Tunnel:
         on_closed: Callable[[Tunnel], None],
         splicer: Splicer | None = None,
         routed: bool = True,
+        client_key: object = None,
     ) -> None:
         """``splicer``: hand the tunnel to the kernel once it turns out to be a bulk
-        transfer (net/relay/splice.py); None when a rate is set or splice() is missing."""
+        transfer (net/relay/splice.py); None when a rate is set or splice() is missing.
+        ``client_key``: the client it is scheduled as (its address)."""
         self.flow_id = flow_id
         self.target = target
         self.client = client
@@ -136,8 +138,9 @@ class Tunnel:
         self.routed = routed
         self.upstream_since = 0  # one upstream socket for the tunnel's life
         upload, download = pumps
-        self.up = Lane(upload, client, upstream, self._eof_sent)
-        self.down = Lane(download, upstream, client, self._eof_sent)
+        # Both lanes are the client's: its share in each direction (docs/house.md).
+        self.up = Lane(upload, client, upstream, self._eof_sent, client_key)
+        self.down = Lane(download, upstream, client, self._eof_sent, client_key)
         self.splicer = splicer
         self.splice: SpliceRelay | None = None
         if splicer is not None:
