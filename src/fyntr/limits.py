@@ -195,3 +195,7 @@ METRICS_REQUEST_MAX_BYTES: Final = 8192  # request line plus headers of a metric
 METRICS_REQUEST_TIMEOUT_S: Final = 10.0
 METRICS_MAX_CLIENTS: Final = 16  # concurrent metrics connections; more get 503
 STATUS_TOP_FLOWS: Final = 10
+STATUS_TOP_CLIENTS: Final = (
+    10  # clients shown on their own in /status and /metrics; the rest summed
+)
+CLIENTS_TRACKED: Final = 1024  # client addresses whose figures are kept (a house has dozens)

@@ -12,6 +12,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from fyntr.tally import ClientInfo, ClientTally
+
 # Handshake-to-200 latency buckets, seconds: loopback set-ups take about a millisecond,
 # a paced or slow-DNS one up to the 30 s budget.
 HANDSHAKE_BUCKETS_S = (
@@ -50,12 +52,16 @@ class ClosedFlow(Protocol):
     def reason(self) -> str | None: ...
 
     @property
+    def client_key(self) -> object: ...
+
+    @property
     def spliced(self) -> bool: ...
 
 
 class Stats:
     __slots__ = (
         "accepted",
+        "clients",
         "closed",
         "closed_down_bytes",
         "closed_spliced",
@@ -84,6 +90,7 @@ class Stats:
         self.handshake_buckets = [0] * len(HANDSHAKE_BUCKETS_S)  # not cumulative
         self.handshake_count = 0
         self.handshake_sum = 0.0
+        self.clients = ClientTally()
 
     def rejected(self, reason: str) -> None:
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
@@ -94,6 +101,8 @@ class Stats:
         reason = relay.reason or "closed"
         self.closed[reason] = self.closed.get(reason, 0) + 1
         self.closed_spliced += relay.spliced
+        if relay.client_key is not None:
+            self.clients.ended(str(relay.client_key), relay.up.nbytes, relay.down.nbytes)
 
     def http_response(self, status: int) -> None:
         self.http_responses[status] += 1
@@ -169,6 +178,7 @@ class Snapshot:
     closed: dict[str, int] = field(default_factory=dict)  # relays that ended, by reason
     closed_spliced: int = 0  # of them, those spliced when they ended
     pooled_connections: int = 0  # idle plain-HTTP upstream connections kept
+    clients: list[ClientInfo] = field(default_factory=list)  # the busiest, then "other"
 
 
 def render_status(snap: Snapshot) -> bytes:
@@ -258,6 +268,18 @@ def render_prometheus(snap: Snapshot) -> bytes:
     )
     moved.add_metric(["up"], snap.up_bytes)
     moved.add_metric(["down"], snap.down_bytes)
+    by_client = CounterMetricFamily(
+        "fyntr_client_relayed_bytes",
+        "Bytes relayed, by client (the busiest by address, the rest as other).",
+        labels=["client", "direction"],
+    )
+    active = GaugeMetricFamily(
+        "fyntr_client_active_flows", "Relays open now, by client.", labels=["client"]
+    )
+    for client in snap.clients:
+        by_client.add_metric([client.client, "up"], client.up_bytes)
+        by_client.add_metric([client.client, "down"], client.down_bytes)
+        active.add_metric([client.client], client.active)
     queued = GaugeMetricFamily(
         "fyntr_queued_bytes",
         "Bytes waiting in the scheduler, by direction.",
@@ -275,6 +297,8 @@ def render_prometheus(snap: Snapshot) -> bytes:
         rejected,
         counter("fyntr_tunnels_opened", "Tunnels established.", snap.tunnels_opened),
         moved,
+        by_client,
+        active,
         counter(
             "fyntr_dial_failures", "Upstream dials that failed every attempt.", snap.dial_failures
         ),

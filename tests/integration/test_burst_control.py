@@ -274,7 +274,45 @@ async def test_status_field_by_field() -> None:
         assert flow["target"] == f"127.0.0.1:{o.port}"
         assert (flow["up_bytes"], flow["down_bytes"]) == (300, 300)
         assert flow["age_s"] >= 0 and flow["flow"] == 1
+        [client] = data["clients"]
+        assert client == {
+            "client": "127.0.0.1",
+            "up_bytes": 300,
+            "down_bytes": 300,
+            "connections": 1,
+            "active": 1,
+        }
         writer.close()
+
+
+async def test_figures_per_client_in_status_and_metrics() -> None:
+    """Each device of a house by its address (docs/house.md): bytes, relays, open ones."""
+    async with (
+        origin(echo) as o,
+        proxy(loopback_settings(o.port, metrics_port=0)) as server,
+    ):
+        assert server.metrics_address is not None
+        for address, size in (("127.0.0.2", 1000), ("127.0.0.3", 10), ("127.0.0.3", 20)):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", http_port(server), local_addr=(address, 0)
+            )
+            writer.write(f"CONNECT 127.0.0.1:{o.port} HTTP/1.1\r\n\r\n".encode())
+            assert await reader.readuntil(b"\r\n\r\n") == OK
+            writer.write(b"z" * size)
+            assert await reader.readexactly(size) == b"z" * size
+            writer.close()
+        await until(lambda: not server.tunnels)
+        data = json.loads((await http_get(server.metrics_address[1], "/status"))[1])
+        assert [
+            (c["client"], c["up_bytes"], c["connections"], c["active"]) for c in data["clients"]
+        ] == [
+            ("127.0.0.2", 1000, 1, 0),
+            ("127.0.0.3", 30, 2, 0),
+        ]
+        _status, metrics = await http_get(server.metrics_address[1], "/metrics")
+        assert (
+            b'fyntr_client_relayed_bytes_total{client="127.0.0.2",direction="up"} 1000.0' in metrics
+        )
 
 
 async def test_bad_requests_to_the_metrics_port() -> None:

@@ -80,6 +80,7 @@ class Forward(asyncio.Protocol):
         # The upload lane's destination and the download lane's source are the origin in
         # use: set per exchange. One download lane for the whole connection, so that a
         # response still queued in the scheduler is written before the next one.
+        self.client_key = client_key
         self.up = Lane(upload, client, client, _no_eof, client_key)
         self.down = Lane(download, client, client, self._down_finished, client_key)
         self.origin: Origin | None = None  # serving the exchange in progress

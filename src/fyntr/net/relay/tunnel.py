@@ -32,6 +32,7 @@ class Relay(Protocol):
     # The current upstream socket, as the auto rates' samplers read it (net/watch/samplers.py).
     routed: bool  # it crosses a router: loopback ones say nothing of the uplink
     upstream_since: int  # up.nbytes when it started: the bytes before went to another
+    client_key: object  # the client's address: its share (sched/drr.py) and its figures
 
     @property
     def activity(self) -> int: ...
@@ -88,6 +89,7 @@ class Tunnel:
     __slots__ = (
         "_on_closed",
         "client",
+        "client_key",
         "client_open",
         "deadline",
         "down",
@@ -139,6 +141,7 @@ class Tunnel:
         self.upstream_since = 0  # one upstream socket for the tunnel's life
         upload, download = pumps
         # Both lanes are the client's: its share in each direction (docs/house.md).
+        self.client_key = client_key
         self.up = Lane(upload, client, upstream, self._eof_sent, client_key)
         self.down = Lane(download, upstream, client, self._eof_sent, client_key)
         self.splicer = splicer

@@ -8,7 +8,7 @@ import enum
 
 from fyntr._version import __version__
 from fyntr.config import AUTO, Settings
-from fyntr.limits import STATS_INTERVAL_S, STATUS_TOP_FLOWS
+from fyntr.limits import STATS_INTERVAL_S, STATUS_TOP_CLIENTS, STATUS_TOP_FLOWS
 from fyntr.log import format_bytes, log
 from fyntr.metrics import FlowInfo, RateInfo, Snapshot
 from fyntr.net.parts import Parts
@@ -76,6 +76,14 @@ class Reporter:
             closed=dict(stats.closed),
             closed_spliced=stats.closed_spliced,
             pooled_connections=len(self.parts.pool),
+            clients=stats.clients.top(
+                (
+                    (str(t.client_key), t.up.nbytes, t.down.nbytes)
+                    for t in self.parts.relays
+                    if t.client_key is not None
+                ),
+                STATUS_TOP_CLIENTS,
+            ),
         )
 
     def _rates(self, now: float) -> dict[str, RateInfo]:
