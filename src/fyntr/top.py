@@ -28,6 +28,7 @@ Status = dict[str, Any]
 SPARK = "▁▂▃▄▅▆▇█"
 SPARK_WIDTH = 40  # characters: the last minute of the auto rate, 1.5 s each
 REFRESH_S = 1.0
+TOP_CLIENTS_SHOWN = 5  # on the clients line: the busiest devices of a house
 FETCH_TIMEOUT_S = 2.0
 
 
@@ -133,6 +134,16 @@ def summary_lines(status: Status) -> list[str]:
     lines.append(direction_line("connect", status["rates"]["connect"]))
     refused = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none"
     lines.append(f"refused  {refused}")
+    clients = status.get("clients", [])  # an older fyntr reports none
+    if clients:
+        lines.append(
+            "clients  "
+            + ", ".join(
+                f"{c['client']} {format_bytes(c['up_bytes'] + c['down_bytes'])} "
+                f"({c['active']} open)"
+                for c in clients[:TOP_CLIENTS_SHOWN]
+            )
+        )
     return lines
 
 

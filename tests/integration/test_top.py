@@ -85,6 +85,7 @@ async def test_status_is_one_screen_in_plain_text_when_not_a_terminal() -> None:
     assert "tunnels  1 active" in out.stdout
     assert target in out.stdout  # the flow's
     assert "upload   auto" in out.stdout and "connect  auto" in out.stdout
+    assert "clients  127.0.0.1 " in out.stdout and "(1 open)" in out.stdout
 
 
 def test_status_without_a_port_or_a_fyntr_says_which_flag() -> None:
