@@ -288,3 +288,19 @@ async def test_another_fyntr_as_a_socks5_parent() -> None:
                 assert await roundtrip(http_port(server), f"origin.test:{o.port}")
                 await until(lambda: parent.metrics.tunnels_opened == 1)
     assert resolver.names == []
+
+
+async def test_a_parents_407_to_a_plain_request_is_a_502_without_its_challenge() -> None:
+    async with origin(echo) as o, parent_proxy("bob:pw") as p:
+        settings, dialer, _ = via(f"http://bob:wrong@127.0.0.1:{p.port}")
+        settings = replace(settings, allow_ports=(o.port,))
+        async with proxy(settings, dialer=dialer) as server:
+            reply = await exchange(
+                http_port(server),
+                f"GET http://origin.test:{o.port}/ HTTP/1.1\r\nHost: origin.test:{o.port}\r\n"
+                "Connection: close\r\n\r\n".encode(),
+            )
+    assert reply.startswith(b"HTTP/1.1 502 Bad Gateway\r\n")
+    assert f"parent proxy http://127.0.0.1:{p.port} asks for credentials".encode() in reply
+    assert b"proxy-authenticate" not in reply.lower()
+    assert o.connections == 0

@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Final
 
 from fyntr.errors import HandshakeError, Rep, Status, bad_request
-from fyntr.wire.http_forward import Event, Head
+from fyntr.wire.http_forward import Event, Head, MessageReader
 from fyntr.wire.http_rewrite import (
     LAST_CHUNK,
     Destination,
@@ -88,6 +88,13 @@ def parent_head(ex: Exchange, parent: Parent) -> bytes:
     parent's credentials; the client's own Proxy-Authorization never goes on."""
     path = b"http://" + ex.dest.host + ex.path
     return request_head(ex.head, ex.dest, path, parent.authorization)[0]
+
+
+def asks_credentials(reader: MessageReader) -> bool:
+    """A parent proxy's answer begins with 407: its challenge is fyntr's, not the
+    client's (docs/parent-proxies.md)."""
+    events = reader.events
+    return bool(events) and isinstance(events[0], Head) and events[0].status == 407
 
 
 def refuse_upgrade(head: Head) -> None:

@@ -27,6 +27,7 @@ from fyntr.net.state import ServerState
 from fyntr.wire.exchange import (
     Exchange,
     Read,
+    asks_credentials,
     begin,
     client_kept,
     ends_with_close,
@@ -315,6 +316,14 @@ class Forward(asyncio.Protocol):
         """Everything the origin's bytes complete goes to the client in one write."""
         origin, ex = self.origin, self.exchange
         if origin is None or ex is None:
+            return
+        if origin.via is not None and ex.response is None and asks_credentials(origin.reader):
+            # The parent's challenge is for fyntr: the client could not answer it.
+            err = bad_gateway(
+                "parent_refused",
+                f"parent proxy {origin.via.name} asks for credentials (407): check --upstream",
+            )
+            self._refuse(err, ex)
             return
         out: list[bytes] = []
         read = read_response(ex, origin.reader.events, out)
