@@ -71,7 +71,9 @@ def test_fyntr_with_no_flags_brings_the_probe_rtt_down_on_a_bloated_downlink(
     rows = scenario("d", tmp_path)
     fyntr, off = rows["fyntr, no flags"], rows["fyntr --download-rate 0"]
     assert off["probe_time_p50_ms"] > 100  # the downlink really bloats
-    assert fyntr["probe_time_p50_ms"] < off["probe_time_p50_ms"] / 3
+    # Over 7 runs of the same code: with auto 36-51 ms, without 143-215 ms (ratios 0.20 to
+    # 0.35); auto not shaping gives about 1.
+    assert fyntr["probe_time_p50_ms"] < off["probe_time_p50_ms"] / 2.5
     assert fyntr["failures"] == 0
     assert shaped(fyntr)
     said = (tmp_path / "fyntr-d-fyntr-no-flags.log").read_text()
