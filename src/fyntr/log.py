@@ -21,12 +21,15 @@ class _Formatter(logging.Formatter):
         self.stamp = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        level = "WARN" if record.levelno == logging.WARNING else record.levelname
-        second = int(record.created)
+        return self.line(record.levelno, record.getMessage(), record.created, record.name)
+
+    def line(self, level: int, text: str, created: float, name: str = LOGGER_NAME) -> str:
+        second = int(created)
         if second != self.second:
             self.second = second
             self.stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second))
-        return f"[{self.stamp} {level:<5} {record.name}] {record.getMessage()}"
+        word = "WARN" if level == logging.WARNING else logging.getLevelName(level)
+        return f"[{self.stamp} {word:<5} {name}] {text}"
 
 
 class _TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -44,12 +47,16 @@ class _TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            self.lines.append(self.format(record))
+            text = self.format(record)
         except Exception:  # logging's own contract: report, never raise
             self.handleError(record)
             return
+        self.add(record.levelno, text)
+
+    def add(self, level: int, text: str) -> None:
+        self.lines.append(text)
         loop = self.loop
-        if record.levelno >= logging.WARNING or loop is None or loop.is_closed():
+        if level >= logging.WARNING or loop is None or loop.is_closed():
             self.flush()
         elif not self.scheduled:
             self.scheduled = True
@@ -65,11 +72,14 @@ class _TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 self.stream.flush()
 
 
+_formatter = _Formatter()
 _handler = _TurnHandler()
-_handler.setFormatter(_Formatter())
+_handler.setFormatter(_formatter)
+_direct = False  # fyntr's handler alone takes its lines (setup_logging): line() may skip logging
 
 
 def setup_logging(level: str) -> None:
+    global _direct  # noqa: PLW0603  (set once, at start)
     # No process, thread or caller lookups per record: the lines show none of them, and
     # the process field alone was a getpid(2) per record. (_srcfile None: no findCaller.)
     logging.logProcesses = logging.logThreads = logging.logMultiprocessing = False
@@ -77,6 +87,20 @@ def setup_logging(level: str) -> None:
     log.handlers[:] = [_handler]
     log.setLevel(level.upper())
     log.propagate = False
+    _direct = True
+
+
+def line(level: int, msg: str, *args: object) -> None:
+    """A line of the hot path (a tunnel's four, a request's two), as ``log.log`` would
+    write it but without a LogRecord: making one was most of what logging cost a kept
+    request (benchmarks/instructions.py). Through the logging module while other
+    handlers take fyntr's lines (tests that capture them)."""
+    if not log.isEnabledFor(level):
+        return
+    if not _direct:
+        log.log(level, msg, *args)
+        return
+    _handler.add(level, _formatter.line(level, msg % args if args else msg, time.time()))
 
 
 def attach_loop(loop: asyncio.AbstractEventLoop | None) -> None:

@@ -19,7 +19,7 @@ from typing import ClassVar
 
 from fyntr.errors import REASON_PHRASES, HandshakeError, Status, bad_gateway, timed_out
 from fyntr.limits import HTTP_KEEPALIVE_IDLE_S
-from fyntr.log import log
+from fyntr.log import line, log
 from fyntr.net.forward.pool import Origin, OriginPool
 from fyntr.net.relay.ends import BOTH_CLOSED, Side, end_reason
 from fyntr.net.relay.pump import Lane, Pump
@@ -230,7 +230,7 @@ class Forward(asyncio.Protocol):
         self.target = dest.authority
         target = dest.target
         if self.verbose:
-            log.info("flow%d: %s %s", self.flow_id, head.method.decode(), ex.url)
+            line(logging.INFO, "flow%d: %s %s", self.flow_id, head.method.decode(), ex.url)
         try:
             refuse_upgrade(head)
             self.state.threats.check_host(self, target)
@@ -399,7 +399,8 @@ class Forward(asyncio.Protocol):
     def _log_exchange(self, ex: Exchange, status: int) -> None:
         self.state.metrics.http_response(status)
         if self.verbose:
-            log.info(
+            line(
+                logging.INFO,
                 "flow%d: %s %s -> %d up_bytes=%d down_bytes=%d duration=%.3fs",
                 self.flow_id,
                 ex.head.method.decode(),

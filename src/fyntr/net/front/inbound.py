@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, cast
 
 from fyntr.errors import HandshakeError
-from fyntr.log import log
+from fyntr.log import line, log
 from fyntr.net.kernel.sockopt import tune_transport
 from fyntr.net.out.dialer import Dialed
 from fyntr.net.state import ServerState
@@ -87,9 +87,13 @@ class Inbound(asyncio.Protocol):
     # --- asyncio callbacks: events in -------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        if log.isEnabledFor(logging.INFO):
-            log.info(
-                "flow%d: new %s connection from %s", self.flow_id, self.HANDSHAKE.NAME, self.peer
+        if log.isEnabledFor(logging.INFO):  # the peer is looked up only for the line
+            line(
+                logging.INFO,
+                "flow%d: new %s connection from %s",
+                self.flow_id,
+                self.HANDSHAKE.NAME,
+                self.peer,
             )
         self.state.handshakes.add(self)  # the sweep enforces its deadlines, lingering too
         if self.denied is not None:
@@ -150,7 +154,7 @@ class Inbound(asyncio.Protocol):
         )
 
     def _log(self, command: Log) -> None:
-        log.log(command.level, command.text)
+        line(command.level, command.text)
 
     def _refused(self, command: Refused) -> None:
         self.state.metrics.rejected(command.reason)

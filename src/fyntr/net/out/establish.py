@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable
 
 from fyntr.errors import HandshakeError, bad_gateway
-from fyntr.log import log
+from fyntr.log import line, log
 from fyntr.metrics import Snapshot
 from fyntr.net.forward.session import Forward
 from fyntr.net.front.inbound import Inbound
@@ -124,7 +124,8 @@ class Establish:
         self.parts.metrics.tunnels_opened += 1
         self.parts.metrics.observe_handshake(self.parts.loop.time() - inbound.accepted_at)
         if log.isEnabledFor(logging.INFO):  # the arguments cost: skip them when silent
-            log.info(
+            line(
+                logging.INFO,
                 "flow%d: %sconnected to %s via %s",
                 inbound.flow_id,
                 inbound.HANDSHAKE.VERB.removesuffix("CONNECT "),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import socket
 from collections.abc import Callable
 from typing import Protocol
 
 from fyntr.limits import SPLICE_AFTER_BYTES
-from fyntr.log import log
+from fyntr.log import line
 from fyntr.net.kernel.sockopt import send_rst_on_close
 from fyntr.net.relay.ends import BOTH_CLOSED, Side, end_reason, is_reset
 from fyntr.net.relay.pump import NEVER, Lane, Pump, no_bulk
@@ -286,7 +287,8 @@ def _closed() -> bool:
 
 
 def log_tunnel_closed(tunnel: Relay, now: float) -> None:
-    log.info(
+    line(
+        logging.INFO,
         "flow%d: closed target=%s up_bytes=%d down_bytes=%d duration=%.3fs reason=%s",
         tunnel.flow_id,
         tunnel.target,
