@@ -1,8 +1,9 @@
 """What one plain HTTP request or one tunnel costs fyntr, in CPU instructions or in
 system calls.
 
-    python benchmarks/instructions.py [--syscalls] [--against REV] [--clients N]
-                                      [--requests N] [--workloads keepalive,close,tunnel]
+    python benchmarks/instructions.py [--syscalls [--peers tinyproxy,squid]] [--against REV]
+                                      [--clients N] [--requests N]
+                                      [--workloads keepalive,close,tunnel]
 
 Time on a shared 2-core machine drifts by 10-20% between runs; the instructions a
 process executes, and the system calls it makes, do not. fyntr runs with its default
@@ -10,7 +11,8 @@ flags and log level (to /dev/null) under callgrind (apt-get install valgrind), o
 ``strace -f -c`` with ``--syscalls`` (apt-get install strace), against
 benchmarks/origin.py; clients on threads send N requests (or open N tunnels) twice,
 once N/5, and the difference over the difference in count is the cost of one, start-up
-and shutdown cancelled out. ``--syscalls`` also lists where the calls go.
+and shutdown cancelled out. ``--syscalls`` also lists where the calls go, and with
+``--peers`` counts tinyproxy's and squid's on the tunnel workload the same way.
 
 Workloads: ``keepalive`` (one GET per exchange on kept connections), ``close`` (a
 connection per GET, ``Connection: close``), ``tunnel`` (CONNECT, 2 bytes echoed, close).
@@ -33,6 +35,7 @@ from pathlib import Path
 
 from run import (
     REPO,
+    Contender,
     add_worktree,
     free_port,
     fyntr_command,
@@ -86,7 +89,7 @@ def tunnel(proxy: int, origin: int, n: int) -> None:
             head = b""
             while not head.endswith(b"\r\n\r\n"):
                 head += s.recv(1)
-            if not head.startswith(b"HTTP/1.1 200"):
+            if head[:9] not in (b"HTTP/1.1 ", b"HTTP/1.0 ") or head[9:12] != b"200":
                 raise ConnectionError(head.decode(errors="replace"))
             s.sendall(b"ECHO\nhi")
             got = b""
@@ -97,16 +100,19 @@ def tunnel(proxy: int, origin: int, n: int) -> None:
 WORKLOADS: dict[str, Client] = {"keepalive": keepalive, "close": close, "tunnel": tunnel}
 
 
+Command = Callable[[int, Path], list[str]]  # (port, a scratch directory) -> the proxy's argv
+
+
 def run_under(
-    tool: str, src: Path, origin: int, client: Client, *, clients: int, each: int
+    tool: str, command_for: Command, src: Path, client: Client, *, clients: int, each: int
 ) -> dict[str, int]:
-    """What fyntr (from ``src``) costs from start to exit while ``clients`` threads each
-    run ``client`` ``each`` times: {"total": instructions} under callgrind, or the calls
-    of each system call and their "total" under ``strace -f -c``."""
+    """What a proxy (fyntr from ``src``, or a peer) costs from start to exit while
+    ``clients`` threads each run ``client`` ``each`` times: {"total": instructions} under
+    callgrind, or the calls of each system call and their "total" under ``strace -f -c``."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out, log = Path(tmp) / "tool.out", Path(tmp) / "tool.log"
-        command = fyntr_command(port, "127.0.0.0/8", origin)  # default flags and log level
+        command = command_for(port, Path(tmp))
         wrapper = (
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
             if tool == "callgrind"
@@ -122,7 +128,7 @@ def run_under(
             try:
                 wait_port(port, proc, timeout=120)
                 workers = [
-                    threading.Thread(target=client, args=(port, origin, each))
+                    threading.Thread(target=client, args=(port, ORIGIN[0], each))
                     for _ in range(clients)
                 ]
                 for w in workers:
@@ -147,7 +153,11 @@ def _stop(proc: subprocess.Popen[bytes], tool: str) -> None:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         pid = int(children[0]) if children else pid
     os.kill(pid, signal.SIGTERM)
-    proc.wait(300)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:  # tinyproxy waits out its idle tunnels: not counted
+        os.kill(pid, signal.SIGKILL)
+        proc.wait(300)
 
 
 def _strace_counts(summary: str) -> dict[str, int]:
@@ -161,12 +171,12 @@ def _strace_counts(summary: str) -> dict[str, int]:
 
 
 def per_one(
-    tool: str, src: Path, origin: int, client: Client, *, clients: int, requests: int
+    tool: str, command_for: Command, src: Path, client: Client, *, clients: int, requests: int
 ) -> dict[str, float]:
     """Each count's cost of one more request (or tunnel): start-up and exit cancel out."""
     few, many = requests // 5 // clients, requests // clients
-    low = run_under(tool, src, origin, client, clients=clients, each=few)
-    high = run_under(tool, src, origin, client, clients=clients, each=many)
+    low = run_under(tool, command_for, src, client, clients=clients, each=few)
+    high = run_under(tool, command_for, src, client, clients=clients, each=many)
     return {k: (high[k] - low.get(k, 0)) / ((many - few) * clients) for k in high}
 
 
@@ -181,26 +191,46 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--syscalls", action="store_true", help="count system calls (strace -c), not instructions"
     )
+    ap.add_argument(
+        "--peers",
+        default="",
+        help="with --syscalls: tinyproxy,squid too, on the tunnel workload (their plain HTTP "
+        "differs)",
+    )
     args = ap.parse_args(argv)
     tool = "strace" if args.syscalls else "callgrind"
     exe = "strace" if args.syscalls else "valgrind"
     if subprocess.run(["which", exe], capture_output=True, check=False).returncode:
         ap.error(f"{exe} is not installed (apt-get install {exe})")
+    peers = [p for p in args.peers.split(",") if p]
+    if peers and not args.syscalls:
+        ap.error("--peers counts system calls: add --syscalls")
     trees = {"fyntr": REPO / "src"}
     with tempfile.TemporaryDirectory() as tmp, origin_server() as (origin, _pid):
+        ORIGIN[0] = origin
         tree = Path(tmp) / "earlier"
         if args.against:
             failed = add_worktree(args.against, tree)
             if failed is not None:
                 ap.error(failed)
             trees[f"fyntr@{args.against}"] = tree / "src"
+        runs: dict[str, tuple[Command, Path]] = {
+            name: (lambda port, _dir: fyntr_command(port, "127.0.0.0/8", origin), src)
+            for name, src in trees.items()
+        }
+        for peer in peers:
+            if subprocess.run(["which", peer], capture_output=True, check=False).returncode:
+                ap.error(f"{peer} is not installed (apt-get install {peer})")
+            runs[peer] = (_peer_command(peer, origin), REPO / "src")
         try:
             for workload in args.workloads.split(","):
-                for name, src in trees.items():
+                for name, (command_for, src) in runs.items():
+                    if name in peers and workload != "tunnel":
+                        continue
                     cost = per_one(
                         tool,
+                        command_for,
                         src,
-                        origin,
                         WORKLOADS[workload],
                         clients=args.clients,
                         requests=args.requests,
@@ -216,6 +246,18 @@ def main(argv: list[str] | None = None) -> int:
             if args.against:
                 remove_worktree(tree)
     return 0
+
+
+ORIGIN = [0]  # the origin's port, once it runs
+
+
+def _peer_command(name: str, origin: int) -> Command:
+    """tinyproxy or squid as benchmarks/run.py runs them, allowed to reach the origin."""
+
+    def command(port: int, scratch: Path) -> list[str]:
+        return Contender(name, origin, scratch, 0).command(port)
+
+    return command
 
 
 if __name__ == "__main__":
