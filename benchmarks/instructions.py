@@ -104,7 +104,14 @@ Command = Callable[[int, Path], list[str]]  # (port, a scratch directory) -> the
 
 
 def run_under(
-    tool: str, command_for: Command, src: Path, client: Client, *, clients: int, each: int
+    tool: str,
+    command_for: Command,
+    src: Path,
+    client: Client,
+    *,
+    origin: int,
+    clients: int,
+    each: int,
 ) -> dict[str, int]:
     """What a proxy (fyntr from ``src``, or a peer) costs from start to exit while
     ``clients`` threads each run ``client`` ``each`` times: {"total": instructions} under
@@ -128,7 +135,7 @@ def run_under(
             try:
                 wait_port(port, proc, timeout=120)
                 workers = [
-                    threading.Thread(target=client, args=(port, ORIGIN[0], each))
+                    threading.Thread(target=client, args=(port, origin, each))
                     for _ in range(clients)
                 ]
                 for w in workers:
@@ -171,12 +178,19 @@ def _strace_counts(summary: str) -> dict[str, int]:
 
 
 def per_one(
-    tool: str, command_for: Command, src: Path, client: Client, *, clients: int, requests: int
+    tool: str,
+    command_for: Command,
+    src: Path,
+    client: Client,
+    *,
+    origin: int,
+    clients: int,
+    requests: int,
 ) -> dict[str, float]:
     """Each count's cost of one more request (or tunnel): start-up and exit cancel out."""
     few, many = requests // 5 // clients, requests // clients
-    low = run_under(tool, command_for, src, client, clients=clients, each=few)
-    high = run_under(tool, command_for, src, client, clients=clients, each=many)
+    low = run_under(tool, command_for, src, client, origin=origin, clients=clients, each=few)
+    high = run_under(tool, command_for, src, client, origin=origin, clients=clients, each=many)
     return {k: (high[k] - low.get(k, 0)) / ((many - few) * clients) for k in high}
 
 
@@ -207,7 +221,6 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--peers counts system calls: add --syscalls")
     trees = {"fyntr": REPO / "src"}
     with tempfile.TemporaryDirectory() as tmp, origin_server() as (origin, _pid):
-        ORIGIN[0] = origin
         tree = Path(tmp) / "earlier"
         if args.against:
             failed = add_worktree(args.against, tree)
@@ -232,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                         command_for,
                         src,
                         WORKLOADS[workload],
+                        origin=origin,
                         clients=args.clients,
                         requests=args.requests,
                     )
@@ -246,9 +260,6 @@ def main(argv: list[str] | None = None) -> int:
             if args.against:
                 remove_worktree(tree)
     return 0
-
-
-ORIGIN = [0]  # the origin's port, once it runs
 
 
 def _peer_command(name: str, origin: int) -> Command:

@@ -16,20 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from run import free_port, fyntr_command, load, origin_server, wait_port  # benchmarks/
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
+from run import Contender, load, origin_server  # benchmarks/
 
 
 def loopback_name() -> str:
@@ -39,53 +34,6 @@ def loopback_name() -> str:
     if not infos or any(not str(info[4][0]).startswith("127.") for info in infos):
         sys.exit(f"{name} does not resolve to 127.0.0.0/8 only: add it to /etc/hosts")
     return name
-
-
-def tinyproxy(workdir: Path, port: int, origin: int) -> list[str]:
-    conf = workdir / "tinyproxy.conf"
-    conf.write_text(
-        f"Port {port}\nListen 127.0.0.1\nTimeout 600\nMaxClients 4096\nAllow 127.0.0.1\n"
-        f'LogLevel Critical\nLogFile "{workdir / "tp.log"}"\nConnectPort {origin}\n'
-    )
-    return ["tinyproxy", "-d", "-c", str(conf)]
-
-
-def squid(workdir: Path, port: int, parent: int) -> list[str]:
-    run_dir = workdir / "squid"
-    run_dir.mkdir(exist_ok=True)
-    run_dir.chmod(0o777)  # squid drops root for its own user
-    conf = run_dir / "squid.conf"
-    conf.write_text(
-        f"http_port 127.0.0.1:{port}\n"
-        f"cache_peer 127.0.0.1 parent {parent} 0 no-query default\n"
-        "never_direct allow all\n"
-        "acl local src 127.0.0.0/8\nhttp_access allow local\nhttp_access deny all\n"
-        "cache deny all\ncache_mem 8 MB\naccess_log none\n"
-        f"cache_log {run_dir / 'cache.log'}\npid_filename {run_dir / 'squid.pid'}\n"
-        f"coredump_dir {run_dir}\nmax_filedescriptors 65536\n"
-        "shutdown_lifetime 0 seconds\nvisible_hostname fyntr-benchmark\n"
-    )
-    return ["squid", "-N", "-f", str(conf)]
-
-
-def start(command: list[str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        command,
-        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_port(port, proc)
-    return proc
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def main() -> int:
@@ -100,40 +48,28 @@ def main() -> int:
     if shutil.which("tinyproxy") is None:
         sys.exit("tinyproxy is the parent here: apt-get install tinyproxy")
     host = loopback_name()
-    procs: list[subprocess.Popen[bytes]] = []
     results: dict[str, list[dict[str, Any]]] = {}
-    with origin_server() as (origin, _pid), tempfile.TemporaryDirectory() as tmp:
+    with origin_server() as (origin, origin_pid), tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
+        parent = Contender("tinyproxy", origin, workdir, origin_pid)
+        chain = {"parent directly": parent}
         try:
-            parent = free_port()
-            procs.append(start(tinyproxy(workdir, parent, origin), parent))
-            ports = {"parent directly": parent}
-            fyntr = free_port()
-            procs.append(
-                start(
-                    fyntr_command(
-                        fyntr,
-                        "127.0.0.0/8",
-                        origin,
-                        "--upstream",
-                        f"http://127.0.0.1:{parent}",
-                        "--max-connections",
-                        "0",
-                        "--log-level",
-                        "error",
-                    ),
-                    fyntr,
-                )
+            parent.start()
+            upstream = ["--upstream", f"http://127.0.0.1:{parent.port}"]
+            chain["fyntr -> parent"] = Contender(
+                "fyntr", origin, workdir, origin_pid, extra=upstream
             )
-            ports["fyntr -> parent"] = fyntr
             if shutil.which("squid") is not None:
-                chained = free_port()
-                procs.append(start(squid(workdir, chained, parent), chained))
-                ports["squid -> parent"] = chained
+                chain["squid -> parent"] = Contender(
+                    "squid", origin, workdir, origin_pid, parent=parent.port
+                )
+            for contender in chain.values():
+                if contender is not parent:
+                    contender.start()
             for _ in range(args.rounds):
-                for name, port in ports.items():
+                for name, contender in chain.items():
                     params = {
-                        "proxy": port,
+                        "proxy": contender.port,
                         "origin": origin,
                         "host": host,
                         "clients": args.clients,
@@ -141,8 +77,8 @@ def main() -> int:
                     }
                     results.setdefault(name, []).append(load("burst", params))
         finally:
-            for proc in procs:
-                stop(proc)
+            for contender in chain.values():
+                contender.stop()
     base = statistics.median(r["burst_makespan_s"] for r in results["parent directly"])
     print(f"{args.clients} CONNECTs x {args.size} bytes to {host}, median of {args.rounds}")
     print("| case | makespan s | x parent directly | failures (all rounds) |")

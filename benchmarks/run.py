@@ -291,6 +291,7 @@ class Contender:
     missing: str = ""
     extra: list[str] = field(default_factory=list)
     src: Path = REPO / "src"  # the fyntr it runs: this checkout's, or fyntr@REV's worktree
+    parent: int | None = None  # squid only: a parent proxy's port it sends everything to
 
     @property
     def is_fyntr(self) -> bool:
@@ -342,14 +343,20 @@ class Contender:
         return ["tinyproxy", "-d", "-c", str(conf)]
 
     def squid_conf(self, port: int) -> Path:
-        """squid as a plain forward proxy: CONNECT to the origin, no cache, no logs."""
+        """squid as a plain forward proxy: CONNECT to the origin, no cache, no logs; with
+        ``parent``, every request through that parent proxy (benchmarks/parent_burst.py)."""
         run_dir = self.workdir / "squid"
         run_dir.mkdir(exist_ok=True)
         run_dir.chmod(0o777)  # squid drops root for its own user
         conf = run_dir / "squid.conf"
+        chained = (
+            f"cache_peer 127.0.0.1 parent {self.parent} 0 no-query default\n"
+            "never_direct allow all\n"
+            if self.parent is not None
+            else ""
+        )
         conf.write_text(
-            f"http_port 127.0.0.1:{port}\n"
-            "acl local src 127.0.0.0/8\n"
+            f"http_port 127.0.0.1:{port}\n" + chained + "acl local src 127.0.0.0/8\n"
             f"acl origin port {self.origin}\n"
             "http_access allow local origin\n"
             "http_access deny all\n"

@@ -24,7 +24,7 @@ from collections.abc import Callable, Coroutine, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
-from fyntr.config import Settings
+from fyntr.config import PARENT_VARIABLES, Settings
 from fyntr.errors import ConfigError
 
 PROG = "fyntr run"
@@ -39,7 +39,6 @@ says otherwise. SIGTERM and SIGHUP go on to the command; the exit status is the
 command's. A proxy already set in the environment (HTTPS_PROXY, HTTP_PROXY, ALL_PROXY,
 either case) becomes fyntr's parent proxy, and the inherited NO_PROXY its exceptions."""
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")
-INHERITED_PROXIES = (*PROXY_VARIABLES, "ALL_PROXY", "all_proxy")  # as cli.PARENT_VARIABLES
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 PASSED_ON = ("SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2")
 LEFT_TO_THE_TERMINAL = ("SIGINT", "SIGQUIT")
@@ -73,7 +72,7 @@ def split_command(args: list[str]) -> tuple[list[str], bool, list[str]]:
 def inherits_a_proxy(environ: Mapping[str, str]) -> bool:
     """A proxy already set in the environment: the one the command was meant to use. It
     becomes fyntr's parent (``--upstream-from-env``), and NO_PROXY its exceptions."""
-    return any(environ.get(k, "").strip() for k in INHERITED_PROXIES)
+    return any(environ.get(k, "").strip() for k in PARENT_VARIABLES)
 
 
 def command_environment(environ: Mapping[str, str], port: int, *, node: bool) -> dict[str, str]:

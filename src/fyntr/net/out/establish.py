@@ -57,10 +57,11 @@ class Establish:
             if isinstance(step, Resolve):
                 step = upstream.resolved(await parts.dialer.resolve(step.host, step.port))
             elif isinstance(step, Pace):
-                if upstream.via_parent:
-                    learn = parts.pacing.auto is None or parts.parents.routed
-                else:
-                    learn = parts.pacing.learns_from(upstream.addrs)
+                learn = parts.pacing.learns_from(
+                    parts.parents.routed
+                    if upstream.via_parent
+                    else not all(ip.is_loopback for ip in upstream.addrs)
+                )
                 if learn:
                     paced = await parts.pacing.wait(who.accepted_at)
                 step = upstream.granted()

@@ -4,7 +4,6 @@ fixed or, with ``auto``, steered by every dial's outcome (sched/connectrate.py).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 
 from fyntr.config import AUTO, Settings
 from fyntr.errors import unavailable
@@ -16,7 +15,6 @@ from fyntr.net.out.dialer import Dialed
 from fyntr.sched.admission import FifoBucket
 from fyntr.sched.connectrate import ConnectRate
 from fyntr.sched.drr import TokenBucket
-from fyntr.wire.target import IPAddress
 
 
 class ConnectGate:
@@ -54,11 +52,11 @@ class ConnectGate:
             return RateInfo(rate, True, "unpaced" if rate is None else "paced")
         return RateInfo(None if self.bucket is None else self.bucket.bucket.rate, auto=False)
 
-    def learns_from(self, addrs: Sequence[IPAddress]) -> bool:
-        """Auto paces and learns only from connections that cross a router: one to this
-        machine itself (loopback) protects nothing and says nothing of the network. A
-        fixed --connect-rate paces every dial, as the user asked."""
-        return self.auto is None or not all(ip.is_loopback for ip in addrs)
+    def learns_from(self, routed: bool) -> bool:
+        """Auto paces and learns only from connections that cross a router (``routed``):
+        one to this machine itself (loopback) protects nothing and says nothing of the
+        network. A fixed --connect-rate paces every dial, as the user asked."""
+        return self.auto is None or routed
 
     async def wait(self, accepted_at: float) -> bool:
         """Wait for a token, within the handshake budget from ``accepted_at`` (503 /

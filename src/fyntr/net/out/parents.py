@@ -35,7 +35,15 @@ class Failed(Exception):
 
 
 class Parents:
-    __slots__ = ("_failed_until", "_hosts", "dialer", "fallback_direct", "no_proxy", "parents")
+    __slots__ = (
+        "_failed_until",
+        "_hosts",
+        "dialer",
+        "fallback_direct",
+        "no_proxy",
+        "parents",
+        "routed",
+    )
 
     def __init__(
         self,
@@ -51,16 +59,13 @@ class Parents:
         self.fallback_direct = fallback_direct
         self._failed_until = [0.0] * len(self.parents)
         self._hosts = [_host(p.host) for p in self.parents]
+        # A parent across a router: connect pacing learns from the sockets to it.
+        self.routed = any(not p.loopback for p in self.parents)
 
     def routes(self, target: Target) -> bool:
         """Whether ``target`` goes through a parent: there is one, and it is no
         exception (``--no-upstream``; loopback never goes through one)."""
         return bool(self.parents) and not self.no_proxy.matches(target)
-
-    @property
-    def routed(self) -> bool:
-        """A parent across a router: connect pacing learns from the sockets to it."""
-        return any(not p.loopback for p in self.parents)
 
     async def open(
         self, loop: asyncio.AbstractEventLoop, flow_id: int, target: Target, *, tunnel: bool
