@@ -11,7 +11,13 @@ from typing import Final, NamedTuple
 
 from fyntr.errors import Rep, TargetError
 from fyntr.limits import PARENT_REPLY_MAX_BYTES
-from fyntr.wire.target import Target, format_host_port, parse_ip, to_ascii_domain
+from fyntr.wire.target import (
+    Target,
+    format_host_port,
+    normalize_lenient,
+    parse_ip,
+    to_ascii_domain,
+)
 
 SCHEMES: Final = ("http", "socks5", "socks5h")
 _DEFAULT_PORTS: Final = {"http": 3128, "socks5": 1080, "socks5h": 1080}
@@ -71,9 +77,8 @@ def parse_parent(url: str) -> Parent:
     raw = parts.hostname
     if not raw:
         raise ValueError("the parent proxy URL has no host")
-    ip = parse_ip(raw)
     try:
-        host = str(ip) if ip is not None else to_ascii_domain(raw)
+        host = str(normalize_lenient(raw))
     except TargetError as exc:
         raise ValueError(f"the parent proxy's host is not valid: {exc}") from None
     if port == 0:
