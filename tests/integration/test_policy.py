@@ -191,7 +191,9 @@ async def test_mixed_script_host_is_warned_about(caplog: pytest.LogCaptureFixtur
 async def test_a_large_feed_is_reloaded_while_tunnels_are_served(tmp_path: Path) -> None:
     """A 100,000-line feed takes a second or more to parse: SIGHUP parses it off the loop, so a
     CONNECT made meanwhile is answered before the new index is in place, under the old
-    one; once in place, the new entries apply."""
+    one; once in place, the new entries apply. The name is looked up once before (its
+    answer is kept 10 s): a lookup's thread waits for the GIL the parsing holds, and on a
+    loaded machine the whole reload could end first."""
     feed = tmp_path / "feed.txt"
     feed.write_text("unrelated.test\n")
     settings = loopback_settings(
@@ -201,6 +203,9 @@ async def test_a_large_feed_is_reloaded_while_tunnels_are_served(tmp_path: Path)
     )
     async with origin(echo) as o, proxy(replace(settings, allow_ports=(o.port,))) as server:
         port = http_port(server)
+        _reader, writer, head = await connect_via(port, f"localhost:{o.port}")
+        assert head == OK
+        writer.close()
         feed.write_text("".join(f"||host{i}.example^\n" for i in range(100_000)) + "localhost\n")
         reloaded = server.threats.reload()
         _reader, writer, head = await connect_via(port, f"localhost:{o.port}")
