@@ -89,6 +89,7 @@ INT_BOUNDS: Final[dict[str, tuple[int, int | None]]] = {
     "metrics_port": (0, limits.PORT_MAX),
     "allow_ports": (1, limits.PORT_MAX),
     "max_connections": (0, None),  # 0: unlimited
+    "max_connections_per_client": (0, None),  # 0: only --max-connections
     "idle_timeout_s": (0, None),  # 0: never
     "connect_burst": (1, None),
 }
@@ -146,6 +147,8 @@ class Settings:
     metrics_bind: str = limits.DEFAULT_METRICS_BIND
     shutdown_grace_s: float = limits.DEFAULT_SHUTDOWN_GRACE_S
     client_allow: tuple[str, ...] = ()  # CIDRs of who may connect; () = the defaults
+    auth_file: str | None = None  # htpasswd: users who may connect (docs/house.md)
+    max_connections_per_client: int = 0  # one client address's share of the cap; 0: none
     upstreams: tuple[Parent, ...] = ()  # parent proxies, in order (docs/parent-proxies.md)
     no_upstream: tuple[str, ...] = ()  # NO_PROXY entries: targets that go direct
     upstream_fallback: str = "fail"  # when no parent answers: "fail" (502) or "direct"

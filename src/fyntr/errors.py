@@ -12,6 +12,7 @@ class Status(IntEnum):
     BAD_REQUEST = 400
     FORBIDDEN = 403
     METHOD_NOT_ALLOWED = 405
+    PROXY_AUTH_REQUIRED = 407  # --auth-file (docs/house.md)
     REQUEST_TIMEOUT = 408
     URI_TOO_LONG = 414
     HEADERS_TOO_LARGE = 431
@@ -29,6 +30,7 @@ REASON_PHRASES: dict[int, str] = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    407: "Proxy Authentication Required",
     408: "Request Timeout",
     414: "URI Too Long",
     431: "Request Header Fields Too Large",
@@ -100,6 +102,11 @@ def bad_request(detail: str) -> HandshakeError:
 
 def forbidden(reason: str, detail: str) -> HandshakeError:
     return HandshakeError(Status.FORBIDDEN, Rep.NOT_ALLOWED, reason, detail)
+
+
+def auth_required(reason: str, detail: str) -> HandshakeError:
+    """407 (RFC 9110 §15.5.8) with its challenge; SOCKS5 answers RFC 1929's failure."""
+    return HandshakeError(Status.PROXY_AUTH_REQUIRED, None, reason, detail)
 
 
 def bad_gateway(reason: str, detail: str, rep: Rep = Rep.HOST_UNREACHABLE) -> HandshakeError:

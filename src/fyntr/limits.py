@@ -171,6 +171,22 @@ CONNECT_AUTO_SLACK_S: Final = 0.030  # plus this (jitter of a busy Wi-Fi), was q
 CONNECT_AUTO_HOLD_S: Final = 0.5  # one halving per this: a burst's drops are one event
 CONNECT_AUTO_BASELINES: Final = 4096  # destinations whose fastest connect is remembered
 
+# --- Authentication (docs/house.md, "Authentication") ------------------------------------
+AUTH_CACHE_TTL_S: Final = 3600.0  # a checked credential's verdict is kept this long (squid's
+# basic credentialsttl is 2 hours); a SIGHUP that reloads the file forgets every verdict
+AUTH_CACHE_ENTRIES: Final = 1024  # credentials whose verdict is kept, the most recent
+AUTH_FREE_FAILURES: Final = 5  # failures from one address before it must wait: a mistyped
+# password, a client trying stale credentials once more
+AUTH_BACKOFF_FIRST_S: Final = 1.0  # the first wait; each further failure doubles it ...
+AUTH_BACKOFF_MAX_S: Final = 60.0  # ... up to a minute: 10,000 guesses take a week
+AUTH_FAILURES_TRACKED: Final = 4096  # addresses whose failures are counted, the most recent
+AUTH_FAILURE_MEMORY_S: Final = 900.0  # an address's failures are forgotten this long after
+# its last one
+AUTH_CHECK_THREADS: Final = 1  # bcrypt checks at once, off the loop: the other core relays
+AUTH_NAME_MAX_BYTES: Final = 255  # a user name or password (RFC 1929's one-byte lengths)
+BCRYPT_PASSWORD_MAX_BYTES: Final = 72  # what bcrypt reads of a password; htpasswd -B hashes
+# these first bytes of a longer one, and so the check compares them
+
 # --- Lifetime -----------------------------------------------------------------------------
 SWEEP_INTERVAL_MAX_S: Final = 1.0  # the one periodic sweep (idle tunnels, handshake deadlines)
 MAX_CAP_WAITERS: Final = 4096  # connections held at the cap by --max-connections-wait, at most

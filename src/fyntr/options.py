@@ -130,6 +130,19 @@ OPTIONS = (
         "link-local and ULA ranges)",
         is_list=True,
     ),
+    Option(
+        "--auth-file",
+        str,
+        None,
+        "htpasswd file of users (bcrypt: htpasswd -B): clients must authenticate; read "
+        "again on SIGHUP",
+    ),
+    Option(
+        "--max-connections-per-client",
+        _int_range("max_connections_per_client"),
+        0,
+        "cap on one client address's handshakes plus tunnels (0 = no cap of its own)",
+    ),
     Option("--socks5-port", _int_range("socks5_port"), None, "enable SOCKS5 on this port"),
     Option(
         "--max-connections",

@@ -42,7 +42,7 @@ def run(data: bytes, step: int) -> tuple[list[bytes], Request | None, HandshakeE
     parser = Socks5Parser()
     replies: list[bytes] = []
     for i in range(0, len(data), step):
-        out, request, err = parser.feed(data[i : i + step])
+        out, request, err, _ = parser.feed(data[i : i + step])
         replies += out
         if err is not None:
             return replies, None, err
@@ -173,7 +173,7 @@ def test_any_input_is_a_transition_or_a_clean_reject(data: bytes, step: int) -> 
     parser = Socks5Parser()
     for i in range(0, len(data), step):
         before = parser.phase
-        replies, request, err = parser.feed(data[i : i + step])
+        replies, request, err, _ = parser.feed(data[i : i + step])
         if err is not None:
             # A reject: nothing, 05 FF, or a 10-byte failure reply with a known REP.
             reply = refusal_reply(err)
@@ -203,8 +203,14 @@ def test_every_state_takes_every_input(phase: Socks5Phase, data: bytes) -> None:
         Socks5Phase.DOMAIN: GREETING + b"\x05\x01\x00\x03\x05",
         Socks5Phase.IPV6_ADDRESS: GREETING + b"\x05\x01\x00\x04",
         Socks5Phase.PORT: GREETING + connect_ipv4("1.2.3.4")[:-2],
+        # With --auth-file (RFC 1929):
+        Socks5Phase.AUTH_HEADER: b"\x05\x01\x02",
+        Socks5Phase.USER_NAME: b"\x05\x01\x02\x01\x05",
+        Socks5Phase.PASSWORD_LENGTH: b"\x05\x01\x02\x01\x01a",
+        Socks5Phase.PASSWORD: b"\x05\x01\x02\x01\x01a\x05",
+        Socks5Phase.AUTHENTICATING: b"\x05\x01\x02\x01\x01a\x01b",
     }
-    parser = Socks5Parser()
+    parser = Socks5Parser(auth=prefixes[phase].startswith(b"\x05\x01\x02"))
     parser.feed(prefixes[phase])
     assert parser.phase is phase
     fed = parser.feed(data)

@@ -300,6 +300,7 @@ FLAG_OF_FIELD = {
     "allow_ports": "--allow-port",
     "max_connections": "--max-connections",
     "idle_timeout_s": "--idle-timeout",
+    "max_connections_per_client": "--max-connections-per-client",
     "connect_burst": "--connect-burst",
 }
 

@@ -12,6 +12,7 @@ from typing import Any
 from fyntr.config import Settings
 from fyntr.metrics import Stats
 from fyntr.net.forward.pool import OriginPool
+from fyntr.net.front.auth import Authenticator
 from fyntr.net.front.gate import Gate
 from fyntr.net.out.dialer import Dialer
 from fyntr.net.out.pacing import ConnectGate
@@ -42,3 +43,4 @@ class Parts:
     pool: OriginPool  # idle plain-HTTP upstream connections
     splicer: Splicer | None  # unshaped: bulk tunnels are handed to the kernel
     autorates: AutoRates  # the directions set to auto, where the kernel gives samples
+    auth: Authenticator | None = None  # --auth-file

@@ -20,6 +20,7 @@ from fyntr.limits import (
 from fyntr.log import attach_loop, log
 from fyntr.metrics import Snapshot, Stats
 from fyntr.net.forward.pool import OriginPool
+from fyntr.net.front.auth import Authenticator
 from fyntr.net.front.gate import Gate, open_listeners
 from fyntr.net.front.inbound import Inbound
 from fyntr.net.front.listen import plan_descriptors
@@ -69,6 +70,7 @@ class Server:
         self.admission = self.gate.admission
         self.pacing: ConnectGate
         self.threats = ThreatGuard(settings, self.metrics)
+        self.auth: Authenticator | None = None  # --auth-file, from start on
         self.handshakes: set[Inbound] = set()
         self.tunnels: set[Relay] = set()  # CONNECT and SOCKS5 tunnels, plain HTTP sessions
         self.pool = OriginPool()  # idle plain-HTTP upstream connections
@@ -103,6 +105,8 @@ class Server:
         if stand_ins:
             log.info("platform: %s", "; ".join(stand_ins))
         self.threats.load()
+        if settings.auth_file is not None:
+            self.auth = Authenticator(settings.auth_file, self.clock)
         self.pumps, self.autorates = pumps_for(self.loop, self.clock, settings, self.tunnels)
         fds = plan_descriptors(
             self.admission.limit,
@@ -144,6 +148,7 @@ class Server:
             self.pool,
             splicer,
             self.autorates,
+            self.auth,
         )
         self.state = Establish(parts).protocol_state(
             functools.partial(self.gate.release_slot, active=False), self.snapshot
@@ -197,7 +202,13 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signals.add(sig, self._on_stop_signal, sig)
         if hasattr(signal, "SIGHUP"):  # not on Windows
-            signals.add(signal.SIGHUP, self.threats.reload)
+            signals.add(signal.SIGHUP, self._on_reload_signal)
+
+    def _on_reload_signal(self) -> None:
+        """SIGHUP: the threat feeds and the auth file are read again."""
+        self.threats.reload()
+        if self.auth is not None:
+            self.auth.reload()
 
     def remove_signal_handlers(self) -> None:
         """The handlers in place before start come back (as uvicorn does)."""
@@ -262,6 +273,8 @@ class Server:
         if self._metrics_listener is not None:
             self._metrics_listener.close()
         self.pacing.close()
+        if self.auth is not None:
+            self.auth.close()
         for task in list(self._tasks):
             task.cancel()
         attach_loop(None)

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 from fyntr.config import Settings
 from fyntr.metrics import Snapshot, Stats
+from fyntr.net.front.auth import Authenticator
 from fyntr.net.out.dialer import Dialed
 from fyntr.net.out.threats import ThreatGuard
 from fyntr.wire.commands import Checks, HandOn, Requester, StartTunnel, Upstream
@@ -50,5 +51,6 @@ class ServerState:
     recheck_origin: Recheck  # a kept connection's
     release_pending: Callable[[], None]  # a handshake's reserved slot
     snapshot: Callable[[], Snapshot]
+    auth: Authenticator | None = None  # --auth-file
     handshakes: set[Any] = field(default_factory=set)  # in progress: the sweep expires them
     metrics_clients: int = 0  # connections to the metrics port being served

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import ClassVar, NamedTuple, Protocol
 
 from fyntr.errors import HandshakeError
+from fyntr.policy.auth import Credentials, Verdict
 from fyntr.wire.target import Host, IPAddress, Target
 
 
@@ -130,7 +131,7 @@ class Failed(NamedTuple):
     error: HandshakeError
 
 
-Event = Data | Eof | Expired | Connected | Failed
+Event = Data | Eof | Expired | Connected | Failed | Verdict  # Verdict: of Authenticate
 
 
 # --- commands ----------------------------------------------------------------------------
@@ -156,7 +157,19 @@ class Refused(NamedTuple):
 
 
 class PauseReading(NamedTuple):
-    """Until the tunnel starts: what the client sends meanwhile stays in the kernel."""
+    """Until the tunnel starts, or the credentials are checked: what the client sends
+    meanwhile stays in the kernel."""
+
+
+class ResumeReading(NamedTuple):
+    """The credentials passed: the SOCKS5 request comes next."""
+
+
+class Authenticate(NamedTuple):
+    """Check the credentials (--auth-file); the answer is a ``Verdict``, at once when it
+    is known. Always the last command of its list."""
+
+    credentials: Credentials
 
 
 class Linger(NamedTuple):
@@ -199,6 +212,8 @@ Command = (
     | Log
     | Refused
     | PauseReading
+    | ResumeReading
+    | Authenticate
     | Linger
     | Close
     | ServePac

@@ -12,8 +12,10 @@ and dial steps. tests/unit/test_handshake.py asserts the exact command sequences
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 from enum import Enum
 from typing import ClassVar
 
@@ -24,12 +26,15 @@ from fyntr.errors import (
     HandshakeError,
     Rep,
     Status,
+    auth_required,
     forbidden,
     timed_out,
 )
 from fyntr.limits import LINGER_S
+from fyntr.policy.auth import Credentials, Verdict, basic_credentials, socks_credentials
 from fyntr.wire.commands import (
     Arm,
+    Authenticate,
     Checks,
     Close,
     Command,
@@ -45,6 +50,7 @@ from fyntr.wire.commands import (
     PauseReading,
     Refused,
     Requester,
+    ResumeReading,
     Send,
     ServePac,
     StartTunnel,
@@ -58,12 +64,19 @@ from fyntr.wire.http_connect import (
     TargetParsed,
 )
 from fyntr.wire.http_rewrite import error_response
-from fyntr.wire.socks5 import Socks5Parser, refusal_reply, success_reply
+from fyntr.wire.socks5 import (
+    AUTH_FAILED_REPLY,
+    AUTH_PASSED_REPLY,
+    Socks5Parser,
+    refusal_reply,
+    success_reply,
+)
 from fyntr.wire.target import IPAddress, Target
 
 
 class Stage(Enum):
     READING = "reading"
+    AUTHENTICATING = "authenticating"  # --auth-file: the credentials are being checked
     CONNECTING = "connecting"
     LINGERING = "lingering"
     DONE = "done"
@@ -78,12 +91,19 @@ class Handshake:
     REPLIES_BOUND: ClassVar[bool] = False  # the success reply names the upstream's address
 
     def __init__(
-        self, who: Requester, checks: Checks, timeouts: Timeouts, *, verbose: bool
+        self,
+        who: Requester,
+        checks: Checks,
+        timeouts: Timeouts,
+        *,
+        verbose: bool,
+        auth: bool = False,
     ) -> None:
         self.who = who
         self.checks = checks
         self.timeouts = timeouts
         self.verbose = verbose  # INFO lines are wanted
+        self.auth = auth  # --auth-file: credentials first, then the host is judged
         self.stage = Stage.READING
         self.target: Target | None = None
         self.leftover = b""
@@ -119,6 +139,16 @@ class Handshake:
     def _success(self, bound: tuple[IPAddress, int] | None) -> bytes:
         raise NotImplementedError
 
+    def _hold(self, data: bytes) -> None:
+        """Read while the credentials are checked, before the pause took hold."""
+        self.leftover += data
+
+    def _auth_passed(self) -> list[Command]:
+        raise NotImplementedError
+
+    def _auth_failed(self, err: HandshakeError) -> list[Command]:
+        raise NotImplementedError
+
     # --- shared ----------------------------------------------------------------------
     def at_capacity(self, cap: int) -> list[Command]:
         self.stage = Stage.DONE
@@ -148,6 +178,8 @@ class Handshake:
                 return self._read(event.data)
             if stage is Stage.CONNECTING:  # read before the pause took hold: forwarded
                 self.leftover += event.data
+            elif stage is Stage.AUTHENTICATING:
+                self._hold(event.data)
             return []  # lingering: drained
         if isinstance(event, Eof):
             self.client_eof = True
@@ -160,10 +192,18 @@ class Handshake:
         if isinstance(event, Expired):
             if stage is Stage.READING:
                 return self._expired()
+            if stage is Stage.AUTHENTICATING:  # the reading deadline holds for the check
+                return self._auth_failed(timed_out("timed out checking the credentials"))
             if stage is Stage.LINGERING:
                 self.stage = Stage.DONE
                 return [Close()]
             return []
+        if isinstance(event, Verdict):
+            if stage is not Stage.AUTHENTICATING:
+                return []
+            if event.user is None:
+                return self._auth_failed(auth_required(event.reason, event.detail))
+            return self._auth_passed()
         if stage is not Stage.CONNECTING:
             return []
         if isinstance(event, Failed):
@@ -176,16 +216,33 @@ class Handshake:
         ]
 
     def _target(self, target: Target) -> list[Command]:
-        """The request names its target: log it, and check the host before DNS."""
+        """The request names its target: log it, and check the host before DNS (with
+        --auth-file, once the credentials have passed)."""
         self.target = target
         out: list[Command] = []
         if self.verbose:
             out.append(Log(logging.INFO, f"flow{self.who.flow_id}: {self.VERB}{target.authority}"))
-        try:
-            self.checks.check_host(self.who, target)
-        except HandshakeError as err:
-            out += self.refuse(err)
+        if not self.auth:
+            out += self._check_host()
         return out
+
+    def _check_host(self) -> list[Command]:
+        assert self.target is not None
+        try:
+            self.checks.check_host(self.who, self.target)
+        except HandshakeError as err:
+            return self.refuse(err)
+        return []
+
+    def _authenticate(self, read: Callable[[], Credentials]) -> list[Command]:
+        """Basic credentials (RFC 7617) or RFC 1929's, as ``read`` gives them: checked
+        off the loop, reading paused meanwhile; none given, or unreadable, fail at once."""
+        try:
+            credentials = read()
+        except HandshakeError as err:
+            return self._auth_failed(err)
+        self.stage = Stage.AUTHENTICATING
+        return [PauseReading(), Authenticate(credentials)]
 
     def _connect(self) -> list[Command]:
         assert self.target is not None
@@ -231,9 +288,15 @@ class HttpHandshake(Handshake):
     TARGET_KEY = "connect_target"
 
     def __init__(
-        self, who: Requester, checks: Checks, timeouts: Timeouts, *, verbose: bool
+        self,
+        who: Requester,
+        checks: Checks,
+        timeouts: Timeouts,
+        *,
+        verbose: bool,
+        auth: bool = False,
     ) -> None:
-        super().__init__(who, checks, timeouts, verbose=verbose)
+        super().__init__(who, checks, timeouts, verbose=verbose, auth=auth)
         self.parser = ConnectParser()
 
     def start(self) -> list[Command]:
@@ -262,6 +325,9 @@ class HttpHandshake(Handshake):
                     return out
             elif isinstance(event, HeadComplete):
                 self.leftover = event.leftover
+                if self.auth:
+                    read = functools.partial(basic_credentials, event.authorization)
+                    return out + self._authenticate(read)
                 return out + self._connect()
             elif isinstance(event, PacRequest):
                 if self.verbose:
@@ -292,7 +358,17 @@ class HttpHandshake(Handshake):
         return self.refuse(timed_out(detail))
 
     def _reply(self, err: HandshakeError) -> bytes:
+        if err.status is Status.PROXY_AUTH_REQUIRED:  # with its challenge
+            return error_response(err.status, REASON_PHRASES[err.status], err.detail)
         return STATUS_LINES[err.status]
+
+    def _auth_passed(self) -> list[Command]:
+        out = self._check_host()
+        return out if self.stage is not Stage.AUTHENTICATING else out + self._connect()
+
+    def _auth_failed(self, err: HandshakeError) -> list[Command]:
+        # A browser asks without credentials first, and answers the 407: INFO.
+        return self.refuse(err, logging.INFO if err.reason == "auth_missing" else None)
 
     def _describe(self, err: HandshakeError) -> str:
         return f" ({err.status.value} {REASON_PHRASES[err.status]})"
@@ -311,10 +387,16 @@ class Socks5Handshake(Handshake):
     REPLIES_BOUND = True
 
     def __init__(
-        self, who: Requester, checks: Checks, timeouts: Timeouts, *, verbose: bool
+        self,
+        who: Requester,
+        checks: Checks,
+        timeouts: Timeouts,
+        *,
+        verbose: bool,
+        auth: bool = False,
     ) -> None:
-        super().__init__(who, checks, timeouts, verbose=verbose)
-        self.parser = Socks5Parser()
+        super().__init__(who, checks, timeouts, verbose=verbose, auth=auth)
+        self.parser = Socks5Parser(auth=auth)
         self.denied: HandshakeError | None = None  # a refused client's reason
 
     def start(self) -> list[Command]:
@@ -325,8 +407,11 @@ class Socks5Handshake(Handshake):
 
     def _client_refused(self, err: HandshakeError) -> list[Command]:
         """SOCKS5 refuses a request, not a greeting (RFC 1928 §6): the greeting is
-        answered and the request refused with REP 0x02, never dialled."""
+        answered and the request refused with REP 0x02, never dialled, nor credentials
+        checked."""
         self.denied = err
+        self.auth = False
+        self.parser = Socks5Parser()
         return self.start()
 
     def _read(self, data: bytes) -> list[Command]:
@@ -335,6 +420,8 @@ class Socks5Handshake(Handshake):
         out: list[Command] = [Send(reply) for reply in fed.replies]
         if fed.error is not None:
             return out + self.refuse(fed.error)
+        if fed.credentials is not None:
+            return out + self._authenticate(functools.partial(socks_credentials, *fed.credentials))
         if fed.request is None:
             if self.parser.phase is not phase:
                 out.append(Arm(self.timeouts.socks5_read_s))
@@ -361,6 +448,24 @@ class Socks5Handshake(Handshake):
 
     def _reply(self, err: HandshakeError) -> bytes:
         return refusal_reply(err)
+
+    def _hold(self, data: bytes) -> None:
+        self.parser.hold(data)
+
+    def _auth_passed(self) -> list[Command]:
+        """RFC 1929's success, then the request: what came already is read now."""
+        self.stage = Stage.READING
+        self.parser.authenticated()
+        out: list[Command] = [Send(AUTH_PASSED_REPLY), ResumeReading()]
+        out += [Arm(self.timeouts.socks5_read_s), *self._read(b"")]
+        if self.client_eof and self.stage is Stage.READING:
+            out += self._eof()
+        return out
+
+    def _auth_failed(self, err: HandshakeError) -> list[Command]:
+        """RFC 1929 §2: a failure status, and the connection is closed."""
+        err = HandshakeError(err.status, None, err.reason, err.detail)  # nothing after it
+        return [Send(AUTH_FAILED_REPLY), *self.refuse(err)]
 
     def _describe(self, err: HandshakeError) -> str:
         if err.rep is None or err.rep is Rep.NO_ACCEPTABLE_METHODS:

@@ -39,9 +39,11 @@ class TargetParsed(NamedTuple):
 
 
 class HeadComplete(NamedTuple):
-    """The blank line was read. ``leftover`` is what the client sent after it."""
+    """The blank line was read. ``leftover`` is what the client sent after it;
+    ``authorization`` its Proxy-Authorization value, if it sent one."""
 
     leftover: bytes
+    authorization: bytes | None = None
 
 
 class PlainRequest(NamedTuple):
@@ -56,6 +58,7 @@ class PacRequest(NamedTuple):
 
 Event = TargetParsed | HeadComplete | PlainRequest | PacRequest
 
+_AUTHORIZATION = b"proxy-authorization:"  # the credentials for --auth-file (RFC 9110 §11.7.2)
 # Where browsers and operating systems look for a proxy auto-configuration file.
 PAC_PATHS = frozenset(("/proxy.pac", "/wpad.dat"))
 
@@ -67,13 +70,14 @@ def _reject(status: Status, reason: str, detail: str) -> HandshakeError:
 class ConnectParser:
     """One CONNECT head. Raises ``HandshakeError`` with the status to send."""
 
-    __slots__ = ("_buf", "_header_bytes", "_header_lines", "_scan", "phase")
+    __slots__ = ("_buf", "_header_bytes", "_header_lines", "_scan", "authorization", "phase")
 
     def __init__(self) -> None:
         self._buf = bytearray()
         self._scan = 0  # where to look for the next b"\n"
         self._header_bytes = 0
         self._header_lines = 0
+        self.authorization: bytes | None = None
         self.phase = ConnectPhase.REQUEST_LINE
 
     @property
@@ -101,7 +105,7 @@ class ConnectParser:
             if event is not None:
                 events.append(event)
             if self.phase is ConnectPhase.DONE:
-                events.append(HeadComplete(bytes(buf[start:])))
+                events.append(HeadComplete(bytes(buf[start:]), self.authorization))
                 buf.clear()
                 return events
             newline = buf.find(b"\n", start)
@@ -173,6 +177,10 @@ class ConnectParser:
                 "too_many_headers",
                 f"too many headers (max {HEADERS_MAX_LINES})",
             )
+        if line[: len(_AUTHORIZATION)].lower() == _AUTHORIZATION:
+            if self.authorization is not None:
+                raise bad_request("more than one Proxy-Authorization")
+            self.authorization = line[len(_AUTHORIZATION) :].strip()
         return None
 
 

@@ -135,10 +135,16 @@ def response_head(response: Head, request: Head) -> tuple[bytes, Framing]:
     return b"".join(out), Framing(rechunk, close)
 
 
+# RFC 9110 §11.7.1: a 407 carries the challenge the client is to answer (RFC 7617).
+CHALLENGE: Final = b'Proxy-Authenticate: Basic realm="fyntr", charset="UTF-8"\r\n'
+
+
 def error_response(status: Status, reason: str, detail: str) -> bytes:
     """A complete response fyntr answers itself; the connection closes after it."""
     body = f"{detail}\n".encode()
+    challenge = CHALLENGE if status is Status.PROXY_AUTH_REQUIRED else b""
     return (
-        b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
-        b"Connection: close\r\nVia: %s\r\n\r\n%s" % (status, reason.encode(), len(body), VIA, body)
+        b"HTTP/1.1 %d %s\r\n%sContent-Type: text/plain; charset=utf-8\r\nContent-Length: %d\r\n"
+        b"Connection: close\r\nVia: %s\r\n\r\n%s"
+        % (status, reason.encode(), challenge, len(body), VIA, body)
     )

@@ -1,4 +1,5 @@
-"""SOCKS5 (RFC 1928) no-auth CONNECT handshake as a pure state machine (docs/original.md §7).
+"""SOCKS5 (RFC 1928) CONNECT handshake as a pure state machine (docs/original.md §7): no
+authentication, or with --auth-file user name and password (RFC 1929) only.
 
 ``feed`` takes bytes and returns the replies to send and, at the end, the request.
 Every field is acted on as soon as it is complete, so a bad field is answered before the
@@ -18,6 +19,8 @@ from fyntr.wire.target import Host, canonical_ip, parse_domain_target
 
 VERSION = 0x05
 METHOD_NO_AUTH = 0x00
+METHOD_USER_PASSWORD = 0x02  # RFC 1929
+USER_PASSWORD_VERSION = 0x01
 METHOD_NONE_ACCEPTABLE = 0xFF
 CMD_CONNECT = 0x01
 ATYP_IPV4 = 0x01
@@ -26,6 +29,9 @@ ATYP_IPV6 = 0x04
 
 NO_AUTH_REPLY = bytes([VERSION, METHOD_NO_AUTH])
 NO_METHOD_REPLY = bytes([VERSION, METHOD_NONE_ACCEPTABLE])
+USER_PASSWORD_REPLY = bytes([VERSION, METHOD_USER_PASSWORD])
+AUTH_PASSED_REPLY = bytes([USER_PASSWORD_VERSION, 0x00])  # RFC 1929 §2: STATUS 0 is success
+AUTH_FAILED_REPLY = bytes([USER_PASSWORD_VERSION, 0x01])  # anything else fails; then close
 
 
 def failure_reply(rep: Rep) -> bytes:
@@ -75,6 +81,11 @@ def is_numeric_looking(name: str) -> bool:
 class Socks5Phase(Enum):
     GREETING_HEADER = "greeting header"
     GREETING_METHODS = "greeting methods"
+    AUTH_HEADER = "user/password version and user name length"
+    USER_NAME = "user name"
+    PASSWORD_LENGTH = "password length"  # noqa: S105  (a phase's name)
+    PASSWORD = "password"  # noqa: S105  (a phase's name)
+    AUTHENTICATING = "credentials check"  # the bytes that come meanwhile are held
     REQUEST_HEADER = "request header"
     IPV4_ADDRESS = "IPv4 address"
     DOMAIN_LENGTH = "domain length"
@@ -97,18 +108,23 @@ class Fed(NamedTuple):
     replies: list[bytes]
     request: Request | None = None
     error: HandshakeError | None = None
+    credentials: tuple[bytes, bytes] | None = None  # RFC 1929's user name and password
 
 
 class Socks5Parser:
-    """Greeting, method selection, then one CONNECT request."""
+    """Greeting, method selection, with ``auth`` the user name and password (RFC 1929),
+    then one CONNECT request."""
 
-    __slots__ = ("_buf", "_host", "_need", "phase")
+    __slots__ = ("_buf", "_host", "_need", "_password", "_user", "auth", "phase")
 
-    def __init__(self) -> None:
+    def __init__(self, *, auth: bool = False) -> None:
         self._buf = bytearray()
         self.phase = Socks5Phase.GREETING_HEADER
         self._need = 2
         self._host: Host | None = None
+        self.auth = auth
+        self._user = b""
+        self._password: bytes | None = None  # read, not yet handed out
 
     def feed(self, data: bytes) -> Fed:
         """Replies to send now, and the request once complete or the refusal. The method
@@ -117,7 +133,7 @@ class Socks5Parser:
             raise RuntimeError("feed() after the request was complete")
         self._buf += data
         replies: list[bytes] = []
-        while len(self._buf) >= self._need:
+        while len(self._buf) >= self._need and self.phase is not Socks5Phase.AUTHENTICATING:
             field = bytes(self._buf[: self._need])
             del self._buf[: self._need]
             try:
@@ -128,7 +144,20 @@ class Socks5Parser:
                 replies.append(reply)
             if request is not None:
                 return Fed(replies, request)
+            if self._password is not None:
+                credentials = (self._user, self._password)
+                self._user, self._password = b"", None
+                return Fed(replies, credentials=credentials)
         return Fed(replies)
+
+    def hold(self, data: bytes) -> None:
+        """While the credentials are checked: kept for after."""
+        self._buf += data
+
+    def authenticated(self) -> None:
+        """The credentials passed: the request comes next (``feed(b"")`` reads what is
+        held)."""
+        self._expect(Socks5Phase.REQUEST_HEADER, 4)
 
     def _expect(self, phase: Socks5Phase, need: int) -> None:
         self.phase = phase
@@ -143,6 +172,16 @@ class Socks5Parser:
                 raise _fail(Rep.NO_ACCEPTABLE_METHODS, "no_method", "greeting offers no method")
             self._expect(Socks5Phase.GREETING_METHODS, field[1])
         elif phase is Socks5Phase.GREETING_METHODS:
+            if self.auth:
+                if METHOD_USER_PASSWORD not in field:
+                    raise _fail(
+                        Rep.NO_ACCEPTABLE_METHODS,
+                        "auth_missing",
+                        "greeting does not offer user name and password (RFC 1929), which "
+                        "this proxy requires",
+                    )
+                self._expect(Socks5Phase.AUTH_HEADER, 2)
+                return USER_PASSWORD_REPLY, None
             if METHOD_NO_AUTH not in field:
                 raise _fail(
                     Rep.NO_ACCEPTABLE_METHODS,
@@ -151,6 +190,18 @@ class Socks5Parser:
                 )
             self._expect(Socks5Phase.REQUEST_HEADER, 4)
             return NO_AUTH_REPLY, None
+        elif phase is Socks5Phase.AUTH_HEADER:
+            if field[0] != USER_PASSWORD_VERSION:
+                raise _fail(None, "bad_version", "not an RFC 1929 user name and password")
+            self._expect(Socks5Phase.USER_NAME, field[1])
+        elif phase is Socks5Phase.USER_NAME:
+            self._user = field
+            self._expect(Socks5Phase.PASSWORD_LENGTH, 1)
+        elif phase is Socks5Phase.PASSWORD_LENGTH:
+            self._expect(Socks5Phase.PASSWORD, field[0])
+        elif phase is Socks5Phase.PASSWORD:
+            self._password = field
+            self._expect(Socks5Phase.AUTHENTICATING, 0)
         elif phase is Socks5Phase.REQUEST_HEADER:
             self._request_header(field)
         elif phase is Socks5Phase.IPV4_ADDRESS:

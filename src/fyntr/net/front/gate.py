@@ -65,7 +65,7 @@ class Gate:
             self.clients = ClientPolicy(self.settings.client_allow or DEFAULT_CLIENT_RANGES)
         for sock, factory in listeners:
             log.info("Starting Fyntr on %s", format_sockname(sock))
-            if sock in beyond:
+            if sock in beyond and state.auth is None:
                 assert self.clients is not None
                 log.warning(
                     "listening on non-loopback address %s with no authentication: any "

@@ -16,8 +16,10 @@ from fyntr.log import line, log
 from fyntr.net.kernel.sockopt import tune_transport
 from fyntr.net.out.dialer import Dialed
 from fyntr.net.state import ServerState
+from fyntr.policy.auth import Verdict
 from fyntr.wire.commands import (
     Arm,
+    Authenticate,
     Close,
     Command,
     Connect,
@@ -31,6 +33,7 @@ from fyntr.wire.commands import (
     Log,
     PauseReading,
     Refused,
+    ResumeReading,
     Send,
     ServePac,
     StartTunnel,
@@ -66,16 +69,26 @@ class Inbound(asyncio.Protocol):
         self.deadline = math.inf  # clock time; the server's sweep enforces it
         self.dialed: Dialed | None = None
         self._task: asyncio.Task[None] | None = None
+        self.user: str | None = None  # --auth-file: whom the credentials named
         self.machine = self.HANDSHAKE(
-            self, state.checks, state.settings.timeouts, verbose=log.isEnabledFor(logging.INFO)
+            self,
+            state.checks,
+            state.settings.timeouts,
+            verbose=log.isEnabledFor(logging.INFO),
+            auth=state.auth is not None,
         )
 
     @property
-    def client_key(self) -> object:
-        """Whom its relay is scheduled as: the client's address (a device of the house,
-        docs/house.md), whatever its port."""
+    def address(self) -> str | None:
+        """The client's address, whatever its port."""
         peer = self.transport.get_extra_info("peername")
         return peer[0] if isinstance(peer, tuple) else None
+
+    @property
+    def client_key(self) -> object:
+        """Whom its relay is scheduled as (a device of the house, docs/house.md): its user
+        name with --auth-file, else its address."""
+        return self.user or self.address
 
     @property
     def peer(self) -> str:
@@ -162,6 +175,31 @@ class Inbound(asyncio.Protocol):
     def _pause_reading(self, _command: PauseReading) -> None:
         self.transport.pause_reading()
 
+    def _resume_reading(self, _command: ResumeReading) -> None:
+        if not self.closed:
+            self.transport.resume_reading()
+
+    def _authenticate(self, command: Authenticate) -> None:
+        """The verdict at once when it is known (cached, or the address is waiting out
+        its back-off), else when the hash has been checked."""
+        auth = self.state.auth
+        assert auth is not None
+        verdict = auth.verdict(self.address or "", command.credentials)
+        if verdict is not None:
+            self._judged(verdict)
+            return
+
+        async def check() -> None:
+            judged = await auth.check(self.address or "", command.credentials)
+            self._task = None
+            self._judged(judged)
+
+        self._task = self.state.loop.create_task(check(), name=f"fyntr-flow{self.flow_id}-auth")
+
+    def _judged(self, verdict: Verdict) -> None:
+        self.user = verdict.user
+        self._perform(self.machine.handle(verdict))
+
     def _linger(self, _command: Linger) -> None:
         if self.closed:
             return
@@ -214,6 +252,8 @@ _PERFORM: dict[type, Callable[[Inbound, Any], None]] = {
     Log: Inbound._log,
     Refused: Inbound._refused,
     PauseReading: Inbound._pause_reading,
+    ResumeReading: Inbound._resume_reading,
+    Authenticate: Inbound._authenticate,
     Linger: Inbound._linger,
     Close: Inbound._close,
     ServePac: Inbound._serve_pac,

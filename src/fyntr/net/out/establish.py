@@ -45,6 +45,7 @@ class Establish:
             recheck_origin=self.recheck_origin,
             release_pending=release_pending,
             snapshot=snapshot,
+            auth=parts.auth,
             handshakes=parts.handshakes,
         )
 
