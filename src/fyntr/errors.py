@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from enum import IntEnum
 
 
@@ -94,6 +95,16 @@ class HandshakeError(FyntrError):
         self.rep = rep
         self.reason = reason
         self.detail = detail
+
+
+def log_level(err: HandshakeError) -> int:
+    """A refusal's log level: ERROR when the upstream failed; INFO for a request without
+    credentials (a browser asks without first, and answers the 407) and for one refused
+    unchecked while its address waits out its back-off (a guesser's flood: the failures
+    that earned the wait were logged); else WARNING."""
+    if err.status is Status.BAD_GATEWAY:
+        return logging.ERROR
+    return logging.INFO if err.reason in ("auth_missing", "auth_backoff") else logging.WARNING
 
 
 def bad_request(detail: str) -> HandshakeError:

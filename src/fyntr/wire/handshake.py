@@ -28,6 +28,7 @@ from fyntr.errors import (
     Status,
     auth_required,
     forbidden,
+    log_level,
     timed_out,
 )
 from fyntr.limits import LINGER_S
@@ -256,7 +257,7 @@ class Handshake:
     def refuse(self, err: HandshakeError, level: int | None = None) -> list[Command]:
         """Count, log, reply, then linger (or close: the client has sent its EOF)."""
         if level is None:
-            level = logging.ERROR if err.status is Status.BAD_GATEWAY else logging.WARNING
+            level = log_level(err)
         where = f"{self.target.authority} " if self.target is not None else ""
         text = (
             f"flow{self.who.flow_id}: {self.VERB}{where}from {self.who.peer}: "
@@ -367,8 +368,7 @@ class HttpHandshake(Handshake):
         return out if self.stage is not Stage.AUTHENTICATING else out + self._connect()
 
     def _auth_failed(self, err: HandshakeError) -> list[Command]:
-        # A browser asks without credentials first, and answers the 407: INFO.
-        return self.refuse(err, logging.INFO if err.reason == "auth_missing" else None)
+        return self.refuse(err)
 
     def _describe(self, err: HandshakeError) -> str:
         return f" ({err.status.value} {REASON_PHRASES[err.status]})"

@@ -17,19 +17,28 @@ import socket
 from collections.abc import Callable
 from typing import ClassVar
 
-from fyntr.errors import REASON_PHRASES, HandshakeError, Status, bad_gateway, timed_out
+from fyntr.errors import (
+    REASON_PHRASES,
+    HandshakeError,
+    auth_required,
+    bad_gateway,
+    log_level,
+    timed_out,
+)
 from fyntr.limits import HTTP_KEEPALIVE_IDLE_S
 from fyntr.log import line, log
 from fyntr.net.forward.pool import Origin, OriginPool
 from fyntr.net.relay.ends import BOTH_CLOSED, Side, end_reason
 from fyntr.net.relay.pump import Lane, Pump
 from fyntr.net.state import ServerState
+from fyntr.policy.auth import Credentials, Verdict
 from fyntr.wire.exchange import (
     Exchange,
     Read,
     asks_credentials,
     begin,
     client_kept,
+    credentials_of,
     ends_with_close,
     may_resend,
     origin_kept,
@@ -61,7 +70,10 @@ class Forward(asyncio.Protocol):
         pool: OriginPool,
         on_closed: Callable[[Forward], None],
         client_key: object = None,
+        address: str = "",
     ) -> None:
+        """``client_key``: whom it is scheduled as until a user is authenticated (with
+        --auth-file); ``address``: the client's, for the back-off of failed credentials."""
         self.state = state
         self.flow_id = flow_id
         self.peer = peer
@@ -82,6 +94,8 @@ class Forward(asyncio.Protocol):
         # use: set per exchange. One download lane for the whole connection, so that a
         # response still queued in the scheduler is written before the next one.
         self.client_key = client_key
+        self.address = address
+        self.user: str | None = None  # --auth-file: whom the first request's credentials name
         self.up = Lane(upload, client, client, _no_eof, client_key)
         self.down = Lane(download, client, client, self._down_finished, client_key)
         self.origin: Origin | None = None  # serving the exchange in progress
@@ -220,6 +234,43 @@ class Forward(asyncio.Protocol):
             self.client.resume_reading()
 
     def _request(self, head: Head) -> None:
+        """With --auth-file, each request's credentials first (a cached verdict answers at
+        once), then the exchange."""
+        auth = self.state.auth
+        if auth is None:
+            self._exchange(head)
+            return
+        try:
+            credentials = credentials_of(head)
+        except HandshakeError as err:
+            self._refuse(err, None)
+            return
+        verdict = auth.verdict(self.address, credentials)
+        if verdict is None:
+            self._task = self.state.loop.create_task(
+                self._check(head, credentials), name=f"fyntr-flow{self.flow_id}-auth"
+            )
+        else:
+            self._judged(head, verdict)
+
+    async def _check(self, head: Head, credentials: Credentials) -> None:
+        assert self.state.auth is not None
+        verdict = await self.state.auth.check(self.address, credentials)
+        self._task = None
+        self._judged(head, verdict)
+        self._client_events()  # the body read meanwhile, or a pipelined request
+
+    def _judged(self, head: Head, verdict: Verdict) -> None:
+        if verdict.user is None:
+            self._refuse(auth_required(verdict.reason, verdict.detail), None)
+            return
+        if self.user is None:  # scheduled as the user from the first request on
+            self.user = self.client_key = verdict.user
+            self.up.own(verdict.user)
+            self.down.own(verdict.user)
+        self._exchange(head)
+
+    def _exchange(self, head: Head) -> None:
         try:
             ex = begin(head, self.state.clock(), self.up.nbytes, self.down.nbytes)
         except HandshakeError as err:
@@ -416,7 +467,7 @@ class Forward(asyncio.Protocol):
         """Answer with an error of fyntr's own, then close once it is written."""
         self.state.metrics.rejected(err.reason)
         log.log(
-            logging.ERROR if err.status is Status.BAD_GATEWAY else logging.WARNING,
+            log_level(err),
             "flow%d: %s from %s: %s (%d %s)",
             self.flow_id,
             ex.url if ex is not None else "request",

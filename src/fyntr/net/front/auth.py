@@ -24,6 +24,14 @@ def _bcrypt() -> ModuleType:
     return bcrypt
 
 
+class _Turn:
+    __slots__ = ("lock", "users")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0  # checks from the address under way or waiting
+
+
 class Authenticator:
     """The users of ``path``; ``verdict`` answers at once when it can, ``check`` runs the
     hash. A credential under check is checked once, however many connections bring it."""
@@ -35,6 +43,8 @@ class Authenticator:
         self.book = self._load()
         self._executor = ThreadPoolExecutor(AUTH_CHECK_THREADS, thread_name_prefix="fyntr-auth")
         self._checking: dict[bytes, asyncio.Future[bool]] = {}
+        self.checked = 0  # hashes checked: once per credential while its verdict is kept
+        self._turns: dict[str, _Turn] = {}  # addresses with a check under way or waiting
 
     def _load(self) -> AuthBook:
         """Raises ConfigError naming the file and the line."""
@@ -74,6 +84,22 @@ class Authenticator:
         return self.book.lookup(address, credentials, self.clock())
 
     async def check(self, address: str, credentials: Credentials) -> Verdict:
+        """One check at a time per address: the attempts that came meanwhile are judged
+        after it, so a burst of guesses meets the back-off the first ones earned."""
+        turn = self._turns.get(address)
+        if turn is None:
+            turn = self._turns[address] = _Turn()
+        turn.users += 1
+        try:
+            async with turn.lock:
+                verdict = self.verdict(address, credentials)
+                return verdict if verdict is not None else await self._check(address, credentials)
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._turns[address]
+
+    async def _check(self, address: str, credentials: Credentials) -> Verdict:
         book = self.book
         key = book.digest(credentials)
         checking = self._checking.get(key)
@@ -82,10 +108,11 @@ class Authenticator:
                 self._executor, self._matches, credentials.password, book.hash_for(credentials.user)
             )
             self._checking[key] = checking
+            self.checked += 1
             checking.add_done_callback(lambda _: self._checking.pop(key, None))
         ok = await asyncio.shield(checking)  # a client gone does not cancel the others' check
         if book is not self.book:  # reloaded meanwhile: the new users decide
-            return await self.check(address, credentials)
+            return await self._check(address, credentials)
         return book.settle(address, credentials, ok, self.clock())
 
     def _matches(self, password: bytes, hashed: bytes) -> bool:

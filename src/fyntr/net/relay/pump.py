@@ -71,6 +71,12 @@ class Lane(Flow):
         self.eof_pending = False  # src sent EOF; pass it on once the queue is empty
         self.eof_sent = False
 
+    def own(self, client: object) -> None:
+        """Scheduled as ``client`` from now on (plain HTTP learns its user from the first
+        request); only while nothing is queued."""
+        assert not self.queued
+        self.owner = self.pump.scheduler.owner(client)
+
     def push(self, data: bytes) -> None:
         """A chunk read from ``src``: the hot path."""
         self.nbytes += len(data)
