@@ -22,6 +22,7 @@ from tests.support.net import (
     loopback_settings,
     origin,
     proxy,
+    until,
 )
 
 
@@ -63,3 +64,32 @@ async def test_a_client_inside_the_ranges_is_served() -> None:
             _reader, writer, head = await connect_via(http_port(server), f"127.0.0.1:{o.port}")
             writer.close()
     assert head == OK
+
+
+async def open_tunnel(
+    source: str, proxy_port: int, port: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, bytes]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", proxy_port, local_addr=(source, 0))
+    writer.write(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+    return reader, writer, await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+
+
+async def test_max_connections_per_client_refuses_one_address_not_the_others() -> None:
+    async with origin(echo) as o:
+        settings = loopback_settings(o.port, max_connections_per_client=2)
+        async with proxy(settings) as server:
+            port = http_port(server)
+            opened = [await open_tunnel("127.0.0.2", port, o.port) for _ in range(2)]
+            assert [head for _r, _w, head in opened] == [OK, OK]
+            opened.append(await open_tunnel("127.0.0.2", port, o.port))
+            assert opened[-1][2] == b"HTTP/1.1 503 Service Unavailable\r\n\r\n"
+            assert server.metrics.rejections["max_connections_per_client"] == 1
+            opened.append(await open_tunnel("127.0.0.3", port, o.port))  # another device
+            assert opened[-1][2] == OK
+            opened[0][1].close()  # one of its tunnels ends: its slot comes back
+            await until(lambda: server.gate.per_client["127.0.0.2"] == 1)
+            opened.append(await open_tunnel("127.0.0.2", port, o.port))
+            assert opened[-1][2] == OK
+            for _reader, writer, _head in opened:
+                writer.close()
+            await until(lambda: not server.gate.per_client)  # nothing left behind

@@ -21,11 +21,13 @@ from fyntr.errors import STATUS_LINES, HandshakeError, Rep, Status, bad_gateway
 from fyntr.limits import LINGER_S
 from fyntr.metrics import Stats
 from fyntr.net.out.threats import ThreatGuard
+from fyntr.policy.auth import Credentials, Verdict
 from fyntr.policy.checks import PolicyChecks
 from fyntr.policy.rules import Policy
 from fyntr.policy.threat import ThreatAction
 from fyntr.wire.commands import (
     Arm,
+    Authenticate,
     Close,
     Command,
     Connect,
@@ -43,6 +45,7 @@ from fyntr.wire.commands import (
     PauseReading,
     Refused,
     Resolve,
+    ResumeReading,
     Send,
     StartTunnel,
     Upstream,
@@ -459,3 +462,112 @@ def test_the_playbook_shows_where_a_machine_went_another_way() -> None:
         assert Playbook(http(), start=True) << Arm(5) >> Data(CONNECT) << Close()
     assert "-   << Close()" in str(failed.value)
     assert "+   << Arm(seconds=inf)" in str(failed.value)
+
+
+# --- --auth-file (docs/house.md, "Authentication") ---------------------------------------
+ALICE = Credentials("alice", b"pw")
+ALICE_BASIC = b"Proxy-Authorization: Basic YWxpY2U6cHc=\r\n"  # alice:pw
+
+
+def test_http_with_auth_checks_the_credentials_before_the_host_then_connects() -> None:
+    h = HttpHandshake(Client(), checks(), TIMEOUTS, verbose=False, auth=True)  # type: ignore[arg-type]
+    assert (
+        Playbook(h)
+        >> Data(b"CONNECT example.com:443 HTTP/1.1\r\n" + ALICE_BASIC + b"\r\nearly")
+        << PauseReading()
+        << Authenticate(ALICE)
+        >> Data(b"late")  # read before the pause took hold: goes on
+        >> Verdict("alice")
+        << Arm(math.inf)
+        << PauseReading()
+        << Like(Connect)
+    )
+    assert h.leftover == b"earlylate"
+
+
+def test_http_with_auth_judges_the_host_only_once_authenticated(tmp_path: Path) -> None:
+    h = HttpHandshake(
+        Client(),  # type: ignore[arg-type]
+        checks(tmp_path, "||example.com^\n"),
+        TIMEOUTS,
+        verbose=False,
+        auth=True,
+    )
+    out = h.handle(Data(CONNECT.replace(b"\r\n\r\n", b"\r\n" + ALICE_BASIC + b"\r\n")))
+    assert out == [PauseReading(), Authenticate(ALICE)]  # nothing said of the host yet
+    assert h.handle(Verdict("alice"))[0] == Refused("threat_blocked")
+
+
+@pytest.mark.parametrize(
+    ("header", "reason", "level"),
+    [
+        (b"", "auth_missing", logging.INFO),
+        (b"Proxy-Authorization: Bearer abc\r\n", "auth_malformed", logging.WARNING),
+        (b"Proxy-Authorization: Basic !!\r\n", "auth_malformed", logging.WARNING),
+    ],
+)
+def test_http_without_usable_credentials_gets_the_407_at_once(
+    header: bytes, reason: str, level: int
+) -> None:
+    h = HttpHandshake(Client(), checks(), TIMEOUTS, verbose=False, auth=True)  # type: ignore[arg-type]
+    out = h.handle(Data(b"CONNECT example.com:443 HTTP/1.1\r\n" + header + b"\r\n"))
+    assert out[:2] == [Refused(reason), Like(Log)]
+    assert isinstance(out[1], Log) and out[1].level == level
+    assert isinstance(out[2], Send)
+    assert out[2].data.startswith(b"HTTP/1.1 407 Proxy Authentication Required\r\n")
+    assert b'Proxy-Authenticate: Basic realm="fyntr"' in out[2].data
+    assert out[3:] == [Linger(), Arm(LINGER_S)]
+
+
+def test_http_wrong_credentials_get_the_407_and_the_check_may_time_out() -> None:
+    h = HttpHandshake(Client(), checks(), TIMEOUTS, verbose=False, auth=True)  # type: ignore[arg-type]
+    h.handle(Data(CONNECT.replace(b"\r\n\r\n", b"\r\n" + ALICE_BASIC + b"\r\n")))
+    out = h.handle(Verdict(None, "auth_failed", "wrong user name or password"))
+    assert out[:2] == [Refused("auth_failed"), Like(Log)]
+    assert isinstance(out[2], Send) and out[2].data.startswith(b"HTTP/1.1 407 ")
+    h = HttpHandshake(Client(), checks(), TIMEOUTS, verbose=False, auth=True)  # type: ignore[arg-type]
+    h.handle(Data(CONNECT.replace(b"\r\n\r\n", b"\r\n" + ALICE_BASIC + b"\r\n")))
+    assert h.handle(Expired())[0] == Refused("timeout")
+    assert h.handle(Verdict("alice")) == []  # too late: refused already
+
+
+def test_socks5_with_auth_asks_rfc_1929_then_reads_the_request() -> None:
+    s = Socks5Handshake(Client(), checks(), TIMEOUTS, verbose=False, auth=True)  # type: ignore[arg-type]
+    assert (
+        Playbook(s, start=True)
+        << Arm(3)
+        >> Data(b"\x05\x02\x00\x02")
+        << Send(b"\x05\x02")
+        << Arm(3)
+        >> Data(b"\x01\x05alice\x02pw" + SOCKS_REQUEST[:4])  # the request begun already
+        << PauseReading()
+        << Authenticate(Credentials("alice", b"pw"))
+        >> Data(SOCKS_REQUEST[4:])
+        >> Verdict("alice")
+        << Send(b"\x01\x00")
+        << ResumeReading()
+        << Arm(3)
+        << Arm(math.inf)
+        << PauseReading()
+        << Like(Connect)
+    )
+
+
+def test_socks5_with_auth_fails_with_status_1_then_closes() -> None:
+    s = Socks5Handshake(Client(), checks(), TIMEOUTS, verbose=False, auth=True)  # type: ignore[arg-type]
+    s.handle(Data(b"\x05\x01\x02\x01\x05alice\x01x"))
+    out = s.handle(Verdict(None, "auth_failed", "wrong user name or password"))
+    assert out == [
+        Send(b"\x01\x01"),
+        Refused("auth_failed"),
+        Like(Log),
+        Linger(),
+        Arm(LINGER_S),
+    ]
+
+
+def test_socks5_with_auth_refuses_a_greeting_without_user_password() -> None:
+    s = Socks5Handshake(Client(), checks(), TIMEOUTS, verbose=False, auth=True)  # type: ignore[arg-type]
+    out = s.handle(Data(GREETING))
+    assert out[:1] == [Refused("auth_missing")]
+    assert Send(NO_METHOD_REPLY) in out

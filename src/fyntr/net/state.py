@@ -50,6 +50,7 @@ class ServerState:
     open_origin: Callable[[ConnectRequester, Target], Awaitable[Dialed]]  # connect, plain HTTP
     recheck_origin: Recheck  # a kept connection's
     release_pending: Callable[[], None]  # a handshake's reserved slot
+    client_left: Callable[[int], None]  # a flow's connection closed: its client's count
     snapshot: Callable[[], Snapshot]
     auth: Authenticator | None = None  # --auth-file
     handshakes: set[Any] = field(default_factory=set)  # in progress: the sweep expires them

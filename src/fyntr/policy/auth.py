@@ -145,7 +145,6 @@ class AuthBook:
         """The verdict without a hash check, or None: the hash is to be checked."""
         failures = self._failures.get(address)
         if failures is not None and now - failures.last > AUTH_FAILURE_MEMORY_S:
-            del self._failures[address]
             failures = None
         if failures is not None and now < failures.until:
             # Every credential waits, a right one too: else guesses would run at full
@@ -172,12 +171,19 @@ class AuthBook:
             verdicts.popitem(last=False)
         return self._record(address, user, now)
 
+    def _failures_of(self, address: str, now: float) -> _Failures | None:
+        """The address's failures, taken out; forgotten long after the last one."""
+        failures = self._failures.pop(address, None)
+        if failures is not None and now - failures.last > AUTH_FAILURE_MEMORY_S:
+            return None
+        return failures
+
     def _record(self, address: str, user: str | None, now: float) -> Verdict:
         failures = self._failures
+        entry = self._failures_of(address, now)
         if user is not None:
-            failures.pop(address, None)
             return Verdict(user)
-        entry = failures.pop(address, None) or _Failures(0, now, now)
+        entry = entry or _Failures(0, now, now)
         entry.count += 1
         entry.last = now
         beyond = entry.count - AUTH_FREE_FAILURES

@@ -151,13 +151,16 @@ class Handshake:
         raise NotImplementedError
 
     # --- shared ----------------------------------------------------------------------
-    def at_capacity(self, cap: int) -> list[Command]:
+    def at_capacity(self, cap: int, *, per_client: bool = False) -> list[Command]:
+        """At ``--max-connections``, or with ``per_client`` at the client's own cap
+        (``--max-connections-per-client``): refused before a byte is read."""
         self.stage = Stage.DONE
+        reason = "max_connections_per_client" if per_client else "max_connections"
         text = (
             f"flow{self.who.flow_id}: {self.NAME} connection from {self.who.peer} rejected "
-            f"before parsing: max connections ({cap}) reached"
+            f"before parsing: {reason.replace('_', ' ')} ({cap}) reached"
         )
-        return [Refused("max_connections"), Log(logging.WARNING, text), *self._capacity()]
+        return [Refused(reason), Log(logging.WARNING, text), *self._capacity()]
 
     def client_refused(self, ranges: str) -> list[Command]:
         """A client outside the allowed ranges (``--client-allow``), judged at accept:

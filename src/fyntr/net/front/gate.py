@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import Counter
 from collections.abc import Callable
 from typing import TypeAlias
 
@@ -54,6 +55,9 @@ class Gate:
         self._next_flow_id = 1
         self.stopped = False
         self.clients: ClientPolicy | None = None  # None: every client (loopback only)
+        # --max-connections-per-client: open connections per address, and whose each is.
+        self.per_client: Counter[str] = Counter()
+        self._client_of: dict[int, str] = {}  # flow id -> address
 
     def open(
         self, state: ServerState, listeners: list[tuple[socket.socket, InboundFactory]]
@@ -106,7 +110,7 @@ class Gate:
             if clients is not None and not clients.allows(addr[0]):
                 self._refuse_client(conn, factory)
             else:
-                self._adopt(conn, factory)
+                self._adopt(conn, factory, addr[0])
 
     def _resume_accepting(self, sock: socket.socket, factory: InboundFactory) -> None:
         if not self.stopped:
@@ -120,11 +124,19 @@ class Gate:
         self.metrics.accepted += 1
         self._start(conn, factory, flow_id, admitted=False, denied=", ".join(self.clients.names))
 
-    def _adopt(self, conn: socket.socket, factory: InboundFactory) -> None:
-        """Admission happens here, before a byte is read (docs/original.md §2.1)."""
+    def _adopt(self, conn: socket.socket, factory: InboundFactory, address: str) -> None:
+        """Admission happens here, before a byte is read (docs/original.md §2.1): the
+        client's own cap first, then the cap."""
         flow_id = self._next_flow_id
         self._next_flow_id += 1
         self.metrics.accepted += 1
+        limit = self.settings.max_connections_per_client
+        if limit:
+            if self.per_client[address] >= limit:
+                self._start(conn, factory, flow_id, admitted=False, client_full=True)
+                return
+            self.per_client[address] += 1
+            self._client_of[flow_id] = address
         admission = self.admission
         if admission.try_reserve():
             self._start(conn, factory, flow_id, admitted=True)
@@ -149,10 +161,12 @@ class Gate:
         *,
         admitted: bool,
         denied: str | None = None,
+        client_full: bool = False,
     ) -> None:
         def made() -> Inbound:
             inbound = factory(self.state, flow_id, admitted)
             inbound.denied = denied
+            inbound.client_full = client_full
             return inbound
 
         async def adopt() -> None:
@@ -163,6 +177,7 @@ class Gate:
                 conn.close()
                 if admitted:
                     self.release_slot(active=False)
+                self.client_left(flow_id)
             finally:
                 self._adopting.pop(conn, None)
 
@@ -178,6 +193,16 @@ class Gate:
         if self.admission.waiting:
             for conn, factory, flow_id in self.admission.admit_waiting():
                 self._start(conn, factory, flow_id, admitted=True)
+
+    def client_left(self, flow_id: int) -> None:
+        """A connection counted against its client's cap has closed."""
+        address = self._client_of.pop(flow_id, None)
+        if address is not None:
+            left = self.per_client[address] - 1
+            if left:
+                self.per_client[address] = left
+            else:
+                del self.per_client[address]
 
     def expire(self, now: float) -> None:
         """Connections that waited their time at the cap get the refusal."""

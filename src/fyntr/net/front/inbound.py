@@ -64,6 +64,7 @@ class Inbound(asyncio.Protocol):
         self._peer: str | None = None
         self.reserved = admitted  # holds a pending admission slot
         self.denied: str | None = None  # a refused client: the ranges it is not in
+        self.client_full = False  # refused: its address has --max-connections-per-client
         self.accepted_at = state.loop.time()
         self.closed = False
         self.deadline = math.inf  # clock time; the server's sweep enforces it
@@ -113,7 +114,11 @@ class Inbound(asyncio.Protocol):
             self._perform(self.machine.client_refused(self.denied))
             return
         if not self.reserved:
-            self._perform(self.machine.at_capacity(self.state.cap))
+            if self.client_full:
+                limit = self.state.settings.max_connections_per_client
+                self._perform(self.machine.at_capacity(limit, per_client=True))
+            else:
+                self._perform(self.machine.at_capacity(self.state.cap))
             return
         tune_transport(self.transport)
         self._perform(self.machine.start())
@@ -237,6 +242,7 @@ class Inbound(asyncio.Protocol):
         if self.reserved:
             self.reserved = False
             self.state.release_pending()
+        self.state.client_left(self.flow_id)
         self._done()
 
     def _done(self) -> None:

@@ -44,6 +44,7 @@ class Establish:
             open_origin=self.open_origin,
             recheck_origin=self.recheck_origin,
             release_pending=release_pending,
+            client_left=parts.gate.client_left,
             snapshot=snapshot,
             auth=parts.auth,
             handshakes=parts.handshakes,
@@ -163,5 +164,6 @@ class Establish:
     def closed(self, relay: Relay) -> None:
         self.parts.relays.discard(relay)
         self.parts.gate.release_slot(active=True)
+        self.parts.gate.client_left(relay.flow_id)
         self.parts.metrics.flow_closed(relay)
         log_tunnel_closed(relay, self.parts.clock())
