@@ -7,6 +7,7 @@ Usage: ``python benchmarks/load.py WORKLOAD '{json params}'``; prints one JSON o
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import select
 import socket
@@ -62,13 +63,21 @@ def read_head(sock: socket.socket) -> bytes:
 
 
 def first_hop(p: Result) -> tuple[str, int]:
-    """The proxy on 127.0.0.1 when there is one, else the origin itself."""
-    return ("127.0.0.1", p["proxy"]) if p["proxy"] else (p.get("host", "127.0.0.1"), p["origin"])
+    """The proxy (on ``proxy_host``, 127.0.0.1 unless given) when there is one, else the
+    origin itself."""
+    if p["proxy"]:
+        return p.get("proxy_host", "127.0.0.1"), p["proxy"]
+    return p.get("host", "127.0.0.1"), p["origin"]
 
 
 def connect_request(p: Result) -> bytes:
+    """With ``proxy_user`` ("user:password"), Basic credentials for --auth-file."""
     target = f"{p.get('host', '127.0.0.1')}:{p['origin']}".encode()
-    return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n\r\n" % (target, target)
+    auth = b""
+    if p.get("proxy_user"):
+        token = base64.b64encode(p["proxy_user"].encode())
+        auth = b"Proxy-Authorization: Basic %s\r\n" % token
+    return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target, target, auth)
 
 
 def open_stream(p: Result, command: bytes) -> socket.socket:
@@ -424,6 +433,8 @@ def burst(p: Result) -> Result:
         "burst_last_start_s": max((s for s, _ in done), default=t0) - t0,
         "burst_t0": t0,
         "burst_end": max((end for _, end in done), default=t0),
+        # With ``windows``: per flow, the bytes the origin got per 10 ms window.
+        **({"received": received} if p.get("windows") else {}),
     }
 
 
