@@ -50,7 +50,9 @@ from fyntr.wire.commands import (
     StartTunnel,
     Upstream,
 )
-from fyntr.wire.handshake import Handshake, HttpHandshake, Socks5Handshake
+from fyntr.wire.handshake import Handshake
+from fyntr.wire.handshake_http import HttpHandshake
+from fyntr.wire.handshake_socks5 import Socks5Handshake
 from fyntr.wire.socks5 import NO_AUTH_REPLY, NO_METHOD_REPLY, failure_reply, success_reply
 from fyntr.wire.target import Target, parse_request_target
 from tests.support.playbook import Like, Playbook

@@ -1,7 +1,8 @@
 """The handshake, sans-I/O (docs/original.md §6, §7): events in, commands out.
 
-A ``Handshake`` reads one request through its front-end (``HttpHandshake``: HTTP CONNECT,
-and a plain HTTP request handed on whole; ``Socks5Handshake``), judges its host, asks for
+A ``Handshake`` reads one request through its front-end (wire/handshake_http.py: HTTP
+CONNECT, and a plain HTTP request handed on whole; wire/handshake_socks5.py), judges its
+host (with --auth-file, once the credentials passed), asks for
 the upstream connection, and answers. Its events and commands, and ``Upstream``, the check
 order once a request is read (docs/original.md §6.5, shared with plain HTTP), are in
 wire/commands.py. Which deadline applies while what is read, which reply each refusal
@@ -12,7 +13,6 @@ and dial steps. tests/unit/test_handshake.py asserts the exact command sequences
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 from collections.abc import Callable
@@ -21,18 +21,14 @@ from typing import ClassVar
 
 from fyntr.config import Timeouts
 from fyntr.errors import (
-    REASON_PHRASES,
-    STATUS_LINES,
     HandshakeError,
-    Rep,
-    Status,
     auth_required,
     forbidden,
     log_level,
     timed_out,
 )
 from fyntr.limits import LINGER_S
-from fyntr.policy.auth import Credentials, Verdict, basic_credentials, socks_credentials
+from fyntr.policy.auth import Credentials, Verdict
 from fyntr.wire.commands import (
     Arm,
     Authenticate,
@@ -45,32 +41,14 @@ from fyntr.wire.commands import (
     Event,
     Expired,
     Failed,
-    HandOn,
     Linger,
     Log,
     PauseReading,
     Refused,
     Requester,
-    ResumeReading,
     Send,
-    ServePac,
     StartTunnel,
     Upstream,
-)
-from fyntr.wire.http_connect import (
-    ConnectParser,
-    ConnectPhase,
-    HeadComplete,
-    PacRequest,
-    TargetParsed,
-)
-from fyntr.wire.http_rewrite import error_response
-from fyntr.wire.socks5 import (
-    AUTH_FAILED_REPLY,
-    AUTH_PASSED_REPLY,
-    Socks5Parser,
-    refusal_reply,
-    success_reply,
 )
 from fyntr.wire.target import IPAddress, Target
 
@@ -281,200 +259,3 @@ class Handshake:
             return [Close()]
         self.stage = Stage.LINGERING
         return [Linger(), Arm(LINGER_S)]
-
-
-class HttpHandshake(Handshake):
-    """HTTP CONNECT (docs/original.md §6): the request line within ``request_line_s``, the
-    headers within ``headers_s``; refusals are bare status lines."""
-
-    NAME = "HTTP CONNECT"
-    VERB = "CONNECT "
-    TARGET_KEY = "connect_target"
-
-    def __init__(
-        self,
-        who: Requester,
-        checks: Checks,
-        timeouts: Timeouts,
-        *,
-        verbose: bool,
-        auth: bool = False,
-    ) -> None:
-        super().__init__(who, checks, timeouts, verbose=verbose, auth=auth)
-        self.parser = ConnectParser()
-
-    def start(self) -> list[Command]:
-        return [Arm(self.timeouts.request_line_s)]
-
-    def _capacity(self) -> list[Command]:
-        return [Send(STATUS_LINES[Status.SERVICE_UNAVAILABLE]), *self._linger()]
-
-    def _client_refused(self, err: HandshakeError) -> list[Command]:
-        """At once, with the reason in the body: the client's request is not read."""
-        self.stage = Stage.READING  # _linger decides how it ends
-        reply = error_response(err.status, REASON_PHRASES[err.status], err.detail)
-        text = f"flow{self.who.flow_id}: {self.NAME} connection refused: {err.detail}"
-        return [Refused(err.reason), Log(logging.INFO, text), Send(reply), *self._linger()]
-
-    def _read(self, data: bytes) -> list[Command]:
-        try:
-            events = self.parser.feed(data)
-        except HandshakeError as err:
-            return self.refuse(err)
-        out: list[Command] = []
-        for event in events:
-            if isinstance(event, TargetParsed):
-                out += self._target(event.target)
-                if self.stage is not Stage.READING:
-                    return out
-            elif isinstance(event, HeadComplete):
-                self.leftover = event.leftover
-                if self.auth:
-                    read = functools.partial(basic_credentials, event.authorization)
-                    return out + self._authenticate(read)
-                return out + self._connect()
-            elif isinstance(event, PacRequest):
-                if self.verbose:
-                    text = f"flow{self.who.flow_id}: proxy auto-configuration for {self.who.peer}"
-                    out.append(Log(logging.INFO, text))
-                return [*out, ServePac(), *self._linger()]
-            else:
-                self.stage = Stage.DONE
-                return [HandOn(event.data, self.client_eof)]
-        if events:  # the request line, without the end of the head
-            out.append(Arm(self.timeouts.headers_s))
-        return out
-
-    def _eof(self) -> list[Command]:
-        try:
-            self.parser.feed_eof()
-        except HandshakeError as err:
-            return self.refuse(err)
-
-    def _expired(self) -> list[Command]:
-        phase = self.parser.phase
-        limit = (
-            self.timeouts.request_line_s
-            if phase is ConnectPhase.REQUEST_LINE
-            else self.timeouts.headers_s
-        )
-        detail = f"timed out reading the {phase.value} after {limit:g}s"
-        return self.refuse(timed_out(detail))
-
-    def _reply(self, err: HandshakeError) -> bytes:
-        if err.status is Status.PROXY_AUTH_REQUIRED:  # with its challenge
-            return error_response(err.status, REASON_PHRASES[err.status], err.detail)
-        return STATUS_LINES[err.status]
-
-    def _auth_passed(self) -> list[Command]:
-        out = self._check_host()
-        return out if self.stage is not Stage.AUTHENTICATING else out + self._connect()
-
-    def _auth_failed(self, err: HandshakeError) -> list[Command]:
-        return self.refuse(err)
-
-    def _describe(self, err: HandshakeError) -> str:
-        return f" ({err.status.value} {REASON_PHRASES[err.status]})"
-
-    def _success(self, bound: tuple[IPAddress, int] | None) -> bytes:
-        return STATUS_LINES[Status.OK]
-
-
-class Socks5Handshake(Handshake):
-    """SOCKS5 (docs/original.md §7): each field within ``socks5_read_s``; a refusal is the
-    reply ``refusal_reply`` renders, and a client that is not one is sent nothing."""
-
-    NAME = "SOCKS5"
-    VERB = "SOCKS5 CONNECT "
-    TARGET_KEY = "socks5_target"
-    REPLIES_BOUND = True
-
-    def __init__(
-        self,
-        who: Requester,
-        checks: Checks,
-        timeouts: Timeouts,
-        *,
-        verbose: bool,
-        auth: bool = False,
-    ) -> None:
-        super().__init__(who, checks, timeouts, verbose=verbose, auth=auth)
-        self.parser = Socks5Parser(auth=auth)
-        self.denied: HandshakeError | None = None  # a refused client's reason
-
-    def start(self) -> list[Command]:
-        return [Arm(self.timeouts.socks5_read_s)]
-
-    def _capacity(self) -> list[Command]:
-        return [Close()]  # upstream closes without a byte
-
-    def _client_refused(self, err: HandshakeError) -> list[Command]:
-        """SOCKS5 refuses a request, not a greeting (RFC 1928 §6): the greeting is
-        answered and the request refused with REP 0x02, never dialled, nor credentials
-        checked."""
-        self.denied = err
-        self.auth = False
-        self.parser = Socks5Parser()
-        return self.start()
-
-    def _read(self, data: bytes) -> list[Command]:
-        phase = self.parser.phase
-        fed = self.parser.feed(data)
-        out: list[Command] = [Send(reply) for reply in fed.replies]
-        if fed.error is not None:
-            return out + self.refuse(fed.error)
-        if fed.credentials is not None:
-            return out + self._authenticate(functools.partial(socks_credentials, *fed.credentials))
-        if fed.request is None:
-            if self.parser.phase is not phase:
-                out.append(Arm(self.timeouts.socks5_read_s))
-            return out
-        if self.denied is not None:
-            return out + self.refuse(self.denied, logging.INFO)
-        self.leftover = fed.request.leftover
-        out += self._target(Target(fed.request.host, fed.request.port))
-        if self.stage is Stage.READING:
-            out += self._connect()
-        return out
-
-    def _eof(self) -> list[Command]:
-        # A client that goes away is its own business (port scans, health checks): INFO.
-        detail = f"EOF while waiting for SOCKS5 {self.parser.phase.value}"
-        return self.refuse(
-            HandshakeError(Status.BAD_REQUEST, None, "eof", detail), level=logging.INFO
-        )
-
-    def _expired(self) -> list[Command]:
-        limit = self.timeouts.socks5_read_s
-        detail = f"timed out waiting for SOCKS5 {self.parser.phase.value} after {limit:g}s"
-        return self.refuse(timed_out(detail, None), level=logging.ERROR)
-
-    def _reply(self, err: HandshakeError) -> bytes:
-        return refusal_reply(err)
-
-    def _hold(self, data: bytes) -> None:
-        self.parser.hold(data)
-
-    def _auth_passed(self) -> list[Command]:
-        """RFC 1929's success, then the request: what came already is read now."""
-        self.stage = Stage.READING
-        self.parser.authenticated()
-        out: list[Command] = [Send(AUTH_PASSED_REPLY), ResumeReading()]
-        out += [Arm(self.timeouts.socks5_read_s), *self._read(b"")]
-        if self.client_eof and self.stage is Stage.READING:
-            out += self._eof()
-        return out
-
-    def _auth_failed(self, err: HandshakeError) -> list[Command]:
-        """RFC 1929 §2: a failure status, and the connection is closed."""
-        err = HandshakeError(err.status, None, err.reason, err.detail)  # nothing after it
-        return [Send(AUTH_FAILED_REPLY), *self.refuse(err)]
-
-    def _describe(self, err: HandshakeError) -> str:
-        if err.rep is None or err.rep is Rep.NO_ACCEPTABLE_METHODS:
-            return ""
-        return f" (REP {err.rep.value:#04x})"
-
-    def _success(self, bound: tuple[IPAddress, int] | None) -> bytes:
-        assert bound is not None
-        return success_reply(*bound)

@@ -39,7 +39,9 @@ from fyntr.wire.commands import (
     StartTunnel,
     Upstream,
 )
-from fyntr.wire.handshake import Handshake, HttpHandshake, Socks5Handshake
+from fyntr.wire.handshake import Handshake
+from fyntr.wire.handshake_http import HttpHandshake
+from fyntr.wire.handshake_socks5 import Socks5Handshake
 from fyntr.wire.pac import pac_response
 from fyntr.wire.target import format_host_port
 
