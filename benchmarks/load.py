@@ -70,13 +70,16 @@ def first_hop(p: Result) -> tuple[str, int]:
     return p.get("host", "127.0.0.1"), p["origin"]
 
 
-def connect_request(p: Result) -> bytes:
+def proxy_authorization(p: Result) -> bytes:
     """With ``proxy_user`` ("user:password"), Basic credentials for --auth-file."""
+    if not p.get("proxy_user"):
+        return b""
+    return b"Proxy-Authorization: Basic %s\r\n" % base64.b64encode(p["proxy_user"].encode())
+
+
+def connect_request(p: Result) -> bytes:
     target = f"{p.get('host', '127.0.0.1')}:{p['origin']}".encode()
-    auth = b""
-    if p.get("proxy_user"):
-        token = base64.b64encode(p["proxy_user"].encode())
-        auth = b"Proxy-Authorization: Basic %s\r\n" % token
+    auth = proxy_authorization(p)
     return b"CONNECT %s HTTP/1.1\r\nHost: %s\r\n%s\r\n" % (target, target, auth)
 
 
@@ -222,7 +225,7 @@ def http_request(p: Result, close: bool) -> bytes:
     """A plain HTTP GET: absolute-form to a proxy, origin-form direct."""
     authority = f"127.0.0.1:{p['origin']}"
     target = f"http://{authority}/" if p["proxy"] else "/"
-    extra = "Connection: close\r\n" if close else ""
+    extra = ("Connection: close\r\n" if close else "") + proxy_authorization(p).decode()
     return f"GET {target} HTTP/1.1\r\nHost: {authority}\r\n{extra}\r\n".encode()
 
 

@@ -7,9 +7,11 @@ Contenders: direct (no proxy), fyntr (this checkout), tinyproxy and squid (Debia
 apt-get install tinyproxy squid), pproxy (PyPI: pip install pproxy uvloop). More runs
 of fyntr on request: fyntr-drr forces every chunk through the DRR queue and token
 bucket (rates far above the machine's), fyntr-shaped sets --upload-rate to half the
-burst's aggregate that plain fyntr reached earlier in the same round, and fyntr-unshaped
-turns auto off; fyntr@REV runs an earlier commit (a git worktree of REV, removed after)
-in the same run, for "did this change make a figure worse". And a reference on request,
+burst's aggregate that plain fyntr reached earlier in the same round, fyntr-unshaped
+turns auto off, and fyntr-auth asks for credentials (--auth-file; every request sends
+them, so the verdict is cached after the first); fyntr@REV runs an earlier commit (a git
+worktree of REV, removed after) in the same run, for "did this change make a figure
+worse". And a reference on request,
 like direct not a peer:
 bare-relay (benchmarks/bare_relay.py), a CONNECT relay on uvloop with nothing else in
 it: what a proxy costs on fyntr's runtime before fyntr adds anything; bare-forward
@@ -48,6 +50,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 LOAD = [sys.executable, str(HERE / "load.py")]
 MIB = 1024 * 1024
+AUTH_USER = "bench:bench-password"  # fyntr-auth's user
 
 # pproxy 2.7 calls uvloop.install() then asyncio.get_event_loop(), which current uvloop
 # refuses; give it the uvloop loop it asks for.
@@ -415,6 +418,19 @@ class Contender:
                 self.extra = ["--upload-rate", "1000gbit", "--download-rate", "1000gbit"]
             elif self.name == "fyntr-unshaped":  # auto off: fixed rates only
                 self.extra = ["--upload-rate", "0", "--download-rate", "0", "--connect-rate", "0"]
+            elif self.name == "fyntr-auth":
+                self.extra = ["--auth-file", str(self.users_file())]
+
+    def users_file(self) -> Path:
+        """AUTH_USER in an htpasswd file, as htpasswd -B writes it (cost 5)."""
+        import bcrypt
+
+        user, password = AUTH_USER.split(":")
+        path = self.workdir / "users"
+        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(5)).decode()
+        path.write_text(f"{user}:{hashed}\n")
+        path.chmod(0o600)
+        return path
 
     def start(self) -> None:
         if self.name == "direct":
@@ -514,6 +530,8 @@ def own_core(c: Contender) -> Iterator[None]:
 
 def measure(c: Contender, workload: str, sizes: Sizes) -> dict[str, Any]:
     base = {"proxy": c.port, "origin": c.origin}
+    if c.name == "fyntr-auth":
+        base["proxy_user"] = AUTH_USER
     if workload in ("download", "upload"):
         with cpu_meter(c) as spent:
             result = load(

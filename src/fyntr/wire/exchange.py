@@ -13,7 +13,6 @@ from enum import Enum
 from typing import Final
 
 from fyntr.errors import HandshakeError, Rep, Status, bad_request
-from fyntr.policy.auth import Credentials, basic_credentials
 from fyntr.wire.http_forward import Event, Head, MessageReader
 from fyntr.wire.http_rewrite import (
     LAST_CHUNK,
@@ -98,13 +97,13 @@ def asks_credentials(reader: MessageReader) -> bool:
     return bool(events) and isinstance(events[0], Head) and events[0].status == 407
 
 
-def credentials_of(head: Head) -> Credentials:
-    """--auth-file: the request's Proxy-Authorization as credentials, or the 407 (or 400
-    for two of them) to answer. The field never goes on (HOP_BY_HOP)."""
+def authorization_of(head: Head) -> bytes | None:
+    """--auth-file: the request's Proxy-Authorization value, or a 400 for two of them.
+    The field never goes on (HOP_BY_HOP)."""
     values = [value for name, value in head.headers if name == b"proxy-authorization"]
     if len(values) > 1:
         raise bad_request("more than one Proxy-Authorization")
-    return basic_credentials(values[0] if values else None)
+    return values[0] if values else None
 
 
 def refuse_upgrade(head: Head) -> None:

@@ -31,14 +31,14 @@ from fyntr.net.forward.pool import Origin, OriginPool
 from fyntr.net.relay.ends import BOTH_CLOSED, Side, end_reason
 from fyntr.net.relay.pump import Lane, Pump
 from fyntr.net.state import ServerState
-from fyntr.policy.auth import Credentials, Verdict
+from fyntr.policy.auth import Credentials, Verdict, basic_credentials
 from fyntr.wire.exchange import (
     Exchange,
     Read,
     asks_credentials,
+    authorization_of,
     begin,
     client_kept,
-    credentials_of,
     ends_with_close,
     may_resend,
     origin_kept,
@@ -96,6 +96,9 @@ class Forward(asyncio.Protocol):
         self.client_key = client_key
         self.address = address
         self.user: str | None = None  # --auth-file: whom the first request's credentials name
+        # The Proxy-Authorization value a request of this connection passed with, and the
+        # users it passed under: the same value again is not looked up again.
+        self._passed: tuple[bytes, object] | None = None
         self.up = Lane(upload, client, client, _no_eof, client_key)
         self.down = Lane(download, client, client, self._down_finished, client_key)
         self.origin: Origin | None = None  # serving the exchange in progress
@@ -241,7 +244,11 @@ class Forward(asyncio.Protocol):
             self._exchange(head)
             return
         try:
-            credentials = credentials_of(head)
+            value = authorization_of(head)
+            if value is not None and self._passed == (value, auth.book):
+                self._exchange(head)
+                return
+            credentials = basic_credentials(value)
         except HandshakeError as err:
             self._refuse(err, None)
             return
@@ -264,6 +271,8 @@ class Forward(asyncio.Protocol):
         if verdict.user is None:
             self._refuse(auth_required(verdict.reason, verdict.detail), None)
             return
+        assert self.state.auth is not None
+        self._passed = (authorization_of(head) or b"", self.state.auth.book)
         if self.user is None:  # scheduled as the user from the first request on
             self.user = self.client_key = verdict.user
             self.up.own(verdict.user)
