@@ -1,4 +1,4 @@
-"""The one vocabulary of how a relay ended (net/relay/ends.py), shared by both engines."""
+"""The one vocabulary of how a relay ended (wire/ends.py), shared by both engines."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import errno
 
 import pytest
 
-from fyntr.net.relay.ends import Side, end_reason
+from fyntr.wire.ends import Side, end_reason
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from enum import Enum
 from typing import Final
 
 from fyntr.errors import HandshakeError, Rep, Status, bad_request
-from fyntr.wire.http_forward import Event, Head, MessageReader
+from fyntr.wire.http_forward import Event, Head
 from fyntr.wire.http_rewrite import (
     LAST_CHUNK,
     Destination,
@@ -90,10 +90,9 @@ def parent_head(ex: Exchange, parent: Parent) -> bytes:
     return request_head(ex.head, ex.dest, path, parent.authorization)[0]
 
 
-def asks_credentials(reader: MessageReader) -> bool:
+def asks_credentials(events: deque[Event]) -> bool:
     """A parent proxy's answer begins with 407: its challenge is fyntr's, not the
     client's (docs/parent-proxies.md)."""
-    events = reader.events
     return bool(events) and isinstance(events[0], Head) and events[0].status == 407
 
 

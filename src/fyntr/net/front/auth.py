@@ -83,6 +83,25 @@ class Authenticator:
         """Without checking a hash: cached, or the address is waiting out its back-off."""
         return self.book.lookup(address, credentials, self.clock())
 
+    @property
+    def generation(self) -> object:
+        """Changes when the file is read again (wire/plain_http.py ``Users``)."""
+        return self.book
+
+    def judge(
+        self, address: str, credentials: Credentials, then: Callable[[Verdict], None]
+    ) -> Verdict | asyncio.Task[None]:
+        """The verdict at once when it is known (cached, or the address is waiting out
+        its back-off); else a task that checks the hash and hands ``then`` the verdict."""
+        verdict = self.verdict(address, credentials)
+        if verdict is not None:
+            return verdict
+
+        async def check() -> None:
+            then(await self.check(address, credentials))
+
+        return asyncio.get_running_loop().create_task(check(), name="fyntr-auth-check")
+
     async def check(self, address: str, credentials: Credentials) -> Verdict:
         """One check at a time per address: the attempts that came meanwhile are judged
         after it, so a burst of guesses meets the back-off the first ones earned."""

@@ -189,21 +189,15 @@ class Inbound(asyncio.Protocol):
     def _authenticate(self, command: Authenticate) -> None:
         """The verdict at once when it is known (cached, or the address is waiting out
         its back-off), else when the hash has been checked."""
-        auth = self.state.auth
-        assert auth is not None
-        verdict = auth.verdict(self.address or "", command.credentials)
-        if verdict is not None:
-            self._judged(verdict)
-            return
-
-        async def check() -> None:
-            judged = await auth.check(self.address or "", command.credentials)
-            self._task = None
+        assert self.state.auth is not None
+        judged = self.state.auth.judge(self.address or "", command.credentials, self._judged)
+        if isinstance(judged, Verdict):
             self._judged(judged)
-
-        self._task = self.state.loop.create_task(check(), name=f"fyntr-flow{self.flow_id}-auth")
+        else:
+            self._task = judged
 
     def _judged(self, verdict: Verdict) -> None:
+        self._task = None
         self.user = verdict.user
         self._perform(self.machine.handle(verdict))
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from fyntr.limits import HIGH_WATERMARK_BYTES, QUANTUM_MAX_BYTES, RATE_TIMER_MIN_S
 from fyntr.net.kernel.sockopt import send_rst_on_close
-from fyntr.net.relay.ends import Side, is_reset
+from fyntr.wire.ends import Side, is_reset
 
 if TYPE_CHECKING:
     from fyntr.net.relay.pump import Lane

@@ -12,9 +12,9 @@ from typing import Protocol
 from fyntr.limits import SPLICE_AFTER_BYTES
 from fyntr.log import line
 from fyntr.net.kernel.sockopt import send_rst_on_close
-from fyntr.net.relay.ends import BOTH_CLOSED, Side, end_reason, is_reset
 from fyntr.net.relay.pump import NEVER, Lane, Pump, no_bulk
 from fyntr.net.relay.splice import Splicer, SpliceRelay
+from fyntr.wire.ends import BOTH_CLOSED, Side, end_reason, is_reset
 
 
 class Relay(Protocol):
@@ -22,7 +22,6 @@ class Relay(Protocol):
     a CONNECT or SOCKS5 ``Tunnel``, or a plain HTTP ``Forward`` (net/forward/session.py)."""
 
     flow_id: int
-    target: str
     started: float
     up: Lane
     down: Lane
@@ -34,6 +33,10 @@ class Relay(Protocol):
     routed: bool  # it crosses a router: loopback ones say nothing of the uplink
     upstream_since: int  # up.nbytes when it started: the bytes before went to another
     client_key: object  # the client's address: its share (sched/drr.py) and its figures
+
+    @property
+    def target(self) -> str:
+        """The host:port it relays to (a plain HTTP connection's last request's)."""
 
     @property
     def activity(self) -> int: ...
