@@ -12,13 +12,15 @@ that carry objects without equality (an ``Upstream``).
 from __future__ import annotations
 
 import difflib
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 
 class Machine(Protocol):
-    def start(self) -> list[Any]: ...
-
     def handle(self, event: Any) -> list[Any]: ...
+
+
+class Startable(Machine, Protocol):
+    def start(self) -> list[Any]: ...
 
 
 class Like:
@@ -57,7 +59,10 @@ class Playbook:
         expected: list[str] = []
         actual: list[str] = []
         for event, commands in self.steps:
-            got = self.machine.start() if event is None else self.machine.handle(event)
+            if event is None:
+                got = cast(Startable, self.machine).start()
+            else:
+                got = self.machine.handle(event)
             line = "start()" if event is None else f">> {event!r}"
             expected += [line, *(f"   << {c!r}" for c in commands)]
             actual += [line, *(f"   << {c!r}" for c in got)]
