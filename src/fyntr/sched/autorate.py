@@ -323,11 +323,7 @@ class RateController:
                     # Above the last ceiling and still calm: the link may be faster than
                     # it was. The probe's step doubles every AUTORATE_PROBE_ACCEL_TICKS
                     # calm ticks in a row (1%, 1.4%, 2% ...), up to the recovery step.
-                    # The step grows only while no queue shows at all: a queue that is
-                    # forming, below the threshold yet, says the link is near, and the
-                    # next steps, seen a round trip late, would overshoot it.
-                    quiet = delay_s < AUTORATE_DELAY_THRESHOLD_S / 4
-                    self._calm_ticks = self._calm_ticks + 1 if quiet else 0
+                    self._calm_ticks += 1
                     # A round trip longer than a tick shows the overshoot later: double
                     # per round trip, then.
                     ticks = AUTORATE_PROBE_ACCEL_TICKS * max(1.0, self._base_rtt / AUTORATE_TICK_S)
