@@ -29,6 +29,7 @@ from fyntr.wire.commands import Arm, Authenticate, Log, Refused
 from fyntr.wire.ends import Side, end_reason
 from fyntr.wire.http_forward import Head, MessageReader
 from fyntr.wire.plain_commands import (
+    REQUEST_END,
     Abort,
     Body,
     ClientEof,
@@ -40,7 +41,6 @@ from fyntr.wire.plain_commands import (
     Reach,
     Release,
     Request,
-    RequestEnd,
     Served,
     Shutdown,
     ToClient,
@@ -196,7 +196,7 @@ class Forward(OriginSide):
                 now = self.state.clock()
                 handed: Any = Request(event, now, self.up.nbytes, self.down.nbytes)
             else:
-                handed = Body(event) if isinstance(event, bytes) else RequestEnd()
+                handed = Body(event) if isinstance(event, bytes) else REQUEST_END
             events.popleft()
             self._perform(machine.handle(handed))
         # Bytes wait in the reader while a request is pipelined or its origin is being
