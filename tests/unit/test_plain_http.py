@@ -90,7 +90,7 @@ class ServedAs:
 
 
 def machine(*blocked: str, users: Any = None) -> PlainHttp:
-    return PlainHttp(Client(), Feeds(*blocked), verbose=False, users=users)
+    return PlainHttp(Client(), Feeds(*blocked), debug=False, users=users)
 
 
 def heads(raw: bytes) -> list[Event]:
@@ -349,10 +349,10 @@ def test_a_blocked_host_and_an_upgrade_are_refused_after_the_request_is_named() 
     assert out[:1] == [Refused("not_implemented")] and ServedAs(501) in out
 
 
-def test_verbose_logs_the_request_without_its_query() -> None:
-    m = PlainHttp(Client(), Feeds(), verbose=True)
+def test_debug_logs_the_request_as_it_begins_without_its_query() -> None:
+    m = PlainHttp(Client(), Feeds(), debug=True)
     out = m.handle(request())
-    assert out[0] == Log(logging.INFO, "flow3: GET http://example.com:80/a")
+    assert out[0] == Log(logging.DEBUG, "flow3: GET http://example.com:80/a")
 
 
 # --- a parent proxy ---------------------------------------------------------------------

@@ -75,11 +75,13 @@ class PlainHttp:
     request head is handed in only when there is none (pipelined ones wait)."""
 
     def __init__(
-        self, who: Requester, threats: HostCheck, *, verbose: bool, users: Users | None = None
+        self, who: Requester, threats: HostCheck, *, debug: bool, users: Users | None = None
     ) -> None:
+        """``debug``: a request's line is logged when it begins (at DEBUG; its INFO line,
+        with status, bytes and duration, is logged when it ends: ``Served``)."""
         self.who = who
         self.threats = threats
-        self.verbose = verbose
+        self.debug = debug
         self.users = users
         self.exchange: Exchange | None = None
         self.target = "-"  # the last request's host:port
@@ -131,9 +133,9 @@ class PlainHttp:
             return self._refuse(err, None)
         self.exchange, self.target = ex, ex.dest.authority
         out: list[Command] = []
-        if self.verbose:
+        if self.debug:
             text = f"flow{self.who.flow_id}: {head.method.decode()} {ex.url}"
-            out.append(Log(logging.INFO, text))
+            out.append(Log(logging.DEBUG, text))
         try:
             refuse_upgrade(head)
             self.threats.check_host(self.who, ex.dest.target)

@@ -84,8 +84,9 @@ class Forward(OriginSide):
         self.upstream_since = 0  # up.nbytes when it started
         self.reader = MessageReader()
         self.machine = PlainHttp(
-            self, state.threats, verbose=log.isEnabledFor(logging.INFO), users=state.auth
+            self, state.threats, debug=log.isEnabledFor(logging.DEBUG), users=state.auth
         )
+        self.verbose = log.isEnabledFor(logging.INFO)  # an exchange's line when it ends
         upload, download = pumps
         # The upload lane's destination and the download lane's source are the origin in
         # use: set per exchange. One download lane for the whole connection, so that a
@@ -241,7 +242,7 @@ class Forward(OriginSide):
 
     def _served(self, command: Served) -> None:
         self.state.metrics.http_response(command.status)
-        if self.machine.verbose:
+        if self.verbose:
             ex = command.exchange
             line(
                 logging.INFO,
