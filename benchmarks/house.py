@@ -55,7 +55,7 @@ from router import (
     sh,
     time_quantile,
 )
-from run import LOAD, fyntr_command, load
+from run import LOAD, fyntr_command, htpasswd, load
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -131,14 +131,7 @@ def house(link: Link) -> Iterator[None]:
 
 
 def users_file(workdir: Path) -> Path:
-    """USERS as an htpasswd file of bcrypt entries."""
-    import bcrypt
-
-    hashed = {u: bcrypt.hashpw(p.encode(), bcrypt.gensalt(5)).decode() for u, p in USERS.items()}
-    path = workdir / "users"
-    path.write_text("".join(f"{u}:{h}\n" for u, h in hashed.items()))
-    path.chmod(0o600)
-    return path
+    return htpasswd(workdir / "users", USERS)
 
 
 @contextlib.contextmanager
@@ -172,6 +165,11 @@ def origin_server() -> Iterator[int]:
     finally:
         proc.stdin.close()
         proc.wait(10)
+
+
+def windows(run: dict[str, Any]) -> list[dict[int, int]]:
+    """A burst's flows: the bytes the origin got per 10 ms window (load.py ``windows``)."""
+    return [{int(w): n for w, n in flow.items()} for flow in run["received"]]
 
 
 def during(windows: dict[int, int], t0: float, end: float) -> int:
@@ -213,7 +211,6 @@ def run_case(name: str, fyntr_args: list[str] | None, link: Link) -> dict[str, A
         probe.wait(30)
     t0, end = a["burst_t0"], a["burst_end"]
     offered = link.offered(0, end - t0) * GOODPUT
-    windows = lambda run: [{int(w): n for w, n in f.items()} for f in run["received"]]  # noqa: E731
     probe_rtts = [rtt for when, rtt in samples if t0 <= when <= end]
     return {
         "case": name,

@@ -182,6 +182,17 @@ def fyntr_command(port: int, allow_cidr: str, origin_port: int, *extra: str) -> 
     ]
 
 
+def htpasswd(path: Path, users: dict[str, str]) -> Path:
+    """``users`` (name: password) in an htpasswd file of bcrypt entries, as ``htpasswd -B``
+    writes them (cost 5), mode 600: for --auth-file (pip install '.[auth]')."""
+    import bcrypt
+
+    hashed = {u: bcrypt.hashpw(p.encode(), bcrypt.gensalt(5)).decode() for u, p in users.items()}
+    path.write_text("".join(f"{u}:{h}\n" for u, h in hashed.items()))
+    path.chmod(0o600)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -422,15 +433,8 @@ class Contender:
                 self.extra = ["--auth-file", str(self.users_file())]
 
     def users_file(self) -> Path:
-        """AUTH_USER in an htpasswd file, as htpasswd -B writes it (cost 5)."""
-        import bcrypt
-
         user, password = AUTH_USER.split(":")
-        path = self.workdir / "users"
-        hashed = bcrypt.hashpw(password.encode(), bcrypt.gensalt(5)).decode()
-        path.write_text(f"{user}:{hashed}\n")
-        path.chmod(0o600)
-        return path
+        return htpasswd(self.workdir / "users", {user: password})
 
     def start(self) -> None:
         if self.name == "direct":

@@ -117,6 +117,13 @@ class _Failures:
     until: float  # no credential from the address is checked before this
 
 
+def _remembered(failures: _Failures | None, now: float) -> _Failures | None:
+    """An address's failures, unless forgotten: long after the last one."""
+    if failures is not None and now - failures.last > AUTH_FAILURE_MEMORY_S:
+        return None
+    return failures
+
+
 class AuthBook:
     """The users, and what was already decided: ``lookup`` answers at once when it can
     (a verdict cached, or an address waiting out its back-off); else the caller checks
@@ -143,9 +150,7 @@ class AuthBook:
 
     def lookup(self, address: str, credentials: Credentials, now: float) -> Verdict | None:
         """The verdict without a hash check, or None: the hash is to be checked."""
-        failures = self._failures.get(address)
-        if failures is not None and now - failures.last > AUTH_FAILURE_MEMORY_S:
-            failures = None
+        failures = _remembered(self._failures.get(address), now)
         if failures is not None and now < failures.until:
             # Every credential waits, a right one too: else guesses would run at full
             # speed against the ones cached.
@@ -171,16 +176,9 @@ class AuthBook:
             verdicts.popitem(last=False)
         return self._record(address, user, now)
 
-    def _failures_of(self, address: str, now: float) -> _Failures | None:
-        """The address's failures, taken out; forgotten long after the last one."""
-        failures = self._failures.pop(address, None)
-        if failures is not None and now - failures.last > AUTH_FAILURE_MEMORY_S:
-            return None
-        return failures
-
     def _record(self, address: str, user: str | None, now: float) -> Verdict:
         failures = self._failures
-        entry = self._failures_of(address, now)
+        entry = _remembered(failures.pop(address, None), now)
         if user is not None:
             return Verdict(user)
         entry = entry or _Failures(0, now, now)

@@ -87,6 +87,7 @@ class Handshake:
         self.target: Target | None = None
         self.leftover = b""
         self.client_eof = False
+        self._open_parser()
 
     # --- for the front-ends ----------------------------------------------------------
     def start(self) -> list[Command]:
@@ -116,6 +117,10 @@ class Handshake:
         raise NotImplementedError
 
     def _success(self, bound: tuple[IPAddress, int] | None) -> bytes:
+        raise NotImplementedError
+
+    def _open_parser(self) -> None:
+        """The front-end's parser, for a new request (with or without credentials)."""
         raise NotImplementedError
 
     def _hold(self, data: bytes) -> None:

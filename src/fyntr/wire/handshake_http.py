@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import logging
 
-from fyntr.config import Timeouts
 from fyntr.errors import (
     REASON_PHRASES,
     STATUS_LINES,
@@ -19,12 +18,10 @@ from fyntr.errors import (
 from fyntr.policy.auth import basic_credentials
 from fyntr.wire.commands import (
     Arm,
-    Checks,
     Command,
     HandOn,
     Log,
     Refused,
-    Requester,
     Send,
     ServePac,
 )
@@ -48,16 +45,9 @@ class HttpHandshake(Handshake):
     VERB = "CONNECT "
     TARGET_KEY = "connect_target"
 
-    def __init__(
-        self,
-        who: Requester,
-        checks: Checks,
-        timeouts: Timeouts,
-        *,
-        verbose: bool,
-        auth: bool = False,
-    ) -> None:
-        super().__init__(who, checks, timeouts, verbose=verbose, auth=auth)
+    parser: ConnectParser
+
+    def _open_parser(self) -> None:
         self.parser = ConnectParser()
 
     def start(self) -> list[Command]:

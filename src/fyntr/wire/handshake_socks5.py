@@ -7,7 +7,6 @@ from __future__ import annotations
 import functools
 import logging
 
-from fyntr.config import Timeouts
 from fyntr.errors import (
     HandshakeError,
     Rep,
@@ -17,10 +16,8 @@ from fyntr.errors import (
 from fyntr.policy.auth import socks_credentials
 from fyntr.wire.commands import (
     Arm,
-    Checks,
     Close,
     Command,
-    Requester,
     ResumeReading,
     Send,
 )
@@ -44,18 +41,11 @@ class Socks5Handshake(Handshake):
     TARGET_KEY = "socks5_target"
     REPLIES_BOUND = True
 
-    def __init__(
-        self,
-        who: Requester,
-        checks: Checks,
-        timeouts: Timeouts,
-        *,
-        verbose: bool,
-        auth: bool = False,
-    ) -> None:
-        super().__init__(who, checks, timeouts, verbose=verbose, auth=auth)
-        self.parser = Socks5Parser(auth=auth)
-        self.denied: HandshakeError | None = None  # a refused client's reason
+    parser: Socks5Parser
+    denied: HandshakeError | None = None  # a refused client's reason
+
+    def _open_parser(self) -> None:
+        self.parser = Socks5Parser(auth=self.auth)
 
     def start(self) -> list[Command]:
         return [Arm(self.timeouts.socks5_read_s)]
@@ -69,7 +59,7 @@ class Socks5Handshake(Handshake):
         checked."""
         self.denied = err
         self.auth = False
-        self.parser = Socks5Parser()
+        self._open_parser()
         return self.start()
 
     def _read(self, data: bytes) -> list[Command]:
