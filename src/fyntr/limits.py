@@ -151,6 +151,12 @@ AUTORATE_HISTORY: Final = 600  # ticks kept for /status: one minute
 AUTORATE_UNSENT_BYTES: Final = 16 * KIB  # TCP_NOTSENT_LOWAT of upstream sockets under auto:
 # what sits unsent in a socket is out of the shaper's reach (30 sockets x 16 KiB is 0.2 s
 # of a 20 Mbit/s uplink; the kernel's default, no limit, let 3 MB pile up there)
+AUTORATE_KERNEL_UNSENT_BYTES: Final = 4 * KIB  # while the upload rate is found or cut, a
+# routed upstream socket holding more unsent (SIOCOUTQNSD) is not written until it has
+# sent it: the bound TCP_NOTSENT_LOWAT is not (40 sockets held 0.8-1.0 MB with it alone);
+# a few packets, so that each socket still has its next segments ready
+AUTORATE_UNSENT_POLL_S: Final = 0.005  # how often such a socket is looked at again: about
+# a DRR round (DRR_ROUND_S), one ioctl per parked socket
 AUTORATE_RECEIVE_MIN_SEGMENTS: Final = 4  # a download socket that received fewer full
 # segments in a tick gives no RTT sample (30 flows on 20 Mbit/s get ~6 each)
 AUTORATE_WINDOW_MIN_SEGMENTS: Final = 2  # a clamped receive window is never smaller: a

@@ -316,3 +316,27 @@ def test_the_start_holds_a_round_trip_after_it_found_the_link(rtt: float) -> Non
         assert held is not None
         controller.update(now, 0.2, held)
         assert controller.rate == held, f"cut again {now - found:.1f} s after the link was found"
+
+
+@settings(max_examples=40, deadline=None)
+@given(link=LINKS, base_rtt=BASE_RTTS, buffer=BUFFERS)
+def test_the_unsent_bound_holds_only_while_a_rate_is_found_or_cut(
+    link: float, base_rtt: float, buffer: float
+) -> None:
+    """``settling`` puts the bound on the sockets' unsent bytes in force (net/relay/pump.py).
+    It holds from a burst's start until the link is found, and after each cut until the
+    queue seen has drained: never 2 s in a row once the start is over, and never most
+    of the time, since a bound that stays keeps TCP application-limited and its window
+    from growing when the link gets faster (router benchmark, LTE profile: makespan
+    15-17 s -> 20-21 s with the bound always on)."""
+    ticks = simulate(
+        lambda _t: link, base_rtt_s=base_rtt, buffer_s=buffer, duration_s=60, started=True
+    )
+    assert ticks[0].settling
+    spans, run = [], 0
+    for tick in ticks[next(i for i, t in enumerate(ticks) if not t.settling) :]:
+        run = run + 1 if tick.settling else 0
+        spans.append(run)
+    assert max(spans) * AUTORATE_TICK_S < 2.0
+    settled = window(ticks, 20)
+    assert sum(t.settling for t in settled) <= 0.6 * len(settled)

@@ -23,6 +23,7 @@ class Tick:
     rate: float | None
     achieved: float  # fyntr's flows' share of what the link carried
     queue_s: float  # the FIFO's delay
+    settling: bool  # the controller's, after the tick (RateController.settling)
 
 
 def simulate(
@@ -61,7 +62,7 @@ def simulate(
         delay = seen[-1 - lag] if mine > 0 else None  # no data: no sample
         acked = carried_then[-1 - acks]
         rate = controller.update(now + AUTORATE_TICK_S, delay, acked, base_rtt_s)
-        ticks.append(Tick(now, link, rate, achieved, queue / link))
+        ticks.append(Tick(now, link, rate, achieved, queue / link, controller.settling))
     return ticks
 
 

@@ -81,6 +81,9 @@ class Phase(Enum):
     SHAPING = "shaping"  # a rate in force, adjusted every tick
 
 
+_SETTLING = frozenset((Phase.STARTING, Phase.DRAINING, Phase.HOLDING))
+
+
 @dataclass(frozen=True, slots=True)
 class Point:
     """One tick of history: for /status and ``fyntr top``."""
@@ -130,6 +133,14 @@ class RateController:
         self._start_rtt = 0.0  # STARTING: the round trip of the burst's first connection
         self._released: deque[tuple[float, float]] = deque(maxlen=AUTORATE_START_HISTORY)
         self.history: deque[Point] = deque(maxlen=AUTORATE_HISTORY)
+
+    @property
+    def settling(self) -> bool:
+        """The rate is being found, or was just cut: what passed the shaper still reaches
+        the link's queue, so it should be little (net/relay/pump.Pump.bound_unsent). Not
+        once shaping settles: a bound then kept TCP application-limited, and its window
+        did not grow when the link did (LTE makespan 15-17 s -> 20-21 s)."""
+        return self.phase in _SETTLING
 
     def start(self, now: float, rtt_s: float) -> float | None:
         """A new upstream connection across a router while nothing is shaped: the first

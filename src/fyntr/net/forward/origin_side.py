@@ -137,7 +137,8 @@ class OriginSide(asyncio.Protocol):
         self.origin = origin
         origin.session = self
         origin.reader.expect_no_body = command.no_body
-        self.up.dst = self.down.src = origin.transport
+        self.up.retarget(origin.transport, origin.routed)
+        self.down.src = origin.transport
         self.down.src_paused = False
         self.routed = origin.routed
         self.upstream_since = self.up.nbytes

@@ -7,12 +7,24 @@ import contextlib
 import select
 import socket
 import struct
+import sys
 from collections.abc import Callable, Sized
+from types import ModuleType
 from typing import Final, cast
 
 from fyntr.limits import HIGH_WATERMARK_BYTES, LOW_WATERMARK_BYTES
 
+fcntl: ModuleType | None
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 _LINGER_RST: Final = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() sends a RST
+# SIOCOUTQNSD (linux/sockios.h): the bytes a TCP socket holds that it has not sent yet.
+_SIOCOUTQNSD: Final = 0x894B
+_INT: Final = struct.Struct("i")
+UNSENT_READABLE: Final = fcntl is not None and sys.platform.startswith("linux")
 
 
 def tune_transport(transport: asyncio.BaseTransport) -> None:
@@ -47,6 +59,17 @@ def limit_unsent(transport: asyncio.WriteTransport, limit: int) -> None:
         return
     with contextlib.suppress(OSError, RuntimeError):
         sock.setsockopt(socket.IPPROTO_TCP, option, limit)
+
+
+def unsent_bytes(fd: int) -> int:
+    """What the socket ``fd`` holds that it has not sent yet (Linux only): unlike
+    TCP_NOTSENT_LOWAT, which the kernel checks only as it starts a new segment buffer,
+    this is exact. -1 once the socket is gone."""
+    assert fcntl is not None
+    try:
+        return int(_INT.unpack(fcntl.ioctl(fd, _SIOCOUTQNSD, _INT.pack(0)))[0])
+    except OSError:
+        return -1
 
 
 # The kernel's own window clamp with window scaling (U16_MAX << TCP_MAX_WSCALE,

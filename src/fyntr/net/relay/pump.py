@@ -16,12 +16,15 @@ from collections.abc import Callable
 from typing import cast
 
 from fyntr.limits import (
+    AUTORATE_KERNEL_UNSENT_BYTES,
+    AUTORATE_UNSENT_POLL_S,
     HIGH_WATERMARK_BYTES,
     LOW_WATERMARK_BYTES,
     RATE_BURST_MIN_BYTES,
     RATE_BURST_S,
     RATE_TIMER_MIN_S,
 )
+from fyntr.net.kernel.sockopt import unsent_bytes
 from fyntr.sched.drr import Chunk, Flow, Scheduler, TokenBucket
 
 NEVER = 2**63  # a byte count no lane reaches
@@ -38,8 +41,10 @@ class Lane(Flow):
 
     __slots__ = (
         "dst",
+        "dst_full",
         "eof_pending",
         "eof_sent",
+        "kernel_full",
         "nbytes",
         "on_bulk",
         "on_eof_sent",
@@ -47,6 +52,7 @@ class Lane(Flow):
         "splice_at",
         "src",
         "src_paused",
+        "unsent_fd",
     )
 
     def __init__(
@@ -70,6 +76,17 @@ class Lane(Flow):
         self.src_paused = False  # we paused reading src
         self.eof_pending = False  # src sent EOF; pass it on once the queue is empty
         self.eof_sent = False
+        self.dst_full = False  # dst's write buffer is above its high mark
+        self.unsent_fd = -1  # dst's socket, whose unsent bytes a rate keeps small; -1: not
+        self.kernel_full = False  # that socket holds too much unsent: parked until it sends
+
+    def retarget(self, dst: asyncio.Transport, routed: bool) -> None:
+        """Write to ``dst`` from now on. Under the upload auto rate, a socket that crosses
+        a router (``routed``) is kept to AUTORATE_KERNEL_UNSENT_BYTES unsent while the
+        bound is in force (``Pump.bound_unsent``)."""
+        self.dst = dst
+        sock = dst.get_extra_info("socket") if routed and self.pump.watches_unsent else None
+        self.unsent_fd = -1 if sock is None else sock.fileno()
 
     def own(self, client: object) -> None:
         """Scheduled as ``client`` from now on (plain HTTP learns its user from the first
@@ -97,6 +114,9 @@ class Lane(Flow):
         except RuntimeError:
             if not self.dst.is_closing():
                 raise
+            return
+        if self.unsent_fd >= 0 and self.pump.bounds_unsent:
+            self.pump.watch_unsent(self)
 
     def finish(self) -> None:
         """``src`` sent EOF: deliver what is queued, then pass the FIN on (docs/differences.md)."""
@@ -115,12 +135,21 @@ class Lane(Flow):
                 self.dst.write_eof()
 
     def dst_paused_writing(self) -> None:
-        # ``parked`` is the one record of "dst's write buffer is above its high mark".
+        self.dst_full = True
         self.pump.scheduler.park(self)
         self.pause_src()
 
     def dst_resumed_writing(self) -> None:
-        self.pump.scheduler.unpark(self)  # even when empty: a parked lane would never list
+        self.dst_full = False
+        self.go_on()
+
+    def go_on(self) -> None:
+        """Neither dst's write buffer nor its socket is full any more: take turns again
+        (even when empty: a parked lane would never list), and read src again once
+        nothing waits."""
+        if self.dst_full or self.kernel_full:
+            return
+        self.pump.scheduler.unpark(self)
         if self.queued:
             self.pump.service()
         else:
@@ -148,7 +177,17 @@ class Lane(Flow):
 class Pump:
     """One direction's scheduler, its optional token bucket and its one timer."""
 
-    __slots__ = ("_loop", "_timer", "_wake_at", "scheduler", "shaped")
+    __slots__ = (
+        "_loop",
+        "_poll",
+        "_timer",
+        "_unsent",
+        "_wake_at",
+        "bounds_unsent",
+        "scheduler",
+        "shaped",
+        "watches_unsent",
+    )
 
     def __init__(self, loop: asyncio.AbstractEventLoop, rate: float = 0) -> None:
         self._loop = loop
@@ -156,6 +195,10 @@ class Pump:
         self.shaped = False
         self._timer: asyncio.TimerHandle | None = None
         self._wake_at = 0.0  # when the timer fires
+        self.watches_unsent = False  # set by the upload auto rate (Lane.retarget)
+        self.bounds_unsent = False  # AUTORATE_KERNEL_UNSENT_BYTES is in force
+        self._unsent: list[Lane] = []  # lanes parked while their socket sends
+        self._poll: asyncio.TimerHandle | None = None
         if rate > 0:
             self.set_rate(rate)
 
@@ -177,8 +220,58 @@ class Pump:
         else:
             sched.bucket.reset(rate, burst, now)
         self.shaped = sched.bucket is not None
+        if not self.shaped:
+            self.bound_unsent(False)
         if sched.backlogged:
             self.service()
+
+    def bound_unsent(self, on: bool) -> None:
+        """Keep routed sockets' unsent bytes to AUTORATE_KERNEL_UNSENT_BYTES (``on``, and
+        a rate in force), or let every lane parked on them go on. TCP_NOTSENT_LOWAT alone
+        let 40 sockets hold 0.8-1.0 MB past the shaper (docs/zero-configuration.md),
+        which kept the router's queue full for a second after every cut."""
+        self.bounds_unsent = on and self.shaped
+        if self.bounds_unsent:
+            return
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None
+        lanes, self._unsent = self._unsent, []
+        for lane in lanes:
+            if lane.kernel_full:
+                lane.kernel_full = False
+                lane.go_on()
+
+    def watch_unsent(self, lane: Lane) -> None:
+        """After a write under the bound: a socket that holds more than
+        AUTORATE_KERNEL_UNSENT_BYTES unsent is written no more until it has sent it."""
+        if unsent_bytes(lane.unsent_fd) <= AUTORATE_KERNEL_UNSENT_BYTES:
+            return
+        lane.kernel_full = True
+        self.scheduler.park(lane)
+        self._unsent.append(lane)
+        if self._poll is None:
+            self._poll = self._loop.call_later(AUTORATE_UNSENT_POLL_S, self._on_poll)
+
+    def _on_poll(self) -> None:
+        """Unpark the lanes whose socket has sent enough; look again later at the rest.
+        A lane that goes on may be parked again by its next write (``watch_unsent``),
+        which re-arms the poll."""
+        self._poll = None
+        lanes, self._unsent = self._unsent, []
+        for lane in lanes:
+            if not lane.kernel_full:  # released already
+                continue
+            if (
+                not lane.dst.is_closing()
+                and unsent_bytes(lane.unsent_fd) > AUTORATE_KERNEL_UNSENT_BYTES
+            ):
+                self._unsent.append(lane)
+            else:
+                lane.kernel_full = False
+                lane.go_on()
+        if self._unsent and self._poll is None:
+            self._poll = self._loop.call_later(AUTORATE_UNSENT_POLL_S, self._on_poll)
 
     @property
     def queued_bytes(self) -> int:
@@ -243,3 +336,6 @@ class Pump:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self._poll is not None:
+            self._poll.cancel()
+            self._poll = None

@@ -147,6 +147,7 @@ class Tunnel:
         # Both lanes are the client's: its share in each direction (docs/house.md).
         self.client_key = client_key
         self.up = Lane(upload, client, upstream, self._eof_sent, client_key)
+        self.up.retarget(upstream, routed)
         self.down = Lane(download, upstream, client, self._eof_sent, client_key)
         self.splicer = splicer
         self.splice: SpliceRelay | None = None

@@ -35,6 +35,7 @@ from fyntr.limits import (
 from fyntr.log import format_bytes, log
 from fyntr.metrics import RateInfo
 from fyntr.net.kernel import tcpinfo
+from fyntr.net.kernel.sockopt import UNSENT_READABLE
 from fyntr.net.out.dialer import Dialed
 from fyntr.net.relay.pump import Pump
 from fyntr.net.relay.tunnel import Relay
@@ -97,7 +98,7 @@ class RateLoop:
         before = controller.phase
         rate = controller.start(self._clock(), dialed.connect_s)
         if controller.phase is not before:
-            self.sampler.steer(rate, self.baseline_s)
+            self.sampler.steer(rate, self.baseline_s, settling=controller.settling)
             self._log_phase(before)
 
     def _tick(self) -> None:
@@ -112,7 +113,7 @@ class RateLoop:
         rate = controller.update(
             now, weighted_median(delays), moved / elapsed, self.baseline_s or 0.0
         )
-        self.sampler.steer(rate, self.baseline_s)
+        self.sampler.steer(rate, self.baseline_s, settling=controller.settling)
         if controller.phase is not before:
             self._log_phase(before)
         if self._relays:
@@ -212,7 +213,9 @@ def pumps_for(
             return None
         return RateLoop(loop, clock, relays, sampler)
 
-    return pumps, AutoRates(
+    autos = AutoRates(
         driver(upload, tcpinfo.AVAILABLE, UploadSampler(pumps[0])),
         driver(download, tcpinfo.RECEIVER_RTT, DownloadSampler()),
     )
+    pumps[0].watches_unsent = autos.upload is not None and UNSENT_READABLE
+    return pumps, autos
