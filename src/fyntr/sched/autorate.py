@@ -81,6 +81,19 @@ class Phase(Enum):
     SHAPING = "shaping"  # a rate in force, adjusted every tick
 
 
+def _mean_over(released: deque[tuple[float, float]], end: float) -> float:
+    """The mean rate released over the tick that ended at ``end``, from (tick's end,
+    rate during it) pairs; before the first, the first's rate."""
+    start = end - AUTORATE_TICK_S
+    total = covered = 0.0
+    for t, rate in released:
+        overlap = min(t, end) - max(t - AUTORATE_TICK_S, start)
+        if overlap > 0:
+            total += rate * overlap
+            covered += overlap
+    return total / covered if covered > 0 else released[0][1]
+
+
 _SETTLING = frozenset((Phase.STARTING, Phase.DRAINING, Phase.HOLDING))
 
 
@@ -150,8 +163,10 @@ class RateController:
         start, doubles per round trip (``rtt_s``, at most x2 a tick) for as long as the
         link delivers what was released a round trip before (the bytes acknowledged: on a
         slow link with many flows, RTT samples are seconds apart, acknowledgements are
-        not). A shortfall with no calm round trips to explain it is the link's rate: shape
-        just below it. Queueing does the same. A rate the flows leave unused while the
+        not). A shortfall while fyntr holds data back (the flows want more than the rate)
+        is the link's rate at once: shape just below it; with nothing held back, one with
+        no calm round trips to explain it after a few ticks is too. Queueing does the
+        same. A rate the flows leave unused while the
         round trips stay calm, or ``AUTORATE_START_RELEASE_BYTES_S``, lets go. Returns
         the rate to put in force."""
         if self.phase is Phase.UNSHAPED:
@@ -168,11 +183,18 @@ class RateController:
         return self.rate
 
     def update(
-        self, now: float, delay_s: float | None, achieved: float, base_rtt_s: float = 0.0
+        self,
+        now: float,
+        delay_s: float | None,
+        achieved: float,
+        base_rtt_s: float = 0.0,
+        *,
+        backlogged: bool = False,
     ) -> float | None:
         """One tick: the delay (None when no socket carried data), the achieved rate in
-        bytes/s, and the base RTT of the sockets that carried data (0: not known). Returns
-        the rate to put in force (None: unlimited)."""
+        bytes/s, the base RTT of the sockets that carried data (0: not known), and whether
+        fyntr holds data back at the rate (the flows want more than it). Returns the rate
+        to put in force (None: unlimited)."""
         self._base_rtt = base_rtt_s
         if achieved < AUTORATE_MIN_LOAD_BYTES_S:
             # Too little upload to be what fills a queue: a probe's or an API call's
@@ -195,7 +217,7 @@ class RateController:
             if bloated:
                 self._drain(now, carried)
         elif phase is Phase.STARTING:
-            self._starting(now, delay_s, carried, bloated=bloated)
+            self._starting(now, delay_s, carried, bloated=bloated, backlogged=backlogged)
         elif phase is Phase.DRAINING:
             assert self.rate is not None
             calm = delay_s is not None and delay_s < AUTORATE_DELAY_THRESHOLD_S
@@ -218,16 +240,17 @@ class RateController:
         return self.rate
 
     def _starting(
-        self, now: float, delay_s: float | None, carried: float, *, bloated: bool
+        self, now: float, delay_s: float | None, carried: float, *, bloated: bool, backlogged: bool
     ) -> None:
         assert self.rate is not None
-        # (tick's end, the rate in force during it): what is acknowledged now was sent
-        # a round trip ago, at the rate of the tick that ended then or soon after.
+        # (tick's end, the rate in force during it): what is acknowledged in this tick
+        # was sent in the tick's span a round trip earlier, at the rates of the ticks
+        # that span overlaps, in proportion.
         released = self._released
         released.append((now, self.rate))
         if now - released[0][0] < self._start_rtt:
             return  # nothing released has been acknowledged yet: nothing to judge
-        then = next(r for t, r in released if t >= now - self._start_rtt)
+        then = _mean_over(released, now - self._start_rtt)
         if bloated:
             self._cut(now, delay_s, carried)  # type: ignore[arg-type]
         elif delay_s is not None and delay_s >= AUTORATE_DELAY_THRESHOLD_S / 2:
@@ -237,11 +260,18 @@ class RateController:
             self.rate *= self._growth
             if self.rate >= AUTORATE_START_RELEASE_BYTES_S:
                 self.rate, self.phase = None, Phase.UNSHAPED
+        elif backlogged and carried >= AUTORATE_MIN_LOAD_BYTES_S:
+            # Less delivered than released while fyntr holds data back: the flows want
+            # more than the rate, so the shortfall is the link's. Waiting for a queue to
+            # show let a 1 Mbit/s link take 4 Mbit/s for 4 ticks (its token bucket's burst
+            # flattered the first ticks, and 40 flows give an RTT sample every few):
+            # the router's FIFO held 1.2 s (router benchmark, DSL profile).
+            self._link_found(now, carried)
         elif carried >= AUTORATE_MIN_LOAD_BYTES_S:
-            # Less delivered than released: the flows want less than the rate, or the
-            # link carries less and its queue has yet to show. A round trip and a few
-            # ticks tell: by then a queue shows (above), or calm round trips say the
-            # flows want less (nothing to hold back), or nothing says why: the link's.
+            # Less delivered than released with nothing held back: the flows want less
+            # than the rate, or the link carries less and its queue has yet to show. A
+            # round trip and a few ticks tell: by then a queue shows (above), or calm
+            # round trips say the flows want less, or nothing says why: the link's.
             self._loose_ticks += 1
             if self._loose_ticks >= self._loose_limit:
                 if delay_s is not None:

@@ -111,7 +111,11 @@ class RateLoop:
         before = controller.phase
         self.baseline_s = weighted_median(floors) if floors else self.baseline_s
         rate = controller.update(
-            now, weighted_median(delays), moved / elapsed, self.baseline_s or 0.0
+            now,
+            weighted_median(delays),
+            moved / elapsed,
+            self.baseline_s or 0.0,
+            backlogged=self.sampler.holding(),
         )
         self.sampler.steer(rate, self.baseline_s, settling=controller.settling)
         if controller.phase is not before:

@@ -50,6 +50,9 @@ class Sampler(Protocol):
     def dialed(self, transport: asyncio.WriteTransport) -> None:
         """A new upstream socket that crosses a router."""
 
+    def holding(self) -> bool:
+        """fyntr holds data back at the rate: the flows want more than it."""
+
 
 class Sending:
     """What the upload sampler last read of one relay's upstream socket."""
@@ -129,6 +132,9 @@ class UploadSampler:
     def dialed(self, transport: asyncio.WriteTransport) -> None:
         """What waits unsent beyond fyntr stays small (``limit_unsent``)."""
         limit_unsent(transport, AUTORATE_UNSENT_BYTES)
+
+    def holding(self) -> bool:
+        return self.pump.shaped and self.pump.scheduler.backlogged
 
 
 class Receiving:
@@ -238,3 +244,7 @@ class DownloadSampler:
         sock = transport.get_extra_info("socket")
         if self.window is not None and sock is not None:
             clamp_window(sock, self.window)
+
+    def holding(self) -> bool:
+        """What the origins have not sent waits at their end, not in fyntr."""
+        return False
