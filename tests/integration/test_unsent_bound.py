@@ -85,8 +85,7 @@ async def lane_to_stalled_receiver(
     near, far = socket.socketpair()
     src, start = await loop.create_connection(Source, sock=near)
     limit_unsent(dst, AUTORATE_UNSENT_BYTES)  # as the upload sampler does to a routed dial
-    lane = end.lane = start.lane = Lane(pump, src, dst, lambda: False)
-    lane.retarget(dst, routed)
+    lane = end.lane = start.lane = Lane(pump, src, dst, lambda: False, routed=routed)
     try:
         yield lane, receiver, far
     finally:

@@ -62,13 +62,15 @@ class Lane(Flow):
         dst: asyncio.Transport,
         on_eof_sent: Callable[[], bool],
         client: object = None,
+        *,
+        routed: bool = False,
     ) -> None:
         """``client``: whose lane it is (an address): the pump's rounds are over clients
-        first (sched/drr.py); None: the one default client."""
+        first (sched/drr.py); None: the one default client. ``routed``: ``dst`` crosses a
+        router (``retarget``)."""
         super().__init__(owner=None if client is None else pump.scheduler.owner(client))
         self.pump = pump
         self.src = src
-        self.dst = dst
         self.on_eof_sent = on_eof_sent
         self.nbytes = 0  # bytes read from src
         self.splice_at = NEVER  # nbytes at which to call on_bulk (net/relay/splice.py)
@@ -77,8 +79,10 @@ class Lane(Flow):
         self.eof_pending = False  # src sent EOF; pass it on once the queue is empty
         self.eof_sent = False
         self.dst_full = False  # dst's write buffer is above its high mark
-        self.unsent_fd = -1  # dst's socket, whose unsent bytes a rate keeps small; -1: not
-        self.kernel_full = False  # that socket holds too much unsent: parked until it sends
+        self.kernel_full = False  # dst's socket holds too much unsent: parked until it sends
+        self.dst: asyncio.Transport
+        self.unsent_fd: int  # dst's socket, whose unsent bytes a rate keeps small; -1: not
+        self.retarget(dst, routed)
 
     def retarget(self, dst: asyncio.Transport, routed: bool) -> None:
         """Write to ``dst`` from now on. Under the upload auto rate, a socket that crosses
@@ -141,6 +145,11 @@ class Lane(Flow):
 
     def dst_resumed_writing(self) -> None:
         self.dst_full = False
+        self.go_on()
+
+    def kernel_sent(self) -> None:
+        """Its socket has sent what it held, or the bound is lifted."""
+        self.kernel_full = False
         self.go_on()
 
     def go_on(self) -> None:
@@ -239,19 +248,17 @@ class Pump:
         lanes, self._unsent = self._unsent, []
         for lane in lanes:
             if lane.kernel_full:
-                lane.kernel_full = False
-                lane.go_on()
+                lane.kernel_sent()
 
     def watch_unsent(self, lane: Lane) -> None:
-        """After a write under the bound: a socket that holds more than
+        """After a write under the bound (one ioctl): a socket that holds more than
         AUTORATE_KERNEL_UNSENT_BYTES unsent is written no more until it has sent it."""
         if unsent_bytes(lane.unsent_fd) <= AUTORATE_KERNEL_UNSENT_BYTES:
             return
         lane.kernel_full = True
         self.scheduler.park(lane)
         self._unsent.append(lane)
-        if self._poll is None:
-            self._poll = self._loop.call_later(AUTORATE_UNSENT_POLL_S, self._on_poll)
+        self._arm_poll()
 
     def _on_poll(self) -> None:
         """Unpark the lanes whose socket has sent enough; look again later at the rest.
@@ -268,9 +275,12 @@ class Pump:
             ):
                 self._unsent.append(lane)
             else:
-                lane.kernel_full = False
-                lane.go_on()
-        if self._unsent and self._poll is None:
+                lane.kernel_sent()
+        if self._unsent:
+            self._arm_poll()
+
+    def _arm_poll(self) -> None:
+        if self._poll is None:
             self._poll = self._loop.call_later(AUTORATE_UNSENT_POLL_S, self._on_poll)
 
     @property

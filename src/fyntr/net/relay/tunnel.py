@@ -146,8 +146,7 @@ class Tunnel:
         upload, download = pumps
         # Both lanes are the client's: its share in each direction (docs/house.md).
         self.client_key = client_key
-        self.up = Lane(upload, client, upstream, self._eof_sent, client_key)
-        self.up.retarget(upstream, routed)
+        self.up = Lane(upload, client, upstream, self._eof_sent, client_key, routed=routed)
         self.down = Lane(download, upstream, client, self._eof_sent, client_key)
         self.splicer = splicer
         self.splice: SpliceRelay | None = None
