@@ -14,6 +14,7 @@ from fyntr.limits import (
     AUTORATE_DELAY_THRESHOLD_S,
     AUTORATE_FLOOR_BYTES_S,
     AUTORATE_REFRACTORY_S,
+    AUTORATE_START_BYTES_S,
     AUTORATE_TICK_S,
 )
 from fyntr.sched.autorate import Phase, RateController
@@ -305,9 +306,11 @@ def test_the_start_holds_a_round_trip_after_it_found_the_link(rtt: float) -> Non
     while controller.phase is Phase.STARTING and now < 10:
         now += AUTORATE_TICK_S
         assert controller.rate is not None
-        # calm until a round trip has passed, then a queue begins
-        delay = 0.001 if now < rtt + 0.05 else AUTORATE_DELAY_THRESHOLD_S
-        controller.update(now, delay, controller.rate)
+        # calm until a round trip has passed, then a queue begins: less is delivered
+        if now < rtt + 0.05:
+            controller.update(now, 0.001, controller.rate)
+        else:
+            controller.update(now, AUTORATE_DELAY_THRESHOLD_S, controller.rate / 2)
     assert controller.phase is Phase.HOLDING
     found, held = now, controller.rate
     # bloat all along, flows at the rate, for the round trip and the refractory time
@@ -372,3 +375,43 @@ def test_a_burst_held_back_finds_a_slow_link_without_waiting_for_a_queue(
     # the worst of 400 draws; 0.62 waiting as before).
     assert max(t.queue_s for t in window(ticks, 0, 5)) <= 0.55
     assert utilisation(window(ticks, 4)) >= 0.8
+
+
+def starting(rtt: float) -> RateController:
+    controller = RateController(0.0)
+    controller.start(0.0, rtt)
+    return controller
+
+
+def test_jitter_while_the_link_delivers_all_is_no_queue_beginning() -> None:
+    """LTE's jitter put 11 ms on one socket's round trips in the start while the link
+    delivered all that was released: the start took 1 Mbit/s for the link's rate, and
+    was still below 2 Mbit/s 6 s later on a 5-40 Mbit/s link. A queue begins only with
+    a shortfall."""
+    controller = starting(0.05)
+    now = 0.0
+    for _ in range(4):
+        now += AUTORATE_TICK_S
+        assert controller.rate is not None
+        controller.update(now, 0.012, controller.rate, backlogged=True)
+    assert controller.phase is Phase.STARTING
+    assert controller.rate is not None and controller.rate >= 8 * AUTORATE_START_BYTES_S
+
+
+def test_flows_that_only_began_to_send_are_no_shortfall() -> None:
+    """The uploads began to send in the tick judged: less was acknowledged than the rate
+    let through, because they did not use it a round trip before, not because the link
+    is slower. Held back for a round trip and a tick, a shortfall is the link's."""
+    controller = starting(0.05)
+    now = 0.0
+    for _ in range(3):  # connected, nothing sent yet
+        now += AUTORATE_TICK_S
+        controller.update(now, None, 0.0)
+    now += AUTORATE_TICK_S
+    controller.update(now, None, 40_000, backlogged=True)  # they begin
+    assert controller.phase is Phase.STARTING
+    for _ in range(2):  # held back since: a shortfall now is the link's
+        now += AUTORATE_TICK_S
+        assert controller.rate is not None
+        controller.update(now, None, 0.5 * controller.rate, backlogged=True)
+    assert controller.phase is not Phase.STARTING

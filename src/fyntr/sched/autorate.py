@@ -110,6 +110,7 @@ class Point:
 class RateController:
     __slots__ = (
         "_active_since",
+        "_backlogged_since",
         "_base_rtt",
         "_calm_ticks",
         "_growth",
@@ -144,6 +145,7 @@ class RateController:
         self._loose_ticks = 0  # STARTING: ticks in a row in which the rate did not bind
         self._loose_limit = AUTORATE_START_LOOSE_TICKS  # STARTING: that many let go
         self._start_rtt = 0.0  # STARTING: the round trip of the burst's first connection
+        self._backlogged_since: float | None = None  # STARTING: the tick fyntr began to hold
         self._released: deque[tuple[float, float]] = deque(maxlen=AUTORATE_START_HISTORY)
         self.history: deque[Point] = deque(maxlen=AUTORATE_HISTORY)
 
@@ -163,11 +165,12 @@ class RateController:
         start, doubles per round trip (``rtt_s``, at most x2 a tick) for as long as the
         link delivers what was released a round trip before (the bytes acknowledged: on a
         slow link with many flows, RTT samples are seconds apart, acknowledgements are
-        not). A shortfall while fyntr holds data back (the flows want more than the rate)
-        is the link's rate at once: shape just below it; with nothing held back, one with
-        no calm round trips to explain it after a few ticks is too. Queueing does the
-        same. A rate the flows leave unused while the
-        round trips stay calm, or ``AUTORATE_START_RELEASE_BYTES_S``, lets go. Returns
+        not). A shortfall while fyntr holds data back, and did a round trip before (the
+        flows want more than the rate), is the link's rate at once: shape just below it;
+        with nothing held back, one with no calm round trips to explain it after a few
+        ticks is too. A queue that shows with a shortfall does the same; jitter without
+        one does not. A rate the flows leave unused while the round trips stay calm, or
+        ``AUTORATE_START_RELEASE_BYTES_S``, lets go. Returns
         the rate to put in force."""
         if self.phase is Phase.UNSHAPED:
             self.phase = Phase.STARTING
@@ -175,6 +178,7 @@ class RateController:
             self._start_rtt = rtt_s
             self._growth = min(AUTORATE_START_GROWTH_MAX, 2 ** (AUTORATE_TICK_S / max(rtt_s, 1e-3)))
             self._released.clear()
+            self._backlogged_since = None
             self._loose_ticks = 0
             # A link slower than the rate shows it only a round trip later (the queue's
             # delay), and meanwhile leaves the rate unused as flows that want less do.
@@ -205,6 +209,7 @@ class RateController:
         # ACKs come in bursts (one tick saw 4.5 MB/s on a 2.5 MB/s link): smooth them;
         # but a cut is of what the link carries now, which a rising average lags.
         self.achieved += AUTORATE_SMOOTHING * (achieved - self.achieved)
+        delivered = achieved
         carried, achieved = max(achieved, self.achieved), self.achieved
         self.ceiling = max(self.ceiling, achieved)
         if delay_s is not None:
@@ -217,7 +222,7 @@ class RateController:
             if bloated:
                 self._drain(now, carried)
         elif phase is Phase.STARTING:
-            self._starting(now, delay_s, carried, bloated=bloated, backlogged=backlogged)
+            self._starting(now, delay_s, carried, delivered, bloated=bloated, backlogged=backlogged)
         elif phase is Phase.DRAINING:
             assert self.rate is not None
             calm = delay_s is not None and delay_s < AUTORATE_DELAY_THRESHOLD_S
@@ -240,7 +245,14 @@ class RateController:
         return self.rate
 
     def _starting(
-        self, now: float, delay_s: float | None, carried: float, *, bloated: bool, backlogged: bool
+        self,
+        now: float,
+        delay_s: float | None,
+        carried: float,
+        delivered: float,
+        *,
+        bloated: bool,
+        backlogged: bool,
     ) -> None:
         assert self.rate is not None
         # (tick's end, the rate in force during it): what is acknowledged in this tick
@@ -248,21 +260,34 @@ class RateController:
         # that span overlaps, in proportion.
         released = self._released
         released.append((now, self.rate))
+        if not backlogged:
+            self._backlogged_since = None
+        elif self._backlogged_since is None:
+            self._backlogged_since = now
         if now - released[0][0] < self._start_rtt:
             return  # nothing released has been acknowledged yet: nothing to judge
         then = _mean_over(released, now - self._start_rtt)
         if bloated:
             self._cut(now, delay_s, carried)  # type: ignore[arg-type]
-        elif delay_s is not None and delay_s >= AUTORATE_DELAY_THRESHOLD_S / 2:
-            self._link_found(now, carried)  # a queue begins
+        elif delay_s is not None and delay_s >= AUTORATE_DELAY_THRESHOLD_S / 2 and delivered < then:
+            # A queue begins, and the link delivers less than was released this tick: LTE's
+            # jitter alone put 11 ms on one socket's round trips while it delivered all.
+            self._link_found(now, carried)
         elif carried >= AUTORATE_START_DELIVERED * then:
             self._loose_ticks = 0
             self.rate *= self._growth
             if self.rate >= AUTORATE_START_RELEASE_BYTES_S:
                 self.rate, self.phase = None, Phase.UNSHAPED
-        elif backlogged and carried >= AUTORATE_MIN_LOAD_BYTES_S:
-            # Less delivered than released while fyntr holds data back: the flows want
-            # more than the rate, so the shortfall is the link's. Waiting for a queue to
+        elif (
+            self._backlogged_since is not None
+            and now - self._backlogged_since >= self._start_rtt + AUTORATE_TICK_S
+            and carried >= AUTORATE_MIN_LOAD_BYTES_S
+        ):
+            # Less delivered than released while fyntr holds data back (and did so
+            # a round trip before, when what is acknowledged now was released: flows
+            # that began to send in the tick judged leave its rate unused, and were
+            # taken for a 1 Mbit/s link on LTE): the flows want more than the rate, so
+            # the shortfall is the link's. Waiting for a queue to
             # show let a 1 Mbit/s link take 4 Mbit/s for 4 ticks (its token bucket's burst
             # flattered the first ticks, and 40 flows give an RTT sample every few):
             # the router's FIFO held 1.2 s (router benchmark, DSL profile).
