@@ -122,8 +122,11 @@ AUTORATE_HIGH_LOAD: Final = 0.75  # achieved / rate above which the rate binds
 AUTORATE_IN_CONTROL: Final = 1.15  # achieved / rate below which the rate is what flows
 AUTORATE_RELEASE_S: Final = 30.0  # without bloat or a binding rate: stop shaping
 AUTORATE_SEGMENTS_PER_ACK: Final = 2  # delayed ACKs (RFC 9293 §3.8.6.3): one RTT sample
-AUTORATE_STALE_WEIGHT: Final = 0.5  # per two segments; a socket whose old srtt still
-# weighs more than this in the new one (fewer than ~5 ACKs in the tick) gives no sample
+AUTORATE_STALE_WEIGHT: Final = 0.9  # per two segments; a socket whose old srtt still
+# weighs more than this in the new one (no ACK since: 7/8 for one) gives no sample. One ACK
+# is enough, the inversion is exact (sched/measure.recent_rtt): 40 flows on a 1 Mbit/s
+# uplink get an ACK a second each, and waiting for 5 made every reading a mean over
+# seconds that showed a drained queue long after (router benchmark, DSL profile)
 AUTORATE_START_BYTES_S: Final = 125_000  # a burst across a router starts at 1 Mbit/s, the
 # slowest uplink worth shaping (a DSL line), and doubles per round trip while calm ...
 AUTORATE_START_GROWTH_MAX: Final = 2.0  # ... at most x2 a tick, however short the round trip:
@@ -136,9 +139,12 @@ AUTORATE_START_LOOSE_TICKS: Final = 3  # ... or until the flows leave the rate u
 # many calm ticks in a row: they want less than it, nothing to hold back
 AUTORATE_FLOOR_FALL: Final = 0.02  # of the gap a tick, towards a lower mean RTT: a lucky
 # tick moves a destination's RTT floor a fiftieth of the way (sched/autorate.PathFloors) ...
-AUTORATE_FLOOR_RISE: Final = 0.002  # ... and towards a higher one: a time constant of 50 s,
-# so a queue is not learnt as floor (cake-autorate's baseline rises at 0.001 a sample); ten
-# times slower than down, the floor sits near the tenth percentile of the ticks' means
+AUTORATE_FLOOR_RISE: Final = 0.002  # ... and towards one higher than AUTORATE_JITTER_GAP_S:
+# a time constant of 50 s, so that bloat is not learnt as floor (cake-autorate's baseline
+# rises at 0.001 a sample)
+AUTORATE_JITTER_GAP_S: Final = AUTORATE_DELAY_THRESHOLD_S  # a tick at most this far above
+# the floor raises it as fast as one below lowers it (jitter, or a queue too short to cut
+# for); one further up, at FLOOR_RISE (bloat)
 AUTORATE_JITTER_ALLOWANCE_S: Final = AUTORATE_DELAY_THRESHOLD_S  # the floor is at most this
 # above the kernel's minimum RTT: a mean RTT's jitter (15 ms at +-15 ms) fits; a queue
 # that was there from a socket's first tick is read at most this much short (40 ms let

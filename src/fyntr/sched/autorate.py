@@ -15,7 +15,9 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
 * bloat first seen while unshaped: what the flows had already written beyond fyntr
   keeps the link's queue full until it is sent, whatever rate fyntr sets, so new data is
   held at the floor until the queue drains (``DRAINING``), then shaped at a mild cut
-  (``AUTORATE_CUT_MILD``) of the rate the link achieved;
+  (``AUTORATE_CUT_MILD``) of the rate the link achieved; what the start released above
+  the link before its shortfall showed is drained the same way, for as long as the link
+  takes to send it;
 * bloat while shaping: the rate is cut to a fraction of the *achieved* rate, the deeper
   the bloat the deeper the cut (``AUTORATE_CUT_MILD`` at the threshold,
   ``AUTORATE_CUT_DEEP`` at four times it), never below half the current rate at once,
@@ -37,6 +39,7 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
 from __future__ import annotations
 
 import math
+import statistics
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
@@ -76,7 +79,8 @@ from fyntr.limits import (
 class Phase(Enum):
     UNSHAPED = "unshaped"  # no rate in force
     STARTING = "starting"  # a burst's first seconds: the rate doubles while calm
-    DRAINING = "draining"  # bloat first seen: held at the floor until the queue is gone
+    DRAINING = "draining"  # bloat first seen, or the start's overshoot: held at the floor
+    # until the queue is gone
     HOLDING = "holding"  # cut on bloat, waiting for the cut to show
     SHAPING = "shaping"  # a rate in force, adjusted every tick
 
@@ -113,6 +117,7 @@ class RateController:
         "_backlogged_since",
         "_base_rtt",
         "_calm_ticks",
+        "_drained",
         "_growth",
         "_hold_until",
         "_loose_limit",
@@ -138,6 +143,10 @@ class RateController:
         self._recent: deque[bool] = deque(maxlen=AUTORATE_WINDOW_TICKS)  # bloated ticks
         self._hold_until = now  # no cut before; in DRAINING, the end of the drain
         self._target = 0.0  # the rate to shape at once DRAINING is over
+        # A drain of the start's overshoot: the found rate, then what the link delivered
+        # each tick of it (the FIFO is not empty then, so no token bucket's burst
+        # flatters it); None: a drain of bloat seen unshaped.
+        self._drained: list[float] | None = None
         self._active_since = now  # the last bloat, or tick where the rate bound
         self._calm_ticks = 0  # ticks in a row probing upwards without bloat
         self._base_rtt = 0.0  # the base RTT the last tick was given
@@ -227,7 +236,25 @@ class RateController:
             assert self.rate is not None
             calm = delay_s is not None and delay_s < AUTORATE_DELAY_THRESHOLD_S
             drained = achieved <= AUTORATE_IN_CONTROL * self.rate  # only the floor flows
-            if calm or drained or now >= self._hold_until:
+            timed = self._drained
+            if timed is not None:
+                # The start's overshoot: its queue shows in the round trips only once it
+                # has drained, so the drain lasts what the queue holds at the link's rate:
+                # the median of the rate found and what each earlier tick of the drain
+                # delivered (a token bucket's burst flattered the rate the start found:
+                # 1.3 Mbit/s on a 1 Mbit/s DSL line). Not this tick's: the queue may have
+                # run out in it (fibre's 50 ms FIFO: 37 of 100 Mbit/s).
+                emptied = delivered <= AUTORATE_IN_CONTROL * self.rate  # only the floor came
+                link = statistics.median(timed)
+                timed.append(delivered)
+                if emptied or now >= self._hold_until + self._drain_s(link):
+                    self.rate = max(AUTORATE_FLOOR_BYTES_S, link * AUTORATE_CUT_MILD)
+                    self._drained = None
+                    self.phase = Phase.HOLDING
+                    # Packets sent during the drain still come back with its queue.
+                    self._hold_until = now + AUTORATE_REFRACTORY_S + self._start_rtt
+                    self._recent.clear()
+            elif calm or drained or now >= self._hold_until:
                 # Drained, or the queue is not only ours (other traffic shares the link):
                 # shape at the target either way; a queue that stays is cut for as usual.
                 self.rate = self._target
@@ -311,11 +338,31 @@ class RateController:
         probing above it as usual afterwards."""
         assert self.rate is not None
         self.ceiling = carried
+        # What was released above the link's rate before the shortfall showed is in its
+        # queue now (LTE profile: 16 Mbit/s released on a 5 Mbit/s step, 240 ms of FIFO):
+        # hold it back until the link has sent that, then shape below its rate.
+        if self._overshoot(carried) > carried * AUTORATE_DELAY_THRESHOLD_S:
+            self.rate = AUTORATE_FLOOR_BYTES_S
+            self.phase = Phase.DRAINING
+            self._drained = [carried]
+            self._hold_until = now  # the drain's start; its length, _drain_s
+            return
         self.rate = max(AUTORATE_FLOOR_BYTES_S, min(self.rate, carried) * AUTORATE_CUT_MILD)
         self.phase = Phase.HOLDING
         # What the last round trip released above the link's rate still reaches its
         # queue: no cut for that (satellite profile: cut to half the link without this).
         self._hold_until = now + AUTORATE_REFRACTORY_S + self._start_rtt
+
+    def _overshoot(self, link: float) -> float:
+        """Bytes the start released above ``link`` (the rate only grows while starting:
+        what exceeds it is the last ticks')."""
+        return sum(max(0.0, rate - link) for _t, rate in self._released) * AUTORATE_TICK_S
+
+    def _drain_s(self, link: float) -> float:
+        """How long the start's overshoot takes to drain at ``link`` while the floor
+        still flows (a quarter of a 1 Mbit/s link), at most a drain."""
+        drains = max(link - AUTORATE_FLOOR_BYTES_S, 1.0)
+        return min(self._overshoot(link) / drains, AUTORATE_DRAIN_MAX_S)
 
     @staticmethod
     def _factor(delay_s: float) -> float:

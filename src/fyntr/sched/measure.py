@@ -18,6 +18,7 @@ from fyntr.limits import (
     AUTORATE_FLOOR_RISE,
     AUTORATE_FLOORS_KEPT,
     AUTORATE_JITTER_ALLOWANCE_S,
+    AUTORATE_JITTER_GAP_S,
     AUTORATE_STALE_WEIGHT,
     AUTORATE_WINDOW_MIN_SEGMENTS,
 )
@@ -30,8 +31,9 @@ class PathFloors:
     mean RTT sits above it by the jitter with no queue at all (15 ms on a 50 ms +-15 ms
     link), which read as bloat stopped the rate from ever rising. So the floor of a
     destination follows the mean RTT its sockets report per tick (the median over them
-    once a tick), down (``AUTORATE_FLOOR_FALL`` of the gap a tick) ten times faster than up
-    (``AUTORATE_FLOOR_RISE``, for a route that got longer), and never more than
+    once a tick): down by ``AUTORATE_FLOOR_FALL`` of the gap a tick, up as fast to a tick
+    at most ``AUTORATE_JITTER_GAP_S`` above, ten times slower to one further up
+    (``AUTORATE_FLOOR_RISE``: bloat, or a route that got longer), and never more than
     ``AUTORATE_JITTER_ALLOWANCE_S`` above the kernel's minimum: sockets opened into a
     queue that was already full see no tick without it, and their queue must still show.
     Keyed by the requested host and port; at most ``AUTORATE_FLOORS_KEPT`` of them."""
@@ -50,7 +52,13 @@ class PathFloors:
         elif mean_rtt_s < floor:
             floor -= (floor - mean_rtt_s) * AUTORATE_FLOOR_FALL
         else:
-            floor += (mean_rtt_s - floor) * AUTORATE_FLOOR_RISE
+            # A jitter-sized rise is followed as fast as a fall, so that the floor sits
+            # at the median of the ticks with no queue, not at a lucky first one (LTE
+            # read 8-13 ms of queue for seconds on a floor taken at the start, above
+            # the 10 ms under which the rate may rise); a bloat-sized one, slowly.
+            gap = mean_rtt_s - floor
+            rise = AUTORATE_FLOOR_FALL if gap <= AUTORATE_JITTER_GAP_S else AUTORATE_FLOOR_RISE
+            floor += gap * rise
         floors[key] = floor
         floors.move_to_end(key)
         if len(floors) > AUTORATE_FLOORS_KEPT:
@@ -117,8 +125,9 @@ def receive_window(rate: float, base_rtt_s: float, flows: int, mss: int) -> int:
 def recent_rtt(previous: float, srtt: float, acks: float) -> float | None:
     """The mean RTT of the ``acks`` samples taken since ``previous``, undoing the
     kernel's smoothing (srtt += (sample - srtt) / 8 per ACK, RFC 6298), or None when
-    too few came in to tell: a socket that was idle keeps an old srtt, and 100-250 ms of
-    it were read as queueing after a drain while the router's queue was empty."""
+    none came in, or on the first look since the socket was idle: it keeps an old srtt,
+    and 100-250 ms of it were read as queueing after a drain while the router's queue
+    was empty."""
     if previous <= 0:  # the first look since the socket was idle: its srtt may be old
         return None
     kept = (7 / 8) ** acks  # the weight the old srtt still has
