@@ -437,11 +437,8 @@ class RateController:
                     # Above the last ceiling and still calm: the link may be faster than
                     # it was. The probe's step doubles every AUTORATE_PROBE_ACCEL_TICKS
                     # calm ticks in a row (1%, 2%, 4% ...), up to the recovery step, while
-                    # the link delivers the rate (it took the last step). Over a round trip
-                    # longer than a tick what is delivered lags the rises since: no telling
-                    # (the satellite link's probe stalled, 68% of it used against 75%).
-                    slow_acks = self._base_rtt > AUTORATE_TICK_S
-                    if slow_acks or delivered >= AUTORATE_PROBE_TAKEN * self.rate:
+                    # the link delivers the rate (it took the last step).
+                    if delivered >= AUTORATE_PROBE_TAKEN * self.rate:
                         self._calm_ticks += 1
                     # A round trip longer than that shows the overshoot later: double per
                     # round trip, then.
