@@ -28,8 +28,8 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
   ``AUTORATE_RECOVER`` per tick while well below the highest rate achieved since the
   last cut, by ``AUTORATE_RAISE`` nearer, and by ``AUTORATE_PROBE`` once near it,
   probing for a link that got faster without overshooting far; the probe's step doubles
-  every ``AUTORATE_PROBE_ACCEL_TICKS`` calm ticks in a row (or per round trip, when that
-  is longer) in which the link delivered the rate, so that an uplink that
+  every ``AUTORATE_PROBE_ACCEL_TICKS`` calm ticks in a row (or per round trip, when one
+  is longer), so that an uplink that
   stepped up (LTE moves by itself every few seconds) is found within its step;
 * the rate never goes below ``AUTORATE_FLOOR_BYTES_S``, and rises only while the flows use
   it (so never far above the highest rate achieved); after ``AUTORATE_RELEASE_S``
@@ -59,7 +59,6 @@ from fyntr.limits import (
     AUTORATE_PLATEAU,
     AUTORATE_PROBE,
     AUTORATE_PROBE_ACCEL_TICKS,
-    AUTORATE_PROBE_TAKEN,
     AUTORATE_RAISE,
     AUTORATE_RECOVER,
     AUTORATE_RECOVER_BELOW,
@@ -268,7 +267,7 @@ class RateController:
             if now >= self._hold_until and achieved <= AUTORATE_IN_CONTROL * self.rate:
                 self._cut(now, delay_s, carried)  # type: ignore[arg-type]
         else:
-            self._adjust(now, delay_s, achieved, delivered)
+            self._adjust(now, delay_s, achieved)
         self.history.append(Point(now, self.rate, achieved, delay_s))
         return self.rate
 
@@ -409,7 +408,7 @@ class RateController:
         self._hold_until = now + max(AUTORATE_REFRACTORY_S, delay_s / (1 - factor)) + self._base_rtt
         self._recent.clear()
 
-    def _adjust(self, now: float, delay_s: float | None, achieved: float, delivered: float) -> None:
+    def _adjust(self, now: float, delay_s: float | None, achieved: float) -> None:
         assert self.rate is not None
         if now < self._hold_until:
             return
@@ -436,13 +435,11 @@ class RateController:
                 else:
                     # Above the last ceiling and still calm: the link may be faster than
                     # it was. The probe's step doubles every AUTORATE_PROBE_ACCEL_TICKS
-                    # calm ticks in a row (1%, 2%, 4% ...), up to the recovery step, while
-                    # the link delivers the rate (it took the last step).
-                    if delivered >= AUTORATE_PROBE_TAKEN * self.rate:
-                        self._calm_ticks += 1
-                    # A round trip longer than that shows the overshoot later: double per
-                    # round trip, then.
-                    ticks = max(AUTORATE_PROBE_ACCEL_TICKS, self._base_rtt / AUTORATE_TICK_S)
+                    # calm ticks in a row (1%, 1.4%, 2% ...), up to the recovery step.
+                    self._calm_ticks += 1
+                    # A round trip longer than a tick shows the overshoot later: double
+                    # per round trip, then.
+                    ticks = AUTORATE_PROBE_ACCEL_TICKS * max(1.0, self._base_rtt / AUTORATE_TICK_S)
                     step = (AUTORATE_PROBE - 1) * 2 ** (self._calm_ticks / ticks)
                     self.rate *= min(1 + step, AUTORATE_RECOVER)
         elif now - self._active_since >= AUTORATE_RELEASE_S:
