@@ -141,7 +141,9 @@ class RateController:
         self.ceiling = 0.0  # the highest smoothed rate achieved since the last cut
         self.delay_s: float | None = None  # the last tick's queueing delay
         self._recent: deque[bool] = deque(maxlen=AUTORATE_WINDOW_TICKS)  # bloated ticks
-        self._hold_until = now  # no cut before; in DRAINING, the end of the drain
+        # No cut before; in DRAINING, the end of the drain, or for the start's overshoot
+        # its beginning (its length follows the link's rate as the drain measures it).
+        self._hold_until = now
         self._target = 0.0  # the rate to shape at once DRAINING is over
         # A drain of the start's overshoot: the found rate, then what the link delivered
         # each tick of it (the FIFO is not empty then, so no token bucket's burst
