@@ -118,6 +118,9 @@ AUTORATE_RECOVER_BELOW: Final = 0.75  # rate achieved since the last cut: back f
 # 40x cut in 1.8 s
 AUTORATE_SMOOTHING: Final = 0.3  # EWMA gain per tick of the achieved rate (~0.3 s)
 AUTORATE_LINK_BELOW: Final = 0.9  # achieved / rate below which a cut reads the link's rate
+AUTORATE_LATELY_TICKS: Final = 3  # a cut while shaping reads the link's rate as the median
+# of this many ticks' deliveries: one tick's ACK burst (4.5 MB/s on a 2.5 MB/s link) moves
+# it not, a step down shows in two ticks
 AUTORATE_HIGH_LOAD: Final = 0.75  # achieved / rate above which the rate binds
 AUTORATE_IN_CONTROL: Final = 1.15  # achieved / rate below which the rate is what flows
 AUTORATE_RELEASE_S: Final = 30.0  # without bloat or a binding rate: stop shaping

@@ -61,9 +61,7 @@ async def test_auto_leaves_loopback_tunnels_alone() -> None:
         rcvbuf = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
         assert upload.sample() == (0, [], [])
         assert download.sample() == (0, [], [])
-        download.sampler.steer(
-            1000.0, 0.001, settling=False
-        )  # a rate in force clamps routed sockets only
+        download.sampler.steer(1000.0, 0.001)  # a rate in force clamps routed sockets only
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == rcvbuf
         limits = tunnel.upstream.get_write_buffer_limits()  # type: ignore[attr-defined]
         assert limits[1] != AUTORATE_UNSENT_BYTES

@@ -1,6 +1,6 @@
-"""While the upload's auto rate settles, a routed upstream socket keeps at most
+"""While the upload's auto rate is in force, a routed upstream socket keeps at most
 AUTORATE_KERNEL_UNSENT_BYTES unsent, plus the one write that crossed the bound
-(net/relay/pump.Pump.bound_unsent):
+(net/relay/pump.Pump.watch_unsent):
 the rest waits in fyntr's queue, within the shaper's reach, and goes on once the socket
 has sent (docs/zero-configuration.md)."""
 
@@ -35,10 +35,9 @@ WRITE = QUANTUM_MIN_BYTES
 
 
 def bounded_pump() -> Pump:
-    """An upload pump under a rate while the controller settles (net/watch/autorate.py)."""
+    """An upload pump under the auto rate (net/watch/autorate.py)."""
     pump = Pump(asyncio.get_running_loop(), RATE)
     pump.watches_unsent = True
-    pump.bound_unsent(True)
     return pump
 
 
@@ -165,20 +164,16 @@ async def test_loopback_is_not_watched() -> None:
         assert lane.unsent_fd == -1
 
 
-@pytest.mark.parametrize("lift", ["settled", "unshaped"])
-async def test_a_lane_parked_on_its_socket_goes_on_once_the_bound_is_lifted(lift: str) -> None:
-    """Once the controller has settled (or no rate is in force) the bound is lifted: a
-    lane parked on its socket goes on at once, and is not parked again."""
+async def test_a_lane_parked_on_its_socket_goes_on_once_no_rate_is_in_force() -> None:
+    """Once no rate is in force the bound is lifted: a lane parked on its socket goes on
+    at once, and is not parked again."""
     pump = bounded_pump()
     async with lane_to_stalled_receiver(pump, routed=True) as (lane, receiver, _):
         for _ in range(TOTAL // CHUNK):
             lane.push(pattern(CHUNK))
         await until(lambda: lane.kernel_full)
-        if lift == "settled":
-            pump.bound_unsent(False)
-        else:
-            pump.set_rate(None)
-        assert not lane.kernel_full and not pump.bounds_unsent
+        pump.set_rate(None)
+        assert not lane.kernel_full
         await receive(receiver, TOTAL)  # the transport's marks alone hold it back now
         await until(lambda: not lane.queued and not lane.parked)
         assert not lane.kernel_full

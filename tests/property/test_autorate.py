@@ -7,10 +7,12 @@ from __future__ import annotations
 import random
 import statistics
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fyntr.limits import (
+    AUTORATE_CUT_MILD,
     AUTORATE_DELAY_THRESHOLD_S,
     AUTORATE_FLOOR_BYTES_S,
     AUTORATE_REFRACTORY_S,
@@ -172,10 +174,12 @@ def test_follows_a_link_that_steps_up_and_down_every_3_s(base: float, base_rtt: 
         return base * steps[int(t / 3) % len(steps)]
 
     ticks = simulate(capacity, base_rtt_s=base_rtt, buffer_s=0.3, duration_s=48)
-    assert utilisation(window(ticks, 12)) >= 0.8
-    # Each step down fills the FIFO until it is seen (a 4x drop every 12 s): the median
-    # queue sits near the threshold, not under it as on a steady link.
-    assert median_queue_s(window(ticks, 12)) < 1.5 * AUTORATE_DELAY_THRESHOLD_S
+    # A step down is cut for below the link's new rate at once, which costs this fluid
+    # model some of the next step up (0.76 at the worst of 300 draws, against 0.80 with
+    # cuts of at most half; the router benchmark's LTE profile used 82-84% of its link
+    # with them, 68-76% without) and keeps the median queue under half the threshold.
+    assert utilisation(window(ticks, 12)) >= 0.75
+    assert median_queue_s(window(ticks, 12)) < 0.5 * AUTORATE_DELAY_THRESHOLD_S
 
 
 @settings(max_examples=60, deadline=None)
@@ -351,30 +355,6 @@ def test_the_start_holds_a_round_trip_after_it_found_the_link(rtt: float) -> Non
 
 
 @settings(max_examples=40, deadline=None)
-@given(link=LINKS, base_rtt=BASE_RTTS, buffer=BUFFERS)
-def test_the_unsent_bound_holds_only_while_a_rate_is_found_or_cut(
-    link: float, base_rtt: float, buffer: float
-) -> None:
-    """``settling`` puts the bound on the sockets' unsent bytes in force (net/relay/pump.py).
-    It holds from a burst's start until the link is found, and after each cut until the
-    queue seen has drained: never 2 s in a row once the start is over, and never most
-    of the time, since a bound that stays keeps TCP application-limited and its window
-    from growing when the link gets faster (router benchmark, LTE profile: makespan
-    15-17 s -> 20-21 s with the bound always on)."""
-    ticks = simulate(
-        lambda _t: link, base_rtt_s=base_rtt, buffer_s=buffer, duration_s=60, started=True
-    )
-    assert ticks[0].settling
-    spans, run = [], 0
-    for tick in ticks[next(i for i, t in enumerate(ticks) if not t.settling) :]:
-        run = run + 1 if tick.settling else 0
-        spans.append(run)
-    assert max(spans) * AUTORATE_TICK_S < 2.0
-    settled = window(ticks, 20)
-    assert sum(t.settling for t in settled) <= 0.6 * len(settled)
-
-
-@settings(max_examples=40, deadline=None)
 @given(
     link=st.floats(min_value=1e6 / 8, max_value=20e6 / 8),
     base_rtt=st.floats(min_value=0.005, max_value=0.1),
@@ -478,3 +458,52 @@ def test_flows_that_only_began_to_send_are_no_shortfall() -> None:
         assert controller.rate is not None
         controller.update(now, None, 0.5 * controller.rate, backlogged=True)
     assert controller.phase is not Phase.STARTING
+
+
+def shaping_at(rate: float) -> tuple[RateController, float]:
+    """A controller shaping at about ``rate`` after bloat seen unshaped, and the time."""
+    controller = RateController(0.0)
+    now = 0.0
+    for delay in (0.1, 0.1, 0.0):  # bloat, then the drain's calm tick
+        now += AUTORATE_TICK_S
+        controller.update(now, delay, rate / AUTORATE_CUT_MILD)
+    while controller.phase is not Phase.SHAPING:
+        now += AUTORATE_TICK_S
+        controller.update(now, 0.0, controller.rate or 0.0, backlogged=True)
+    return controller, now
+
+
+def test_acknowledgements_that_lag_a_raise_pause_the_probe_without_restarting_it() -> None:
+    """Held back on calm ticks, the flows want more than the rate: a tick whose
+    acknowledgements lag it (the rate just rose a quarter, or they came in a burst the
+    tick before) pauses the probe. Restarting its doubling on each such tick took LTE 2 s
+    instead of 1 to climb from 5 to 20 Mbit/s (router benchmark)."""
+    controller, now = shaping_at(625_000.0)  # 5 Mbit/s, the link stepped to 20 since
+    start = controller.rate
+    assert start is not None
+    for i in range(20):  # 2 s: every third tick's acknowledgements lag
+        now += AUTORATE_TICK_S
+        assert controller.rate is not None
+        acked = 0.4 * controller.rate if i % 3 == 2 else controller.rate
+        controller.update(now, 0.0, acked, backlogged=True)
+    assert controller.rate is not None and controller.rate >= 4 * start
+
+
+@pytest.mark.parametrize("after", [10e6 / 8, 5e6 / 8])
+@pytest.mark.parametrize("base_rtt", [0.02, 0.05, 0.1])
+def test_a_link_that_steps_down_is_cut_for_within_a_few_ticks(
+    after: float, base_rtt: float
+) -> None:
+    """LTE stepping from 40 to 10 or 5 Mbit/s: the smoothed rate lags the link's for a
+    second, and cuts of it, at most halving and 0.5-1 s apart, kept the FIFO full for
+    2.2-3.2 s (2.5 s in the router benchmark). The median of the last ticks' deliveries
+    reads the new rate within two ticks, and the cut goes below it at once."""
+
+    def capacity(t: float) -> float:
+        return 40e6 / 8 if t < 10 else after
+
+    ticks = simulate(capacity, base_rtt_s=base_rtt, buffer_s=0.3, duration_s=16)
+    after_step = window(ticks, 10)
+    full = next(i for i, t in enumerate(after_step) if t.queue_s <= 2 * AUTORATE_DELAY_THRESHOLD_S)
+    assert full * AUTORATE_TICK_S <= 1.7
+    assert utilisation(after_step) >= 0.85

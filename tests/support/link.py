@@ -23,7 +23,6 @@ class Tick:
     rate: float | None
     achieved: float  # fyntr's flows' share of what the link carried
     queue_s: float  # the FIFO's delay
-    settling: bool  # the controller's, after the tick (RateController.settling)
 
 
 def simulate(
@@ -69,7 +68,7 @@ def simulate(
         acked = (1 - lag_frac) * carried_then[-1 - acks] + lag_frac * carried_then[-2 - acks]
         held = rate is not None and want > rate  # fyntr's queue holds what the flows want
         rate = controller.update(now + AUTORATE_TICK_S, delay, acked, base_rtt_s, backlogged=held)
-        ticks.append(Tick(now, link, rate, achieved, queue / link, controller.settling))
+        ticks.append(Tick(now, link, rate, achieved, queue / link))
     return ticks
 
 

@@ -86,8 +86,8 @@ class Lane(Flow):
 
     def retarget(self, dst: asyncio.Transport, routed: bool) -> None:
         """Write to ``dst`` from now on. Under the upload auto rate, a socket that crosses
-        a router (``routed``) is kept to AUTORATE_KERNEL_UNSENT_BYTES unsent while the
-        bound is in force (``Pump.bound_unsent``)."""
+        a router (``routed``) is kept to AUTORATE_KERNEL_UNSENT_BYTES unsent while a
+        rate is in force (``Pump.watch_unsent``)."""
         self.dst = dst
         sock = dst.get_extra_info("socket") if routed and self.pump.watches_unsent else None
         self.unsent_fd = -1 if sock is None else sock.fileno()
@@ -119,7 +119,7 @@ class Lane(Flow):
             if not self.dst.is_closing():
                 raise
             return
-        if self.unsent_fd >= 0 and self.pump.bounds_unsent:
+        if self.unsent_fd >= 0 and self.pump.shaped:
             self.pump.watch_unsent(self)
 
     def finish(self) -> None:
@@ -192,7 +192,6 @@ class Pump:
         "_timer",
         "_unsent",
         "_wake_at",
-        "bounds_unsent",
         "scheduler",
         "shaped",
         "watches_unsent",
@@ -205,7 +204,6 @@ class Pump:
         self._timer: asyncio.TimerHandle | None = None
         self._wake_at = 0.0  # when the timer fires
         self.watches_unsent = False  # set by the upload auto rate (Lane.retarget)
-        self.bounds_unsent = False  # AUTORATE_KERNEL_UNSENT_BYTES is in force
         self._unsent: list[Lane] = []  # lanes parked while their socket sends
         self._poll: asyncio.TimerHandle | None = None
         if rate > 0:
@@ -230,18 +228,12 @@ class Pump:
             sched.bucket.reset(rate, burst, now)
         self.shaped = sched.bucket is not None
         if not self.shaped:
-            self.bound_unsent(False)
+            self._release_unsent()
         if sched.backlogged:
             self.service()
 
-    def bound_unsent(self, on: bool) -> None:
-        """Keep routed sockets' unsent bytes to AUTORATE_KERNEL_UNSENT_BYTES (``on``, and
-        a rate in force), or let every lane parked on them go on. TCP_NOTSENT_LOWAT alone
-        let 40 sockets hold 0.8-1.0 MB past the shaper (docs/zero-configuration.md),
-        which kept the router's queue full for a second after every cut."""
-        self.bounds_unsent = on and self.shaped
-        if self.bounds_unsent:
-            return
+    def _release_unsent(self) -> None:
+        """No rate in force: every lane parked on its socket's unsent bytes goes on."""
         if self._poll is not None:
             self._poll.cancel()
             self._poll = None
@@ -251,8 +243,11 @@ class Pump:
                 lane.kernel_sent()
 
     def watch_unsent(self, lane: Lane) -> None:
-        """After a write under the bound (one ioctl): a socket that holds more than
-        AUTORATE_KERNEL_UNSENT_BYTES unsent is written no more until it has sent it."""
+        """After a write under a rate (one ioctl): a routed socket that holds more than
+        AUTORATE_KERNEL_UNSENT_BYTES unsent is written no more until it has sent it.
+        TCP_NOTSENT_LOWAT alone let 40 sockets hold 0.8-1.0 MB past the shaper
+        (docs/zero-configuration.md), which kept the router's queue full for a second
+        after every cut, and for 2.5 s after LTE's step from 40 to 10 Mbit/s."""
         if unsent_bytes(lane.unsent_fd) <= AUTORATE_KERNEL_UNSENT_BYTES:
             return
         lane.kernel_full = True

@@ -98,7 +98,7 @@ class RateLoop:
         before = controller.phase
         rate = controller.start(self._clock(), dialed.connect_s)
         if controller.phase is not before:
-            self.sampler.steer(rate, self.baseline_s, settling=controller.settling)
+            self.sampler.steer(rate, self.baseline_s)
             self._log_phase(before)
 
     def _tick(self) -> None:
@@ -117,7 +117,7 @@ class RateLoop:
             self.baseline_s or 0.0,
             backlogged=self.sampler.holding(),
         )
-        self.sampler.steer(rate, self.baseline_s, settling=controller.settling)
+        self.sampler.steer(rate, self.baseline_s)
         if controller.phase is not before:
             self._log_phase(before)
         if self._relays:

@@ -43,9 +43,8 @@ class Sampler(Protocol):
         """Bytes the network delivered since the last tick, and the queueing delay and
         RTT floor of each socket that carried data in it, with the bytes it moved."""
 
-    def steer(self, rate: float | None, baseline_s: float | None, *, settling: bool) -> None:
-        """The controller put ``rate`` in force (None: unlimited); ``settling``: it has
-        just found or cut the link's rate (sched/autorate.RateController.settling)."""
+    def steer(self, rate: float | None, baseline_s: float | None) -> None:
+        """The controller put ``rate`` in force (None: unlimited)."""
 
     def dialed(self, transport: asyncio.WriteTransport) -> None:
         """A new upstream socket that crosses a router."""
@@ -124,10 +123,9 @@ class UploadSampler:
         self._marks = marks
         return acked, *self.floors.delays(seen)
 
-    def steer(self, rate: float | None, baseline_s: float | None, *, settling: bool) -> None:
+    def steer(self, rate: float | None, baseline_s: float | None) -> None:
         if rate != self.pump.rate:
             self.pump.set_rate(rate)
-        self.pump.bound_unsent(settling)
 
     def dialed(self, transport: asyncio.WriteTransport) -> None:
         """What waits unsent beyond fyntr stays small (``limit_unsent``)."""
@@ -217,10 +215,9 @@ class DownloadSampler:
         self._marks, self._busy = marks, busy
         return received, *self.floors.delays(seen)
 
-    def steer(self, rate: float | None, baseline_s: float | None, *, settling: bool) -> None:
+    def steer(self, rate: float | None, baseline_s: float | None) -> None:
         """Clamp each busy socket's receive window to its share of ``rate``
-        (``receive_window``), or lift the clamps once no rate is in force. What the
-        origin has sent is beyond reach whether ``settling`` or not."""
+        (``receive_window``), or lift the clamps once no rate is in force."""
         if rate is None:
             if self.window is not None:
                 self.window = None
