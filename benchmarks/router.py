@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import re
@@ -772,6 +773,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--jitter-ms", type=float, default=0.0, help="with --check-link")
     args = ap.parse_args(argv)
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        # Said before the runs, not in a traceback after minutes of them.
+        ap.error("--plot needs matplotlib: .venv/bin/pip install '.[bench]'")
     if os.geteuid() != 0 or shutil.which("ip") is None or shutil.which("tc") is None:
         print(
             "router.py needs root and iproute2 (ip, tc) to build its network namespaces; skipping."
