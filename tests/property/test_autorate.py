@@ -12,7 +12,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fyntr.limits import (
-    AUTORATE_CUT_MILD,
     AUTORATE_DELAY_THRESHOLD_S,
     AUTORATE_FLOOR_BYTES_S,
     AUTORATE_REFRACTORY_S,
@@ -460,27 +459,13 @@ def test_flows_that_only_began_to_send_are_no_shortfall() -> None:
     assert controller.phase is not Phase.STARTING
 
 
-def shaping_at(rate: float) -> tuple[RateController, float]:
-    """A controller shaping at about ``rate`` after bloat seen unshaped, and the time."""
-    controller = RateController(0.0)
-    now = 0.0
-    for delay in (0.1, 0.1, 0.0):  # bloat, then the drain's calm tick
-        now += AUTORATE_TICK_S
-        controller.update(now, delay, rate / AUTORATE_CUT_MILD)
-    while controller.phase is not Phase.SHAPING:
-        now += AUTORATE_TICK_S
-        controller.update(now, 0.0, controller.rate or 0.0, backlogged=True)
-    return controller, now
-
-
 def test_acknowledgements_that_lag_a_raise_pause_the_probe_without_restarting_it() -> None:
     """Held back on calm ticks, the flows want more than the rate: a tick whose
     acknowledgements lag it (the rate just rose a quarter, or they came in a burst the
     tick before) pauses the probe. Restarting its doubling on each such tick took LTE 2 s
     instead of 1 to climb from 5 to 20 Mbit/s (router benchmark)."""
-    controller, now = shaping_at(625_000.0)  # 5 Mbit/s, the link stepped to 20 since
-    start = controller.rate
-    assert start is not None
+    start = 625_000.0  # 5 Mbit/s, the link stepped to 20 since
+    controller, now = shaping(start, start, start), 0.0
     for i in range(20):  # 2 s: every third tick's acknowledgements lag
         now += AUTORATE_TICK_S
         assert controller.rate is not None
