@@ -408,6 +408,7 @@ def run_case(
             )
             if args.log_dir is not None:
                 slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+                args.log_dir.mkdir(parents=True, exist_ok=True)
                 log_path = args.log_dir / f"fyntr-{scenario.key}-{slug}.log"
                 log_file = stack.enter_context(log_path.open("w"))
             proxy = subprocess.Popen(
