@@ -44,6 +44,7 @@ from fyntr.sched.quantum import ema_update, recommended_quantum
 
 Chunk = bytes | memoryview
 _ROUNDING = 1e-9  # refill arithmetic may land a hair below a whole token
+UNBOUNDED = 1 << 62  # a flow's write_max when its destination bounds nothing
 
 
 class Owner:
@@ -72,6 +73,7 @@ class Flow:
         "parked",
         "quantum",
         "queued",
+        "write_max",
     )
 
     def __init__(self, quantum: int | None = None, owner: Owner | None = None) -> None:
@@ -84,6 +86,9 @@ class Flow:
         self.quantum = QUANTUM_DEFAULT_BYTES if quantum is None else quantum
         self.listed = False  # in the new or the old list
         self.parked = False
+        # Under a rate, no single write larger: a destination that parks the flow once
+        # it holds too much (net/relay/pump.Pump.watch_unsent) overshoots by one write.
+        self.write_max = UNBOUNDED
 
 
 class TokenBucket:
@@ -264,7 +269,8 @@ class Scheduler:
                 if tokens <= 0:
                     break
                 budget = min(budget, tokens)
-            sent = _send(flow, budget, write)
+            most = flow.write_max if bucket is not None else budget
+            sent = _send(flow, budget, most, write)
             flow.deficit = max(0, flow.deficit - sent) if alone else flow.deficit - sent
             if not alone:
                 owner.deficit -= sent
@@ -291,12 +297,13 @@ class Scheduler:
         return max(RATE_TIMER_MIN_S, bucket.delay_for(need))
 
 
-def _send(flow: Flow, budget: int, write: Callable[[Flow, Chunk], None]) -> int:
+def _send(flow: Flow, budget: int, most: int, write: Callable[[Flow, Chunk], None]) -> int:
+    """Up to ``budget`` bytes of ``flow``'s, in writes of at most ``most``, until it parks."""
     chunks = flow.chunks
     sent = 0
     while chunks and sent < budget and not flow.parked:
         chunk = chunks[0]
-        room = budget - sent
+        room = min(budget - sent, most)
         if len(chunk) <= room:
             chunks.popleft()
         else:
