@@ -112,6 +112,9 @@ AUTORATE_RAISE: Final = 1.05  # per tick while calm and the rate binds: x1.6 a s
 AUTORATE_PROBE: Final = 1.01  # per tick at and above this fraction of the highest rate
 AUTORATE_PROBE_ACCEL_TICKS: Final = 1  # calm ticks in a row that double the probe's step:
 # 2x higher in 0.6 s, 4x (an LTE step from 10 to 40 Mbit/s) in 0.9 s, then 25% a tick
+AUTORATE_PROBE_AHEAD: Final = 1.15  # the probe pauses while the rate is this far above
+# the median of the last ticks' deliveries: cable's 10 Mbit/s was probed to 18 (router
+# benchmark; 1.55x in the simulation, 1.25x with the pause)
 AUTORATE_PLATEAU: Final = 0.9  # achieved since the last cut: x1.1 a second
 AUTORATE_RECOVER: Final = 1.25  # per tick instead, below this fraction of the highest
 AUTORATE_RECOVER_BELOW: Final = 0.75  # rate achieved since the last cut: back from a
@@ -160,10 +163,11 @@ AUTORATE_HISTORY: Final = 600  # ticks kept for /status: one minute
 AUTORATE_UNSENT_BYTES: Final = 16 * KIB  # TCP_NOTSENT_LOWAT of upstream sockets under auto:
 # what sits unsent in a socket is out of the shaper's reach (30 sockets x 16 KiB is 0.2 s
 # of a 20 Mbit/s uplink; the kernel's default, no limit, let 3 MB pile up there)
-AUTORATE_KERNEL_UNSENT_BYTES: Final = 4 * KIB  # while the upload rate is found or cut, a
-# routed upstream socket holding more unsent (SIOCOUTQNSD) is not written until it has
-# sent it: the bound TCP_NOTSENT_LOWAT is not (40 sockets held 0.8-1.0 MB with it alone);
-# a few packets, so that each socket still has its next segments ready
+AUTORATE_KERNEL_UNSENT_BYTES: Final = 4 * KIB  # while a rate is in force, a routed
+# upstream socket holding more unsent (SIOCOUTQNSD) is not written until it has sent it,
+# and no write to it is larger: the bound TCP_NOTSENT_LOWAT is not (40 sockets held
+# 0.8-1.0 MB with it alone, and 0.5-0.8 MB with writes of a whole read); a few packets,
+# so that each socket still has its next segments ready
 AUTORATE_UNSENT_POLL_S: Final = 0.005  # how often such a socket is looked at again: about
 # a DRR round (DRR_ROUND_S), one ioctl per parked socket
 AUTORATE_RECEIVE_MIN_SEGMENTS: Final = 4  # a download socket that received fewer full
