@@ -496,7 +496,7 @@ def test_a_link_that_steps_down_is_cut_for_within_a_few_ticks(
 
 def test_the_probe_waits_for_the_link_to_follow() -> None:
     """Above the last ceiling the probe's step doubles every calm tick; the queue it
-    makes shows a tick or two late, and cable's 10 Mbit/s was probed up to 14 and 18
+    makes shows a tick or two late, and cable's 9.4 Mbit/s was probed up to 11.5 and 14
     (a FIFO of 120 ms, the probe's p95 150 ms in the router benchmark). It pauses while
     the rate is AUTORATE_PROBE_AHEAD or more above the last ticks' deliveries."""
     link = 10e6 / 8

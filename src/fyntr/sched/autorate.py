@@ -459,8 +459,8 @@ class RateController:
                     # calm ticks in a row (1%, 1.4%, 2% ...), up to the recovery step.
                     # Not while the rate is AUTORATE_PROBE_AHEAD above what the link
                     # delivered lately: on a full link that stays, while the queue the
-                    # last steps made shows a tick or two late (cable's 10 Mbit/s was
-                    # probed to 18, a FIFO of 120 ms); a link that got faster follows.
+                    # last steps made shows a tick or two late (cable's 9.4 Mbit/s was
+                    # probed to 14, a FIFO of 120 ms); a link that got faster follows.
                     if self.rate >= AUTORATE_PROBE_AHEAD * statistics.median(self._lately):
                         return
                     self._calm_ticks += 1
