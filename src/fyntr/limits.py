@@ -112,9 +112,6 @@ AUTORATE_RAISE: Final = 1.05  # per tick while calm and the rate binds: x1.6 a s
 AUTORATE_PROBE: Final = 1.01  # per tick at and above this fraction of the highest rate
 AUTORATE_PROBE_ACCEL_TICKS: Final = 1  # calm ticks in a row that double the probe's step:
 # 2x higher in 0.6 s, 4x (an LTE step from 10 to 40 Mbit/s) in 0.9 s, then 25% a tick
-AUTORATE_PROBE_AHEAD: Final = 1.15  # the probe pauses while the rate is this far above
-# the median of the last ticks' deliveries: cable's 9.4 Mbit/s was probed to 14 (router
-# benchmark; 1.55x in the simulation, 1.25x with the pause)
 AUTORATE_PLATEAU: Final = 0.9  # achieved since the last cut: x1.1 a second
 AUTORATE_RECOVER: Final = 1.25  # per tick instead, below this fraction of the highest
 AUTORATE_RECOVER_BELOW: Final = 0.75  # rate achieved since the last cut: back from a

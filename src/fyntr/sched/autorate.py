@@ -34,9 +34,7 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
   every ``AUTORATE_PROBE_ACCEL_TICKS`` calm ticks in a row (or per round trip, when one
   is longer), so that an uplink that stepped up (LTE moves by itself every few seconds)
   is found within its step. A calm tick in which fyntr holds data back but the
-  acknowledgements lag the rate just raised pauses the probe without restarting it, and
-  so does a rate ``AUTORATE_PROBE_AHEAD`` above the last ticks' deliveries (a full link
-  does not follow it, and the queue the last steps made shows a tick or two late);
+  acknowledgements lag the rate just raised pauses the probe without restarting it;
 * the rate never goes below ``AUTORATE_FLOOR_BYTES_S``, and rises only while the flows use
   it (so never far above the highest rate achieved); after ``AUTORATE_RELEASE_S``
   without bloat while the rate does not bind, shaping stops.
@@ -66,7 +64,6 @@ from fyntr.limits import (
     AUTORATE_PLATEAU,
     AUTORATE_PROBE,
     AUTORATE_PROBE_ACCEL_TICKS,
-    AUTORATE_PROBE_AHEAD,
     AUTORATE_RAISE,
     AUTORATE_RECOVER,
     AUTORATE_RECOVER_BELOW,
@@ -457,12 +454,6 @@ class RateController:
                     # Above the last ceiling and still calm: the link may be faster than
                     # it was. The probe's step doubles every AUTORATE_PROBE_ACCEL_TICKS
                     # calm ticks in a row (1%, 1.4%, 2% ...), up to the recovery step.
-                    # Not while the rate is AUTORATE_PROBE_AHEAD above what the link
-                    # delivered lately: on a full link that stays, while the queue the
-                    # last steps made shows a tick or two late (cable's 9.4 Mbit/s was
-                    # probed to 14, a FIFO of 120 ms); a link that got faster follows.
-                    if self.rate >= AUTORATE_PROBE_AHEAD * statistics.median(self._lately):
-                        return
                     self._calm_ticks += 1
                     # A round trip longer than a tick shows the overshoot later: double
                     # per round trip, then.
