@@ -290,16 +290,17 @@ class Pump:
     def hold(self, lane: Lane, data: bytes) -> None:
         """The chunk cannot go straight through: it waits for its DRR turn, unless only
         the rate was in question, the budget allows it now and it is no bigger than a
-        quantum. A whole 256 KiB read let through at the start of a burst would give the
-        first flows a head start DRR cannot take back (shaped burst Jain: 0.93 letting
-        whole reads through, 0.98 holding them to a quantum)."""
+        quantum or the lane's largest write. A whole 256 KiB read let through at the start
+        of a burst would give the first flows a head start DRR cannot take back (shaped
+        burst Jain: 0.93 letting whole reads through, 0.98 holding them to a quantum)."""
         sched = self.scheduler
         if not (lane.queued or lane.parked or sched.backlogged):
             bucket = sched.bucket
             assert bucket is not None  # shaped: the only other reason to be here
             bucket.refill(self._loop.time())
-            if bucket.tokens >= len(data) and len(data) <= min(lane.quantum, lane.write_max):
-                bucket.tokens -= len(data)
+            size = len(data)
+            if bucket.tokens >= size and size <= lane.quantum and size <= lane.write_max:
+                bucket.tokens -= size
                 lane.write(data)
                 return
         sched.enqueue(lane, data)
