@@ -440,6 +440,38 @@ def test_jitter_while_the_link_delivers_all_is_no_queue_beginning() -> None:
     assert controller.rate is not None and controller.rate >= 8 * AUTORATE_START_BYTES_S
 
 
+@pytest.mark.parametrize("delivered", [0.85, 0.95])
+def test_jitter_while_the_link_delivers_nearly_all_is_no_queue_beginning(
+    delivered: float,
+) -> None:
+    """LTE's start read 14 ms on the burst's first socket, jitter above a floor taken on
+    its first tick, while the link delivered 0.95 of what had been released (the flows'
+    own first round trips lag): taken for a queue beginning, the start shaped a 5 Mbit/s
+    link at 1.3 Mbit/s and used a quarter of it for 3 s. A delay of jitter's size needs
+    the shortfall the start's growth is judged by."""
+    controller = starting(0.05)
+    now, released = 0.0, controller.rate
+    for _ in range(4):
+        now += AUTORATE_TICK_S
+        assert released is not None
+        rate = controller.update(now, 0.014, delivered * released, backlogged=True)
+        released = rate
+    assert controller.phase is Phase.STARTING
+    assert controller.rate is not None and controller.rate >= 8 * AUTORATE_START_BYTES_S
+
+
+def test_a_queue_at_the_threshold_with_a_shortfall_is_the_link() -> None:
+    """A delay at the bloat threshold is no jitter: with any shortfall, the start has
+    found the link, before another doubling adds a tick of the link to its queue."""
+    controller = starting(0.05)
+    now = AUTORATE_TICK_S
+    assert controller.rate is not None
+    controller.update(now, 0.0, controller.rate, backlogged=True)
+    now += AUTORATE_TICK_S
+    controller.update(now, AUTORATE_DELAY_THRESHOLD_S, 0.9 * AUTORATE_START_BYTES_S)
+    assert controller.phase is not Phase.STARTING
+
+
 def test_flows_that_only_began_to_send_are_no_shortfall() -> None:
     """The uploads began to send in the tick judged: less was acknowledged than the rate
     let through, because they did not use it a round trip before, not because the link
