@@ -7,7 +7,7 @@ import asyncio
 import socket
 from collections import Counter
 from collections.abc import Callable
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from fyntr.config import Settings
 from fyntr.errors import ConfigError
@@ -20,8 +20,10 @@ from fyntr.net.state import ServerState
 from fyntr.policy.clients import DEFAULT_CLIENT_RANGES, ClientPolicy
 from fyntr.sched.admission import Admission
 
-InboundFactory: TypeAlias = Callable[[ServerState, int, bool], Inbound]
-Waiting: TypeAlias = tuple[socket.socket, InboundFactory, int]
+# The client's address as accept() gave it: (host, port), and for IPv6 flow and scope.
+Peer: TypeAlias = tuple[Any, ...]
+InboundFactory: TypeAlias = Callable[[ServerState, int, bool, Peer], Inbound]
+Waiting: TypeAlias = tuple[socket.socket, InboundFactory, int, Peer]
 
 
 def open_listeners(settings: Settings) -> list[tuple[socket.socket, InboundFactory]]:
@@ -108,23 +110,24 @@ class Gate:
             conn = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP, fd)
             clients = self.clients
             if clients is not None and not clients.allows(addr[0]):
-                self._refuse_client(conn, factory)
+                self._refuse_client(conn, factory, addr)
             else:
-                self._adopt(conn, factory, addr[0])
+                self._adopt(conn, factory, addr)
 
     def _resume_accepting(self, sock: socket.socket, factory: InboundFactory) -> None:
         if not self.stopped:
             self.loop.add_reader(sock, self._on_acceptable, sock, factory)
 
-    def _refuse_client(self, conn: socket.socket, factory: InboundFactory) -> None:
+    def _refuse_client(self, conn: socket.socket, factory: InboundFactory, peer: Peer) -> None:
         """Outside the client ranges: refused by its protocol, holding no slot."""
         assert self.clients is not None
         flow_id = self._next_flow_id
         self._next_flow_id += 1
         self.metrics.accepted += 1
-        self._start(conn, factory, flow_id, admitted=False, denied=", ".join(self.clients.names))
+        names = ", ".join(self.clients.names)
+        self._start(conn, factory, flow_id, peer, admitted=False, denied=names)
 
-    def _adopt(self, conn: socket.socket, factory: InboundFactory, address: str) -> None:
+    def _adopt(self, conn: socket.socket, factory: InboundFactory, peer: Peer) -> None:
         """Admission happens here, before a byte is read (docs/original.md §2.1): the
         client's own cap first, then the cap."""
         flow_id = self._next_flow_id
@@ -132,17 +135,18 @@ class Gate:
         self.metrics.accepted += 1
         limit = self.settings.max_connections_per_client
         if limit:
+            address = peer[0]
             if self.per_client[address] >= limit:
-                self._start(conn, factory, flow_id, admitted=False, client_full=True)
+                self._start(conn, factory, flow_id, peer, admitted=False, client_full=True)
                 return
             self.per_client[address] += 1
             self._client_of[flow_id] = address
         admission = self.admission
         if admission.try_reserve():
-            self._start(conn, factory, flow_id, admitted=True)
+            self._start(conn, factory, flow_id, peer, admitted=True)
             return
         wait = self.settings.max_connections_wait_s
-        if wait > 0 and admission.wait((conn, factory, flow_id), self.clock() + wait):
+        if wait > 0 and admission.wait((conn, factory, flow_id, peer), self.clock() + wait):
             log.info(
                 "flow%d: at the cap (%d): waiting up to %gs for a slot (%d waiting)",
                 flow_id,
@@ -151,20 +155,21 @@ class Gate:
                 len(admission.waiting),
             )
             return
-        self._start(conn, factory, flow_id, admitted=False)
+        self._start(conn, factory, flow_id, peer, admitted=False)
 
     def _start(
         self,
         conn: socket.socket,
         factory: InboundFactory,
         flow_id: int,
+        peer: Peer,
         *,
         admitted: bool,
         denied: str | None = None,
         client_full: bool = False,
     ) -> None:
         def made() -> Inbound:
-            inbound = factory(self.state, flow_id, admitted)
+            inbound = factory(self.state, flow_id, admitted, peer)
             inbound.denied = denied
             inbound.client_full = client_full
             return inbound
@@ -191,8 +196,8 @@ class Gate:
         else:
             self.admission.release_pending()
         if self.admission.waiting:
-            for conn, factory, flow_id in self.admission.admit_waiting():
-                self._start(conn, factory, flow_id, admitted=True)
+            for conn, factory, flow_id, peer in self.admission.admit_waiting():
+                self._start(conn, factory, flow_id, peer, admitted=True)
 
     def client_left(self, flow_id: int) -> None:
         """A connection counted against its client's cap has closed."""
@@ -206,8 +211,8 @@ class Gate:
 
     def expire(self, now: float) -> None:
         """Connections that waited their time at the cap get the refusal."""
-        for conn, factory, flow_id in self.admission.expire(now):
-            self._start(conn, factory, flow_id, admitted=False)
+        for conn, factory, flow_id, peer in self.admission.expire(now):
+            self._start(conn, factory, flow_id, peer, admitted=False)
 
     def stop_accepting(self) -> None:
         self.stopped = True
@@ -219,7 +224,7 @@ class Gate:
     def close(self) -> None:
         if not self.stopped:
             self.stop_accepting()
-        for _deadline, (conn, _factory, _flow_id) in self.admission.waiting:
+        for _deadline, (conn, _factory, _flow_id, _peer) in self.admission.waiting:
             conn.close()
         self.admission.waiting.clear()
         for conn, task in list(self._adopting.items()):  # the task may never have started

@@ -46,23 +46,22 @@ from fyntr.wire.pac import pac_response
 from fyntr.wire.target import format_host_port
 
 
-def format_peer(transport: asyncio.BaseTransport) -> str:
-    peer = transport.get_extra_info("peername")
-    if isinstance(peer, tuple) and len(peer) >= 2:
-        return format_host_port(peer[0], peer[1])
-    return "unknown"
-
-
 class Inbound(asyncio.Protocol):
     """One accepted connection until its tunnel starts, it is handed on, or it closes."""
 
     HANDSHAKE: ClassVar[type[Handshake]]
     TARGET_KEY: ClassVar[str]
 
-    def __init__(self, state: ServerState, flow_id: int, admitted: bool) -> None:
+    def __init__(
+        self, state: ServerState, flow_id: int, admitted: bool, peername: tuple[Any, ...]
+    ) -> None:
+        """``peername``: the client's address as accept() gave it, the one place it is
+        read (the transport would look it up again per call)."""
         self.state = state
         self.flow_id = flow_id
         self.transport: asyncio.Transport
+        self.address: str = peername[0]  # the client's address, whatever its port
+        self._port: int = peername[1]
         self._peer: str | None = None
         self.reserved = admitted  # holds a pending admission slot
         self.denied: str | None = None  # a refused client: the ranges it is not in
@@ -82,12 +81,6 @@ class Inbound(asyncio.Protocol):
         )
 
     @property
-    def address(self) -> str | None:
-        """The client's address, whatever its port."""
-        peer = self.transport.get_extra_info("peername")
-        return peer[0] if isinstance(peer, tuple) else None
-
-    @property
     def client_key(self) -> object:
         """Whom its relay is scheduled as (a device of the house, docs/house.md): its user
         name with --auth-file, else its address."""
@@ -97,7 +90,7 @@ class Inbound(asyncio.Protocol):
     def peer(self) -> str:
         """The client's address, for logs: looked up only when a line needs it."""
         if self._peer is None:
-            self._peer = format_peer(self.transport)
+            self._peer = format_host_port(self.address, self._port)
         return self._peer
 
     # --- asyncio callbacks: events in -------------------------------------------------
@@ -190,7 +183,7 @@ class Inbound(asyncio.Protocol):
         """The verdict at once when it is known (cached, or the address is waiting out
         its back-off), else when the hash has been checked."""
         assert self.state.auth is not None
-        judged = self.state.auth.judge(self.address or "", command.credentials, self._judged)
+        judged = self.state.auth.judge(self.address, command.credentials, self._judged)
         if isinstance(judged, Verdict):
             self._judged(judged)
         else:

@@ -116,7 +116,7 @@ class Establish:
             pool=self.parts.pool,
             on_closed=self.closed,
             client_key=inbound.client_key,
-            address=inbound.address or "",
+            address=inbound.address,
         )
         self._add(forward)
         forward.start(command.data, command.client_eof)
