@@ -140,13 +140,14 @@ AUTORATE_START_HISTORY: Final = 64  # ticks of released rates kept: a 6.4 s roun
 AUTORATE_START_RELEASE_BYTES_S: Final = 2_500_000_000  # ... until 20 Gbit/s, beyond any uplink ...
 AUTORATE_START_LOOSE_TICKS: Final = 3  # ... or until the flows leave the rate unused this
 # many calm ticks in a row: they want less than it, nothing to hold back
-AUTORATE_FLOOR_YOUTH_TICKS: Final = 30  # a destination's RTT floor is the mean of its
-# first ticks (3 s), not its first, possibly lucky, one (sched/measure.PathFloors) ...
-AUTORATE_FLOOR_FALL: Final = 0.02  # ... then, of the gap a tick, towards a lower mean RTT:
-# a lucky tick moves the floor a fiftieth of the way ...
-AUTORATE_FLOOR_RISE: Final = 0.002  # ... and towards a higher one: a time constant of 50 s,
-# so that a standing queue is not learnt as floor (cake-autorate's baseline rises at 0.001
-# a sample)
+AUTORATE_FLOOR_FALL: Final = 0.02  # of the gap a tick, towards a lower mean RTT: a lucky
+# tick moves a destination's RTT floor a fiftieth of the way (sched/autorate.PathFloors) ...
+AUTORATE_FLOOR_RISE: Final = 0.002  # ... and towards one higher than AUTORATE_JITTER_GAP_S:
+# a time constant of 50 s, so that bloat is not learnt as floor (cake-autorate's baseline
+# rises at 0.001 a sample)
+AUTORATE_JITTER_GAP_S: Final = AUTORATE_DELAY_THRESHOLD_S  # a tick at most this far above
+# the floor raises it as fast as one below lowers it (jitter, or a queue too short to cut
+# for); one further up, at FLOOR_RISE (bloat)
 AUTORATE_JITTER_ALLOWANCE_S: Final = AUTORATE_DELAY_THRESHOLD_S  # the floor is at most this
 # above the kernel's minimum RTT: a mean RTT's jitter (15 ms at +-15 ms) fits; a queue
 # that was there from a socket's first tick is read at most this much short (40 ms let

@@ -247,38 +247,6 @@ def test_a_floor_first_seen_on_a_lucky_tick_soon_reads_jitter_as_calm(
     assert statistics.median(readings[30:]) < AUTORATE_DELAY_THRESHOLD_S / 2
 
 
-@settings(max_examples=60, deadline=None)
-@given(
-    base_rtt=st.floats(min_value=0.005, max_value=0.6),
-    jitter=st.floats(min_value=0.0, max_value=0.015),  # LTE's +-15 ms
-    queue=st.floats(min_value=0.008, max_value=0.020),  # under the threshold: not cut for
-    seed=st.integers(0, 2**16),
-)
-def test_a_queue_that_stands_under_the_threshold_is_not_learnt_as_the_floor(
-    base_rtt: float, jitter: float, queue: float, seed: int
-) -> None:
-    """fyntr's own queue can stand under the bloat threshold for seconds (fibre's probe
-    kept 17 ms): followed as jitter, as fast as a fall, it became the floor within
-    seconds (fibre's from 7 to 22 ms, LTE's from 48 to 67 ms in 15 s), and the probe
-    pushed on as if there were none. After 10 s of it, it reads as most of itself (a sixth
-    is learnt at a fiftieth of the gap a second, and the jitter blurs a tick's reading)."""
-    rng = random.Random(seed)
-    floors = PathFloors()
-    lucky = base_rtt - jitter
-
-    def tick_mean(extra: float) -> float:
-        return base_rtt + extra + statistics.mean(rng.uniform(-jitter, jitter) for _ in range(10))
-
-    for _ in range(100):  # 10 s with no queue
-        floors.update("d:443", tick_mean(0.0))
-    readings = []
-    for _ in range(100):  # then 10 s of a standing queue
-        rtt = tick_mean(queue)
-        floors.update("d:443", rtt)
-        readings.append(rtt - floors.floor("d:443", lucky))
-    assert statistics.median(readings[-10:]) >= 0.6 * queue
-
-
 def test_a_destination_first_seen_behind_a_full_queue_still_shows_it() -> None:
     """Sockets opened into a queue that was already full never see a tick without it:
     their floor stays within the jitter allowance of the kernel's minimum (the handshake

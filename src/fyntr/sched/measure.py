@@ -16,9 +16,9 @@ from fyntr.limits import (
     AUTORATE_DELAY_THRESHOLD_S,
     AUTORATE_FLOOR_FALL,
     AUTORATE_FLOOR_RISE,
-    AUTORATE_FLOOR_YOUTH_TICKS,
     AUTORATE_FLOORS_KEPT,
     AUTORATE_JITTER_ALLOWANCE_S,
+    AUTORATE_JITTER_GAP_S,
     AUTORATE_STALE_WEIGHT,
     AUTORATE_WINDOW_MIN_SEGMENTS,
 )
@@ -31,39 +31,35 @@ class PathFloors:
     mean RTT sits above it by the jitter with no queue at all (15 ms on a 50 ms +-15 ms
     link), which read as bloat stopped the rate from ever rising. So the floor of a
     destination follows the mean RTT its sockets report per tick (the median over them
-    once a tick). For its first ``AUTORATE_FLOOR_YOUTH_TICKS`` it is their mean, so that
-    it sits among the ticks with no queue, not at a lucky first one (LTE read 8-13 ms of
-    queue for seconds on a floor taken at the start, above the 10 ms under which the rate
-    may rise); then it falls by ``AUTORATE_FLOOR_FALL`` of the gap a tick and rises ten
-    times slower (``AUTORATE_FLOOR_RISE``), so that a queue fyntr keeps standing is not
-    learnt as the floor (rising as fast as it fell to any tick up to 20 ms above, LTE's
-    floor climbed from 48 to 67 ms in 15 s of shaping, and fibre's from 7 to 22 ms under
-    a standing 17 ms queue). Never more than ``AUTORATE_JITTER_ALLOWANCE_S`` above the
-    kernel's minimum: sockets opened into a queue that was already full see no tick
-    without it, and their queue must still show. Keyed by the requested host and port;
-    at most ``AUTORATE_FLOORS_KEPT`` of them."""
+    once a tick): down by ``AUTORATE_FLOOR_FALL`` of the gap a tick, up as fast to a tick
+    at most ``AUTORATE_JITTER_GAP_S`` above, ten times slower to one further up
+    (``AUTORATE_FLOOR_RISE``: bloat, or a route that got longer), and never more than
+    ``AUTORATE_JITTER_ALLOWANCE_S`` above the kernel's minimum: sockets opened into a
+    queue that was already full see no tick without it, and their queue must still show.
+    Keyed by the requested host and port; at most ``AUTORATE_FLOORS_KEPT`` of them."""
 
     __slots__ = ("_floors",)
 
     def __init__(self) -> None:
-        self._floors: OrderedDict[str, tuple[float, int]] = OrderedDict()  # floor, ticks
+        self._floors: OrderedDict[str, float] = OrderedDict()
 
     def update(self, key: str, mean_rtt_s: float) -> None:
         """One tick's mean RTT to ``key`` (once a tick per destination)."""
         floors = self._floors
-        known = floors.get(key)
-        if known is None:
-            floor, ticks = mean_rtt_s, 1
+        floor = floors.get(key)
+        if floor is None:
+            floor = mean_rtt_s
+        elif mean_rtt_s < floor:
+            floor -= (floor - mean_rtt_s) * AUTORATE_FLOOR_FALL
         else:
-            floor, ticks = known
-            if ticks < AUTORATE_FLOOR_YOUTH_TICKS:
-                ticks += 1
-                floor += (mean_rtt_s - floor) / ticks
-            elif mean_rtt_s < floor:
-                floor -= (floor - mean_rtt_s) * AUTORATE_FLOOR_FALL
-            else:
-                floor += (mean_rtt_s - floor) * AUTORATE_FLOOR_RISE
-        floors[key] = (floor, ticks)
+            # A jitter-sized rise is followed as fast as a fall, so that the floor sits
+            # at the median of the ticks with no queue, not at a lucky first one (LTE
+            # read 8-13 ms of queue for seconds on a floor taken at the start, above
+            # the 10 ms under which the rate may rise); a bloat-sized one, slowly.
+            gap = mean_rtt_s - floor
+            rise = AUTORATE_FLOOR_FALL if gap <= AUTORATE_JITTER_GAP_S else AUTORATE_FLOOR_RISE
+            floor += gap * rise
+        floors[key] = floor
         floors.move_to_end(key)
         if len(floors) > AUTORATE_FLOORS_KEPT:
             floors.popitem(last=False)
@@ -71,8 +67,7 @@ class PathFloors:
     def floor(self, key: str, kernel_min_s: float) -> float:
         """The floor to measure ``key``'s queueing delay from."""
         ceiling = kernel_min_s + AUTORATE_JITTER_ALLOWANCE_S
-        known = self._floors.get(key)
-        return ceiling if known is None else min(known[0], ceiling)
+        return min(self._floors.get(key, ceiling), ceiling)
 
     def delays(
         self, seen: Collection[tuple[str, float, float, int]]
