@@ -297,23 +297,19 @@ class RateController:
         if now - released[0][0] < self._start_rtt:
             return  # nothing released has been acknowledged yet: nothing to judge
         then = _mean_over(released, now - self._start_rtt)
+        # A queue beginning needs a shortfall: any one with a delay at the threshold, the
+        # one growth is judged by under it, where the delay is of jitter's size (LTE's
+        # start read 14 ms on one socket while the link delivered 0.95 of what was
+        # released, and took 0.7 Mbit/s for 5).
+        queued = delay_s is not None and delay_s >= AUTORATE_DELAY_THRESHOLD_S
+        short = then if queued else AUTORATE_START_DELIVERED * then
         if bloated:
             self._cut(now, delay_s, carried)  # type: ignore[arg-type]
         elif (
-            delay_s is not None
-            and delay_s >= AUTORATE_DELAY_THRESHOLD_S / 2
-            and delivered < then
-            and (
-                delay_s >= AUTORATE_DELAY_THRESHOLD_S or delivered < AUTORATE_START_DELIVERED * then
-            )
+            delay_s is not None and delay_s >= AUTORATE_DELAY_THRESHOLD_S / 2 and delivered < short
         ):
             # A queue begins, and the link delivers less than was released this tick: LTE's
             # jitter alone put 11 ms on one socket's round trips while it delivered all.
-            # A delay under the threshold is jitter's size: it needs the shortfall the
-            # growth below is judged by (LTE's start read 14 ms, on the burst's first
-            # socket and a floor taken on its first tick, while the link delivered 0.95
-            # of what was released: it took 0.7 Mbit/s for a 5 Mbit/s link, and used a
-            # quarter of it for 3 s).
             self._link_found(now, carried)
         elif carried >= AUTORATE_START_DELIVERED * then:
             self._loose_ticks = 0
