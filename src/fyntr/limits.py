@@ -140,6 +140,8 @@ AUTORATE_START_HISTORY: Final = 64  # ticks of released rates kept: a 6.4 s roun
 AUTORATE_START_RELEASE_BYTES_S: Final = 2_500_000_000  # ... until 20 Gbit/s, beyond any uplink ...
 AUTORATE_START_LOOSE_TICKS: Final = 3  # ... or until the flows leave the rate unused this
 # many calm ticks in a row: they want less than it, nothing to hold back
+AUTORATE_LEARNED_S: Final = 600.0  # a burst within this long of shaping's end doubles only
+# up to just below the link it found: a plan and its apply, one install and the next
 AUTORATE_FLOOR_FALL: Final = 0.02  # of the gap a tick, towards a lower mean RTT: a lucky
 # tick moves a destination's RTT floor a fiftieth of the way (sched/autorate.PathFloors) ...
 AUTORATE_FLOOR_RISE: Final = 0.002  # ... and towards one higher than AUTORATE_JITTER_GAP_S:

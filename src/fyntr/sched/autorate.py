@@ -37,7 +37,11 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
   acknowledgements lag the rate just raised pauses the probe without restarting it;
 * the rate never goes below ``AUTORATE_FLOOR_BYTES_S``, and rises only while the flows use
   it (so never far above the highest rate achieved); after ``AUTORATE_RELEASE_S``
-  without bloat while the rate does not bind, shaping stops.
+  without bloat while the rate does not bind, shaping stops, and the highest rate
+  achieved since the last cut is kept as the link's: a burst that starts within
+  ``AUTORATE_LEARNED_S`` doubles only to just below it, then probes above it as shaping
+  does (TCP keeps a destination's slow-start threshold for its next connection the same
+  way, RFC 2140).
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from fyntr.limits import (
     AUTORATE_HISTORY,
     AUTORATE_IN_CONTROL,
     AUTORATE_LATELY_TICKS,
+    AUTORATE_LEARNED_S,
     AUTORATE_LINK_BELOW,
     AUTORATE_MIN_LOAD_BYTES_S,
     AUTORATE_PLATEAU,
@@ -123,12 +128,15 @@ class RateController:
         "_growth",
         "_hold_until",
         "_lately",
+        "_learned",
+        "_learned_at",
         "_loose_limit",
         "_loose_ticks",
         "_recent",
         "_released",
         "_start_rtt",
         "_target",
+        "_threshold",
         "achieved",
         "ceiling",
         "delay_s",
@@ -161,6 +169,11 @@ class RateController:
         self._loose_limit = AUTORATE_START_LOOSE_TICKS  # STARTING: that many let go
         self._start_rtt = 0.0  # STARTING: the round trip of the burst's first connection
         self._backlogged_since: float | None = None  # STARTING: the tick fyntr began to hold
+        # The link's rate when shaping last stopped (its ceiling), and when: a burst that
+        # follows within AUTORATE_LEARNED_S doubles only up to a fraction of it.
+        self._learned = 0.0
+        self._learned_at = -math.inf
+        self._threshold = math.inf  # STARTING: the rate the doubling stops at
         self._released: deque[tuple[float, float]] = deque(maxlen=AUTORATE_START_HISTORY)
         self.history: deque[Point] = deque(maxlen=AUTORATE_HISTORY)
 
@@ -181,10 +194,18 @@ class RateController:
         the rate to put in force."""
         if self.phase is Phase.UNSHAPED:
             self.phase = Phase.STARTING
-            self.rate = AUTORATE_START_BYTES_S
+            # Shaping found the link lately: double only up to just below its rate, then
+            # probe above it as shaping does (TCP's slow-start threshold, RFC 5681 §3.1);
+            # the doubling's last tick puts up to a tick of the link into its queue.
+            known = now - self._learned_at <= AUTORATE_LEARNED_S
+            self._threshold = self._learned * AUTORATE_PLATEAU if known else math.inf
+            self.rate = min(AUTORATE_START_BYTES_S, self._threshold)
             self._start_rtt = rtt_s
             self._growth = min(AUTORATE_START_GROWTH_MAX, 2 ** (AUTORATE_TICK_S / max(rtt_s, 1e-3)))
             self._released.clear()
+            # Bloat seen before a quiet spell is not this burst's (quiet ticks bring no
+            # delay to push it out): it cut a burst after shaping stopped on its first tick.
+            self._recent.clear()
             self._backlogged_since = None
             self._loose_ticks = 0
             # A link slower than the rate shows it only a round trip later (the queue's
@@ -313,7 +334,14 @@ class RateController:
             self._link_found(now, carried)
         elif carried >= AUTORATE_START_DELIVERED * then:
             self._loose_ticks = 0
-            self.rate *= self._growth
+            if self.rate >= self._threshold:
+                # At the link learned, and it keeps up: that is the ceiling a cut left.
+                self.ceiling = self._learned
+                self.phase = Phase.SHAPING
+                self._hold_until = now
+                self._calm_ticks = 0
+                return
+            self.rate = min(self.rate * self._growth, self._threshold)
             if self.rate >= AUTORATE_START_RELEASE_BYTES_S:
                 self.rate, self.phase = None, Phase.UNSHAPED
         elif (
@@ -469,5 +497,6 @@ class RateController:
                     step = (AUTORATE_PROBE - 1) * 2 ** (self._calm_ticks / ticks)
                     self.rate *= min(1 + step, AUTORATE_RECOVER)
         elif now - self._active_since >= AUTORATE_RELEASE_S:
+            self._learned, self._learned_at = self.ceiling, now
             self.rate = None
             self.phase = Phase.UNSHAPED
