@@ -16,7 +16,9 @@ The profiles are the links people have, each with its rates, base RTT, jitter an
 (``PROFILES``: dsl, cable, fibre, lte whose uplink steps 5, 20, 40, 10 Mbit/s every
 3 s, satellite); each runs an upload burst of 40 flows carrying 10 s of the link
 (``-up``), the same as downloads (``-down``), half of each at once (``-mixed``, as a
-``terraform apply``), and the upload burst beside four long downloads (``-beside``).
+``terraform apply``), the upload burst beside four long downloads (``-beside``), and
+the upload burst once more after it and a pause in which fyntr stops shaping
+(``-again``: the next ``terraform apply``; only the second is measured).
 
 The classic scenarios use ``--uplink`` with a ``--buffer-ms`` FIFO and no added RTT:
 * (a) a burst of 30 uploads of 512 KiB on the uplink (a ``tc tbf``);
@@ -48,6 +50,7 @@ import argparse
 import contextlib
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -68,6 +71,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO / "src"))  # this checkout's fyntr
 from fyntr.config import parse_rate  # noqa: E402
+from fyntr.limits import AUTORATE_RELEASE_S  # noqa: E402
 from fyntr.sched.measure import weighted_quantile  # noqa: E402
 
 SUFFIX = str(os.getpid())
@@ -258,6 +262,7 @@ class Scenario:
     direction: str = "upload"
     link: Link | None = None  # None: --uplink with a --buffer-ms FIFO, no added RTT
     download_size: str = "0"
+    again: bool = False  # the burst runs once before, then AGAIN_PAUSE_S of the probe alone
 
     @property
     def downlink(self) -> bool:
@@ -296,6 +301,7 @@ PROFILES = {
 }
 PROFILE_CLIENTS = 40
 PROFILE_BURST_S = 10.0  # a burst carries this long of the link's (mean) rate
+AGAIN_PAUSE_S = AUTORATE_RELEASE_S + 5  # fyntr has stopped shaping when the next burst comes
 
 
 def mean_up(link: Link) -> float:
@@ -328,6 +334,14 @@ def profile_scenarios(name: str, link: Link) -> dict[str, Scenario]:
             direction="mixed",
             link=link,
             download_size=str(down),
+        ),
+        Scenario(
+            f"{name}-again",
+            f"{name}: upload burst, {AGAIN_PAUSE_S:g} s after the same burst",
+            PROFILE_CLIENTS,
+            str(up),
+            link=link,
+            again=True,
         ),
         Scenario(
             f"{name}-beside",
@@ -384,6 +398,8 @@ def run_case(
     background: subprocess.Popen[bytes] | None = None
     link = scenario.line(args)
     status: tuple[float, dict[str, Any]] | None = None
+    idle_until = math.inf  # the probe's idle baseline ends: the first burst's start
+    phase_before: str | None = None  # fyntr's upload rate's phase as the measured burst starts
     halved_at: list[float] = []
     assert origin.stdout is not None and origin.stdin is not None
     drops_before = syn_drops() if scenario.syn_limit else 0
@@ -462,23 +478,26 @@ def run_case(
                 stdout=subprocess.DEVNULL,
             )
             time.sleep(2.0)
+        size = int(rate_bytes(scenario.size))
+        burst_params = {
+            **params,
+            "clients": scenario.clients,
+            "size": size,
+            "direction": "upload" if scenario.direction == "beside" else scenario.direction,
+            "download_size": int(rate_bytes(scenario.download_size)),
+            "timeout": 300,
+        }
+        netns = ("ip", "netns", "exec", CLIENT_NS)
+        if scenario.again:
+            idle_until = load("burst", burst_params, prefix=netns)["burst_t0"]
+            time.sleep(AGAIN_PAUSE_S)
+            if proxy is not None:
+                phase_before = fetch_status(METRICS_PORT)[1]["rates"]["upload"]["phase"]
         stepping = threading.Event()
         if link.steps:
             threading.Thread(target=step_link, args=(link, stepping), daemon=True).start()
-        size = int(rate_bytes(scenario.size))
         try:
-            burst = load(
-                "burst",
-                {
-                    **params,
-                    "clients": scenario.clients,
-                    "size": size,
-                    "direction": "upload" if scenario.direction == "beside" else scenario.direction,
-                    "download_size": int(rate_bytes(scenario.download_size)),
-                    "timeout": 300,
-                },
-                prefix=("ip", "netns", "exec", CLIENT_NS),
-            )
+            burst = load("burst", burst_params, prefix=netns)
         finally:
             stepping.set()
             if link.steps:  # back to the first step for the next case
@@ -505,7 +524,7 @@ def run_case(
             uplink_qdisc(args.uplink, args.buffer_ms, False, verb="change")
     t0, end = burst["burst_t0"], burst["burst_end"]
     during = [rtt for when, rtt in samples if t0 <= when <= end]
-    idle = [rtt for when, rtt in samples if when < t0]
+    idle = [rtt for when, rtt in samples if when < min(t0, idle_until)]
     opened = sorted(t for t in json.loads(accepts.read_text()) if t >= t0 - 0.001)
     peak, j = 0, 0
     for i, t in enumerate(opened):
@@ -527,6 +546,8 @@ def run_case(
         "syn_drops": syn_drops() - drops_before if scenario.syn_limit else 0,
         "probe_samples": [(round(when - t0, 4), round(rtt, 3)) for when, rtt in samples],
     }
+    if phase_before is not None:
+        row["phase_before"] = phase_before
     moved = scenario.clients * size
     if scenario.direction in ("upload", "beside") and row["makespan_s"] == row["makespan_s"]:
         transfer = burst["burst_end"] - t0
@@ -648,6 +669,7 @@ COLUMNS = [
     ("syn_drops", "SYNs dropped"),
     ("peak_new_conn_per_10ms", "peak new conns / 10 ms"),
     ("shaped_s", "fyntr shaped s"),
+    ("phase_before", "fyntr before"),
     ("uplink_used", "uplink used"),
 ]
 
