@@ -109,9 +109,10 @@ AUTORATE_REFRACTORY_S: Final = 0.3  # after a cut, at least (cake-autorate: 300 
 AUTORATE_DRAIN_MAX_S: Final = 3.0  # at the floor after bloat is first seen, at most: what
 # had passed fyntr then (3.7 MB for 30 uploads at 20 Mbit/s) drains in 1.5 s
 AUTORATE_RAISE: Final = 1.05  # per tick while calm and the rate binds: x1.6 a second
-AUTORATE_PROBE: Final = 1.01  # per tick at and above this fraction of the highest rate
-AUTORATE_PROBE_ACCEL_TICKS: Final = 1  # calm ticks in a row that double the probe's step:
-# 2x higher in 0.6 s, 4x (an LTE step from 10 to 40 Mbit/s) in 0.9 s, then 25% a tick
+AUTORATE_PROBE: Final = 1.025  # per tick at and above this fraction of the highest rate
+AUTORATE_PROBE_ACCEL_TICKS: Final = 1  # ticks in which the link carried more than it had
+# since the last cut that double the probe's step: 2x higher in 0.6 s, 4x (an LTE step
+# from 10 to 40 Mbit/s) in 0.9 s, then 25% a tick; a tick without stops the doubling
 AUTORATE_PLATEAU: Final = 0.9  # achieved since the last cut: x1.1 a second
 AUTORATE_RECOVER: Final = 1.25  # per tick instead, below this fraction of the highest
 AUTORATE_RECOVER_BELOW: Final = 0.75  # rate achieved since the last cut: back from a
@@ -140,8 +141,6 @@ AUTORATE_START_HISTORY: Final = 64  # ticks of released rates kept: a 6.4 s roun
 AUTORATE_START_RELEASE_BYTES_S: Final = 2_500_000_000  # ... until 20 Gbit/s, beyond any uplink ...
 AUTORATE_START_LOOSE_TICKS: Final = 3  # ... or until the flows leave the rate unused this
 # many calm ticks in a row: they want less than it, nothing to hold back
-AUTORATE_LEARNED_S: Final = 600.0  # a burst within this long of shaping's end doubles only
-# up to just below the link it found: a plan and its apply, one install and the next
 AUTORATE_FLOOR_FALL: Final = 0.02  # of the gap a tick, towards a lower mean RTT: a lucky
 # tick moves a destination's RTT floor a fiftieth of the way (sched/autorate.PathFloors) ...
 AUTORATE_FLOOR_RISE: Final = 0.002  # ... and towards one higher than AUTORATE_JITTER_GAP_S:

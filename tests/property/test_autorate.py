@@ -14,16 +14,13 @@ from hypothesis import strategies as st
 from fyntr.limits import (
     AUTORATE_DELAY_THRESHOLD_S,
     AUTORATE_FLOOR_BYTES_S,
-    AUTORATE_LEARNED_S,
-    AUTORATE_PLATEAU,
     AUTORATE_REFRACTORY_S,
-    AUTORATE_RELEASE_S,
     AUTORATE_START_BYTES_S,
     AUTORATE_TICK_S,
 )
 from fyntr.sched.autorate import Phase, RateController
 from fyntr.sched.measure import PathFloors
-from tests.support.link import Tick, median_queue_s, simulate, utilisation, window
+from tests.support.link import median_queue_s, simulate, utilisation, window
 
 LINKS = st.floats(min_value=1e6 / 8, max_value=1e9 / 8)  # 1 Mbit/s to 1 Gbit/s
 BASE_RTTS = st.floats(min_value=0.001, max_value=0.2)
@@ -161,6 +158,29 @@ def test_a_trickle_of_upload_beside_a_bloated_downlink_is_not_shaped() -> None:
     assert controller.phase is Phase.DRAINING  # type: ignore[comparison-overlap]
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    link=LINKS,
+    base_rtt=BASE_RTTS.filter(lambda rtt: rtt >= 0.005),
+    buffer=st.floats(min_value=0.1, max_value=1.0),
+)
+def test_the_probe_above_a_steady_link_keeps_its_saw_tooth_low(
+    link: float, base_rtt: float, buffer: float
+) -> None:
+    """A link that does not change: the probe above the last ceiling finds its rate again
+    and again. With its step doubling on every calm tick it reached 1.5x the link before
+    the queue showed a round trip later (the queue's p95 over time 120 ms here; the router
+    benchmark's cable and DSL saw-tooth); it doubles only on ticks in which the link
+    carried more than it had since the last cut."""
+    ticks = simulate(
+        lambda _t: link, base_rtt_s=base_rtt, buffer_s=buffer, duration_s=40, started=True
+    )
+    steady = window(ticks, 5)
+    queue = sorted(t.queue_s for t in steady)
+    assert queue[int(0.95 * len(queue))] <= 4 * AUTORATE_DELAY_THRESHOLD_S
+    assert utilisation(steady) >= 0.9
+
+
 @settings(max_examples=30, deadline=None)
 @given(
     base=st.floats(min_value=2e6 / 8, max_value=20e6 / 8),
@@ -282,7 +302,7 @@ def test_a_burst_over_a_satellite_link_starts_without_filling_its_fifo() -> None
 
 def started(link: float, base_rtt: float, buffer: float) -> None:
     ticks = simulate(
-        lambda _t: link, base_rtt_s=base_rtt, buffer_s=buffer, duration_s=10, starts=(0.0,)
+        lambda _t: link, base_rtt_s=base_rtt, buffer_s=buffer, duration_s=10, started=True
     )
     first = window(ticks, 0, 5)
     assert max(t.queue_s for t in first) <= min(buffer, base_rtt + 0.25) + 1e-9
@@ -377,7 +397,7 @@ def test_a_burst_held_back_finds_a_slow_link_without_waiting_for_a_queue(
         base_rtt_s=base_rtt,
         buffer_s=1.0,
         duration_s=10,
-        starts=(0.0,),
+        started=True,
         demand=lambda _t: 40 * link,
         sample_every=sample_every,
     )
@@ -410,7 +430,7 @@ def test_the_starts_overshoot_drains_at_the_links_rate(
         base_rtt_s=base_rtt,
         buffer_s=buffer,
         duration_s=8,
-        starts=(0.0,),
+        started=True,
         demand=lambda _t: 40 * link,  # a burst: fyntr holds data back
         sample_every=sample_every,
     )
@@ -527,58 +547,6 @@ def test_a_link_that_steps_down_is_cut_for_within_a_few_ticks(
     full = next(i for i, t in enumerate(after_step) if t.queue_s <= 2 * AUTORATE_DELAY_THRESHOLD_S)
     assert full * AUTORATE_TICK_S <= 1.7
     assert utilisation(after_step) >= 0.85
-
-
-def two_bursts(link: float, base_rtt: float, buffer: float) -> tuple[list[Tick], list[Tick]]:
-    """A burst, 40 s of a trickle (shaping stops after AUTORATE_RELEASE_S of it), and
-    the same burst again: each burst's first 5 s."""
-    ticks = simulate(
-        lambda _t: link,
-        base_rtt_s=base_rtt,
-        buffer_s=buffer,
-        duration_s=66,
-        demand=lambda t: 40 * link if t < 20 or t >= 60 else 1e3,
-        starts=(0.0, 60.0),
-    )
-    return window(ticks, 0, 5), window(ticks, 60, 65)
-
-
-@settings(max_examples=60, deadline=None)
-@given(
-    link=LINKS.filter(lambda link: link <= 100e6 / 8),
-    base_rtt=st.floats(min_value=0.1, max_value=0.6),
-    buffer=st.floats(min_value=0.3, max_value=1.0),
-)
-def test_a_burst_soon_after_shaping_stopped_doubles_only_to_the_link_found(
-    link: float, base_rtt: float, buffer: float
-) -> None:
-    """Over a long round trip the start's doubling runs blind for a round trip past the
-    link (0.2-0.55 s of queue in the first burst here): a burst soon after shaping found
-    the link doubles only to just below it, then probes above it as shaping does, as
-    TCP's slow-start threshold does, and uses the link as well."""
-    first, again = two_bursts(link, base_rtt, buffer)
-    assert max(t.queue_s for t in again) <= 0.25
-    assert utilisation(again) >= utilisation(first) - 0.05
-
-
-@pytest.mark.parametrize(
-    ("after_s", "start"),
-    [
-        (AUTORATE_LEARNED_S - 1, AUTORATE_PLATEAU * 100e3),
-        (AUTORATE_LEARNED_S + 1, AUTORATE_START_BYTES_S),
-    ],
-)
-def test_a_link_learned_lately_bounds_the_start_and_one_learned_long_ago_does_not(
-    after_s: float, start: float
-) -> None:
-    """Shaping stopped on a 0.8 Mbit/s link: a burst soon after starts just below it; one
-    more than AUTORATE_LEARNED_S later starts from AUTORATE_START_BYTES_S again (the
-    link may have changed: a laptop moved to another network)."""
-    controller = shaping(100e3, 100e3, 100e3)
-    now = AUTORATE_RELEASE_S + AUTORATE_TICK_S
-    controller.update(now, 0.001, 1e3)  # a trickle since 0: shaping stops
-    assert controller.phase is Phase.UNSHAPED
-    assert controller.start(now + after_s, 0.05) == pytest.approx(start)
 
 
 def test_bloat_seen_before_a_quiet_spell_is_not_the_next_bursts() -> None:

@@ -33,16 +33,16 @@ def simulate(
     duration_s: float,
     other: Callable[[float], float] = lambda _t: 0.0,
     demand: Callable[[float], float] | None = None,
-    starts: tuple[float, ...] = (),
+    started: bool = False,
     sample_every: int = 1,
 ) -> list[Tick]:
     """``demand``: what fyntr's flows would send (bytes/s); default: always backlogged.
-    ``starts``: when a burst's connections were dialled through fyntr (RateController.start
-    with the base RTT as their connect time); before the first, they were already open.
+    ``started``: the burst's connections were dialled through fyntr at 0 (RateController.start
+    with the base RTT as their connect time); else they were already open.
     ``sample_every``: an RTT sample only every that many ticks (40 flows on a 1 Mbit/s
     link give one every few)."""
     controller = RateController(0.0)
-    rate: float | None = None
+    rate: float | None = controller.start(0.0, base_rtt_s) if started else None
     queue = 0.0  # bytes in the FIFO
     lag = max(1, round(base_rtt_s / AUTORATE_TICK_S))
     seen: list[float] = [0.0] * lag
@@ -53,8 +53,6 @@ def simulate(
     ticks: list[Tick] = []
     for i in range(round(duration_s / AUTORATE_TICK_S)):
         now = i * AUTORATE_TICK_S
-        if any(now <= at < now + AUTORATE_TICK_S for at in starts):
-            rate = controller.start(now, base_rtt_s)
         link = capacity(now)
         want = UNSHAPED_OVERLOAD * link if demand is None else demand(now)
         mine = want if rate is None else min(rate, want)
