@@ -277,6 +277,16 @@ async def test_request_line_and_header_timeouts_in_virtual_time() -> None:
         await until(lambda: server.admission.pending == 0)
 
 
+async def test_a_socks5_greeting_on_the_http_port_is_answered_at_once() -> None:
+    """``ALL_PROXY=socks5h://`` pointed at the HTTP port: a 400 at once, not a 408 after
+    the request line's 30 s."""
+    async with proxy(loopback_settings()) as server:
+        reader, writer = await asyncio.open_connection("127.0.0.1", http_port(server))
+        writer.write(b"\x05\x01\x00")
+        assert await asyncio.wait_for(reader.read(), 5) == STATUS_LINES[Status.BAD_REQUEST]
+        writer.close()
+
+
 async def test_headers_get_their_own_30_seconds() -> None:
     clock = FakeClock()
     async with proxy(loopback_settings(), clock=clock) as server:

@@ -169,3 +169,21 @@ def test_status_lines_are_exact() -> None:
     assert all(
         line.endswith(b"\r\n\r\n") and b"\r\n" not in line[:-4] for line in STATUS_LINES.values()
     )
+
+
+@pytest.mark.parametrize(
+    ("first", "named"),
+    [
+        (b"\x05\x01\x00", "--socks5-port"),  # curl -x socks5h://... at the HTTP port
+        (b"\x04\x01\x01\xbb\x7f\x00\x00\x01", "--socks5-port"),
+        (b"\x16\x03\x01\x02\x00\x01", "not https://"),  # a client speaking TLS to it
+        (b"\x16\x03\x01\x02\x00\x01\n\x03", "not https://"),  # with a line end in it
+    ],
+)
+def test_another_protocols_first_bytes_are_refused_at_once(first: bytes, named: str) -> None:
+    """No line end ever comes: without this the client waited the request line's 30 s
+    for a 408 it could not read either."""
+    with pytest.raises(HandshakeError) as info:
+        ConnectParser().feed(first)
+    assert info.value.status is Status.BAD_REQUEST
+    assert named in info.value.detail

@@ -63,6 +63,15 @@ _AUTHORIZATION = b"proxy-authorization:"  # the credentials for --auth-file (RFC
 PAC_PATHS = frozenset(("/proxy.pac", "/wpad.dat"))
 
 
+# What other protocols' clients send first, pointed at the HTTP port by mistake: refused at
+# once, where the request line would wait its 30 s for a line end that never comes.
+_NOT_HTTP = {
+    0x04: "a SOCKS4 request on the HTTP port (SOCKS5 has its own: --socks5-port)",
+    0x05: "a SOCKS5 greeting on the HTTP port (SOCKS5 has its own: --socks5-port)",
+    0x16: "a TLS handshake on the HTTP port (the proxy's address is http://, not https://)",
+}
+
+
 def _reject(status: Status, reason: str, detail: str) -> HandshakeError:
     return HandshakeError(status, Rep.GENERAL_FAILURE, reason, detail)
 
@@ -90,6 +99,8 @@ class ConnectParser:
             raise RuntimeError("feed() after the head was complete")
         buf = self._buf
         buf += data
+        if self.phase is ConnectPhase.REQUEST_LINE and buf and buf[0] in _NOT_HTTP:
+            raise bad_request(_NOT_HTTP[buf[0]])  # a ClientHello may hold a b"\n" anywhere
         events: list[Event] = []
         start = 0  # lines before this are consumed; the buffer is compacted once, at the end
         newline = buf.find(b"\n", self._scan)
