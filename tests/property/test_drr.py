@@ -280,3 +280,33 @@ def test_owners_live_only_as_long_as_their_flows() -> None:
         sched.service(0.0, lambda _f, _c: None)
     del flow
     assert len(sched._owners) == 0
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rate=st.floats(min_value=32e3, max_value=2e6),  # the auto rate's floor to 16 Mbit/s
+    flows=st.integers(min_value=1, max_value=40),
+)
+def test_a_shaped_backlog_is_released_evenly_over_every_100_ms(rate: float, flows: int) -> None:
+    """Woken only by its own timer, as the pump is while every client is paused, the
+    shaper releases the rate in every 100 ms (the auto rate's tick, which judges what
+    the link acknowledged against it): waiting for 16 KiB of tokens at 1 Mbit/s released
+    a burst every 131 ms, and some ticks saw nothing."""
+    burst = max(rate * 0.010, 16384)
+    sched = Scheduler(TokenBucket(rate, burst, now=0.0))
+    for _ in range(flows):
+        sched.enqueue(Flow(), bytes(int(rate * 3 / flows) + 1))
+    released: defaultdict[int, int] = defaultdict(int)
+    now = 0.0
+
+    def write(_f: Flow, c: Chunk) -> None:
+        released[int(now * 10)] += len(c)
+
+    sched.service(now, write)
+    while now < 2.0:
+        wake = sched.next_wake()
+        assert wake is not None
+        now += wake
+        sched.service(now, write)
+    for tick in range(1, 20):
+        assert released[tick] >= 0.8 * rate * 0.1

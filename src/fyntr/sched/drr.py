@@ -281,14 +281,17 @@ class Scheduler:
 
     def next_wake(self) -> float | None:
         """Delay until a pass can send again, when only the bucket holds data back: the
-        tokens for a quantum, or for the first chunk of a new flow (a request, a probe)
-        when one waits, which goes first. Waiting for a whole quantum held a 64-byte
-        probe 0.5 s at the 256 kbit/s floor (router benchmark (a): 1.3 s round trips
-        while the uplink's queue drained, against direct's 0.3 s)."""
+        tokens for a round's worth (DRR_ROUND_S of the rate, a packet at least, a
+        largest quantum at most), or for the first chunk of a new flow (a request, a
+        probe) when one waits, which goes first. Waiting for a whole quantum held a
+        64-byte probe 0.5 s at the 256 kbit/s floor (router benchmark (a): 1.3 s round
+        trips while the uplink's queue drained, against direct's 0.3 s); waiting for
+        16 KiB at 1 Mbit/s released a burst every 131 ms, and a 100 ms tick of the
+        auto rate could see nothing released at all (docs/zero-configuration.md)."""
         bucket = self.bucket
         if bucket is None or not self.round or bucket.tokens >= 1:
             return None
-        need = QUANTUM_MAX_BYTES
+        need = max(QUANTUM_MIN_BYTES, min(QUANTUM_MAX_BYTES, int(bucket.rate * DRR_ROUND_S)))
         for owner in self.round:
             for flow in owner.new:
                 if flow.queued and not flow.parked:
