@@ -9,7 +9,7 @@ from collections.abc import Callable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fyntr.limits import QUANTUM_MIN_BYTES
+from fyntr.limits import QUANTUM_MIN_BYTES, RATE_BURST_MIN_BYTES, RATE_BURST_S
 from fyntr.sched.drr import Chunk, Flow, Scheduler, TokenBucket
 from fyntr.sched.quantum import ema_update, recommended_quantum
 
@@ -292,7 +292,7 @@ def test_a_shaped_backlog_is_released_evenly_over_every_100_ms(rate: float, flow
     shaper releases the rate in every 100 ms (the auto rate's tick, which judges what
     the link acknowledged against it): waiting for 16 KiB of tokens at 1 Mbit/s released
     a burst every 131 ms, and some ticks saw nothing."""
-    burst = max(rate * 0.010, 16384)
+    burst = max(rate * RATE_BURST_S, RATE_BURST_MIN_BYTES)  # the pump's (Pump.set_rate)
     sched = Scheduler(TokenBucket(rate, burst, now=0.0))
     for _ in range(flows):
         sched.enqueue(Flow(), bytes(int(rate * 3 / flows) + 1))

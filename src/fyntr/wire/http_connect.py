@@ -98,9 +98,9 @@ class ConnectParser:
         if self.done:
             raise RuntimeError("feed() after the head was complete")
         buf = self._buf
+        if not buf and data and data[0] in _NOT_HTTP and self.phase is ConnectPhase.REQUEST_LINE:
+            raise bad_request(_NOT_HTTP[data[0]])  # a ClientHello may hold a b"\n" anywhere
         buf += data
-        if self.phase is ConnectPhase.REQUEST_LINE and buf and buf[0] in _NOT_HTTP:
-            raise bad_request(_NOT_HTTP[buf[0]])  # a ClientHello may hold a b"\n" anywhere
         events: list[Event] = []
         start = 0  # lines before this are consumed; the buffer is compacted once, at the end
         newline = buf.find(b"\n", self._scan)
