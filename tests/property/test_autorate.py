@@ -566,3 +566,56 @@ def test_bloat_seen_before_a_quiet_spell_is_not_the_next_bursts() -> None:
         controller.update(now, delay, rate, backlogged=True)
     assert controller.phase is Phase.STARTING
     assert controller.rate == 2 * AUTORATE_START_BYTES_S
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("link", [10e6 / 8, 20e6 / 8])
+def test_a_token_buckets_burst_does_not_run_the_probe_far_above_the_link(
+    link: float, seed: int
+) -> None:
+    """A token bucket in front of the FIFO (the router benchmark's tbf: 32 KB, 26 ms of a
+    10 Mbit/s link) passes its burst whenever the probe goes above the link after a
+    drain: the deliveries follow the rate until it is spent and read as room, and the
+    probe's step doubled on them to 20-25%. The rate went 1.35x the link every 1.6 s
+    (queue p95 120-133 ms here, 123-159 ms in the router's cable profile). The step
+    doubles only on ticks that carried a good part of what the probe offered, and a
+    shortfall against what was offered cuts before the queue shows."""
+    ticks = simulate(
+        lambda _t: link,
+        base_rtt_s=0.02,
+        buffer_s=0.5,
+        duration_s=30,
+        started=True,
+        ack_bursts=0.03,
+        seed=seed,
+        bucket=32 * 1024,
+    )
+    steady = window(ticks, 5)
+    queue = sorted(t.queue_s for t in steady)
+    assert queue[int(0.95 * len(queue))] <= 5 * AUTORATE_DELAY_THRESHOLD_S
+    assert utilisation(steady) >= 0.9
+
+
+def test_a_shortfall_against_what_the_probe_offered_cuts_before_the_queue_shows() -> None:
+    """Above the last ceiling and held back, the link delivers the same while the rate
+    rises: it is full, a round trip and two ticks before bloat would say so. The cut
+    goes below what it delivers now, as deep as the queue the excess built."""
+    link = 1e6
+    controller, now = shaping(1.3 * link, link, link), 0.0
+    for _ in range(3):
+        now += AUTORATE_TICK_S
+        controller.update(now, 0.0, link, backlogged=True)
+    assert controller.phase is Phase.HOLDING
+    assert controller.rate is not None and controller.rate < 0.9 * link
+
+
+def test_a_rate_the_flows_leave_unused_is_no_shortfall() -> None:
+    """Not held back, the flows want less than the rate: deliveries below it say
+    nothing about the link."""
+    link = 1e6
+    controller, now = shaping(1.3 * link, link, link), 0.0
+    for _ in range(5):
+        now += AUTORATE_TICK_S
+        controller.update(now, 0.0, link)
+    assert controller.phase is Phase.SHAPING
+    assert controller.rate is not None and controller.rate >= 1.3 * link
