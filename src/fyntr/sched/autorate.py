@@ -66,7 +66,6 @@ from fyntr.limits import (
     AUTORATE_PLATEAU,
     AUTORATE_PROBE,
     AUTORATE_PROBE_ACCEL_TICKS,
-    AUTORATE_PROBE_CARRIED,
     AUTORATE_RAISE,
     AUTORATE_RECOVER,
     AUTORATE_RECOVER_BELOW,
@@ -128,7 +127,6 @@ class RateController:
         "_lately",
         "_loose_limit",
         "_loose_ticks",
-        "_offered",
         "_recent",
         "_released",
         "_start_rtt",
@@ -149,7 +147,6 @@ class RateController:
         self.delay_s: float | None = None  # the last tick's queueing delay
         self._recent: deque[bool] = deque(maxlen=AUTORATE_WINDOW_TICKS)  # bloated ticks
         self._lately: deque[float] = deque(maxlen=AUTORATE_LATELY_TICKS)  # delivered
-        self._offered: deque[float] = deque(maxlen=AUTORATE_LATELY_TICKS)  # released then
         # No cut before; in DRAINING, the end of the drain, or for the start's overshoot
         # its beginning (its length follows the link's rate as the drain measures it).
         self._hold_until = now
@@ -215,8 +212,6 @@ class RateController:
         fyntr holds data back at the rate (the flows want more than it). Returns the rate
         to put in force (None: unlimited)."""
         self._base_rtt = base_rtt_s
-        if self.rate is not None:
-            self._released.append((now, self.rate))  # the rate in force during this tick
         if achieved < AUTORATE_MIN_LOAD_BYTES_S:
             # Too little upload to be what fills a queue: a probe's or an API call's
             # bytes beside a download burst see the downlink's queue in their round
@@ -228,27 +223,8 @@ class RateController:
         self.achieved += AUTORATE_SMOOTHING * (achieved - self.achieved)
         delivered = achieved
         self._lately.append(delivered)
-        # What this tick's acknowledged bytes were released at: the rate a round trip before.
-        then = self._then(now, base_rtt_s)
-        self._offered.append(then)
         carried, achieved = max(achieved, self.achieved), self.achieved
-        # The link carried more than ever since the last cut, by a good part of what the
-        # rate offered above that: a full link's deliveries wander a few percent either
-        # side of its rate, and read above the ceiling they doubled the probe's step.
-        more = delivered > self.ceiling + AUTORATE_PROBE_CARRIED * max(0.0, then - self.ceiling)
-        # Held back above the last ceiling, the link fell short of what was offered over
-        # the last ticks: the probe reached the link's end, before its queue shows (a
-        # round trip later, and bloat takes two ticks over the threshold). A token bucket
-        # in front of the FIFO (the router benchmark's tbf, 26 ms of cable's link) passes
-        # its burst at once after every drain, the deliveries follow the rate until it is
-        # spent, and the probe's step doubles on them: it went 1.35x the link every 1.6 s.
-        # Judged tick by tick, over a few: one tick's acknowledgements may lag a raise.
-        pairs = zip(self._lately, self._offered, strict=True)
-        full = (
-            backlogged
-            and then > self.ceiling
-            and statistics.median(d / max(o, 1.0) for d, o in pairs) < AUTORATE_START_DELIVERED
-        )
+        more = delivered > self.ceiling  # the link carried more than ever since the last cut
         self.ceiling = max(self.ceiling, achieved)
         if delay_s is not None:
             self._recent.append(delay_s > AUTORATE_DELAY_THRESHOLD_S)
@@ -300,7 +276,7 @@ class RateController:
             if now >= self._hold_until and lately <= AUTORATE_IN_CONTROL * self.rate:
                 self._cut(now, delay_s, lately, steady=True)  # type: ignore[arg-type]
         else:
-            self._adjust(now, delay_s, carried, backlogged=backlogged, more=more, full=full)
+            self._adjust(now, delay_s, carried, backlogged=backlogged, more=more)
         self.history.append(Point(now, self.rate, achieved, delay_s))
         return self.rate
 
@@ -319,13 +295,14 @@ class RateController:
         # was sent in the tick's span a round trip earlier, at the rates of the ticks
         # that span overlaps, in proportion.
         released = self._released
+        released.append((now, self.rate))
         if not backlogged:
             self._backlogged_since = None
         elif self._backlogged_since is None:
             self._backlogged_since = now
         if now - released[0][0] < self._start_rtt:
             return  # nothing released has been acknowledged yet: nothing to judge
-        then = self._then(now, self._start_rtt)
+        then = _mean_over(released, now - self._start_rtt)
         # A queue beginning needs a shortfall: any one with a delay at the threshold, the
         # one growth is judged by under it, where the delay is of jitter's size (LTE's
         # start read 14 ms on one socket while the link delivered 0.95 of what was
@@ -371,11 +348,6 @@ class RateController:
                 else:
                     self._link_found(now, carried)
         # else: too little upload to judge (a probe's bytes before the burst): wait
-
-    def _then(self, now: float, rtt_s: float) -> float:
-        """The rate in force a round trip before the tick that ends at ``now``: what the
-        bytes acknowledged in it were released at (0 before any)."""
-        return _mean_over(self._released, now - rtt_s) if self._released else 0.0
 
     def _link_found(self, now: float, carried: float) -> None:
         """The link is full at what it carries now, and what grew in the round trip the
@@ -461,14 +433,7 @@ class RateController:
         self._recent.clear()
 
     def _adjust(
-        self,
-        now: float,
-        delay_s: float | None,
-        carried: float,
-        *,
-        backlogged: bool,
-        more: bool,
-        full: bool,
+        self, now: float, delay_s: float | None, carried: float, *, backlogged: bool, more: bool
     ) -> None:
         """``carried``: the larger of the tick's deliveries and their smoothed value. The
         smoothed value alone lags a rate just raised by a quarter, so every other tick of
@@ -480,15 +445,6 @@ class RateController:
         if now < self._hold_until:
             return
         self.phase = Phase.SHAPING
-        if full:
-            # The link's rate as it shows now (a token bucket's burst flattered the ticks
-            # before), and the queue as what was offered beyond it over the last ticks: it
-            # is a round trip and a tick from showing in the delay.
-            link = min(statistics.median(self._lately), self._lately[-1])
-            excess = sum(o - d for o, d in zip(self._offered, self._lately, strict=True))
-            queued = max(0.0, excess) * AUTORATE_TICK_S / max(link, 1.0)
-            self._cut(now, max(AUTORATE_DELAY_THRESHOLD_S, queued), link, steady=True)
-            return
         used = carried >= AUTORATE_HIGH_LOAD * self.rate
         # Held back, the flows want more than the rate, whatever the acknowledgements
         # say yet: after a raise of a quarter they lag the rate for a tick or two, and
