@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from fyntr.limits import (
     AUTORATE_DELAY_THRESHOLD_S,
     AUTORATE_FLOOR_BYTES_S,
+    AUTORATE_PROBE,
     AUTORATE_REFRACTORY_S,
     AUTORATE_START_BYTES_S,
     AUTORATE_TICK_S,
@@ -566,3 +567,85 @@ def test_bloat_seen_before_a_quiet_spell_is_not_the_next_bursts() -> None:
         controller.update(now, delay, rate, backlogged=True)
     assert controller.phase is Phase.STARTING
     assert controller.rate == 2 * AUTORATE_START_BYTES_S
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("link", [10e6 / 8, 20e6 / 8])
+def test_a_token_buckets_burst_does_not_run_the_probe_far_above_the_link(
+    link: float, seed: int
+) -> None:
+    """A token bucket in front of the FIFO (the router benchmark's tbf: 32 KB, 26 ms of a
+    10 Mbit/s link) passes its burst whenever the probe goes above the link after a
+    drain: the deliveries follow the rate until it is spent and read as room, and the
+    probe's step doubled on them to 20%. The rate went 1.35x the link every 1.6 s (queue
+    p95 107-133 ms here, 118-159 ms in the router's cable profile). The step now doubles
+    only once the probe has carried more than the last one did on the same link."""
+    ticks = simulate(
+        lambda _t: link,
+        base_rtt_s=0.02,
+        buffer_s=0.5,
+        duration_s=30,
+        started=True,
+        ack_bursts=0.03,
+        seed=seed,
+        bucket=32 * 1024,
+    )
+    steady = window(ticks, 5)
+    queue = sorted(t.queue_s for t in steady)
+    assert queue[int(0.95 * len(queue))] <= 4 * AUTORATE_DELAY_THRESHOLD_S
+    assert utilisation(steady) >= 0.9
+
+
+def probe_cycle(controller: RateController, now: float, link: float) -> tuple[float, list[float]]:
+    """Calm ticks, held back, on a link behind a token bucket of 32 KB that the drain
+    refilled: up to the rate passes it as long as the bucket lasts, then a queue shows
+    and is cut for; then calm ticks until the rate is back at the ceiling. Returns the
+    time and the probe's raises (rate after / before) while no queue showed."""
+    tokens, raises = 32 * 1024.0, []
+    while shaping_now(controller):
+        now += AUTORATE_TICK_S
+        before = controller.rate
+        assert before is not None
+        excess = max(0.0, before - link) * AUTORATE_TICK_S
+        burst = min(tokens, excess)
+        tokens -= burst
+        queued = excess > burst
+        delay = 2 * AUTORATE_DELAY_THRESHOLD_S if queued else 0.0
+        controller.update(now, delay, min(before, link) + burst / AUTORATE_TICK_S, backlogged=True)
+        if not queued and controller.rate is not None:
+            raises.append(controller.rate / before)
+    while not shaping_now(controller) or (
+        controller.rate is not None and controller.rate < controller.ceiling
+    ):
+        now += AUTORATE_TICK_S
+        assert controller.rate is not None
+        controller.update(now, 0.0, min(controller.rate, link), backlogged=True)
+    return now, raises
+
+
+def shaping_now(controller: RateController) -> bool:
+    """Read afresh on every call: ``update`` moves the phase."""
+    return controller.phase is Phase.SHAPING
+
+
+def test_the_probe_does_not_double_its_step_on_a_token_buckets_burst_again() -> None:
+    """The first probe above a link behind a token bucket takes the bucket's burst for
+    room and doubles its step; the next ones on the same link keep their first step
+    until they have carried more than it."""
+    link = 1.25e6
+    controller = shaping(link, link, link)
+    now, first = probe_cycle(controller, 0.0, link)
+    assert max(first) > AUTORATE_PROBE + 0.01  # the model is one the first probe is fooled by
+    for _ in range(3):
+        now, raises = probe_cycle(controller, now, link)
+        assert max(raises) == pytest.approx(AUTORATE_PROBE)
+
+
+def test_a_faster_link_found_is_no_burst_to_wait_for() -> None:
+    """A cut well above where the probe began: the link stepped up, and what it carried
+    above the ceiling was room, not a burst; the next probe's step doubles as before."""
+    link = 1.25e6
+    controller = shaping(link, link, link)
+    now, _ = probe_cycle(controller, 0.0, 3 * link)
+    _, raises = probe_cycle(controller, now, 3 * link)
+    assert max(raises) > AUTORATE_PROBE + 0.01

@@ -6,6 +6,7 @@ by the base RTT."""
 
 from __future__ import annotations
 
+import random
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,12 +36,20 @@ def simulate(
     demand: Callable[[float], float] | None = None,
     started: bool = False,
     sample_every: int = 1,
+    ack_bursts: float = 0.0,
+    seed: int = 0,
+    bucket: float = 0.0,
 ) -> list[Tick]:
     """``demand``: what fyntr's flows would send (bytes/s); default: always backlogged.
     ``started``: the burst's connections were dialled through fyntr at 0 (RateController.start
     with the base RTT as their connect time); else they were already open.
     ``sample_every``: an RTT sample only every that many ticks (40 flows on a 1 Mbit/s
-    link give one every few)."""
+    link give one every few).
+    ``ack_bursts``: acknowledgements come in bursts: up to this fraction of a tick's
+    carried bytes is acknowledged a tick late (random, from ``seed``), so a full link's
+    deliveries read up to that much either side of its rate.
+    ``bucket``: bytes a token bucket in front of the FIFO lets through above the link's
+    rate after it has been idle (the router benchmark's ``tc tbf ... burst 32kb``)."""
     controller = RateController(0.0)
     rate: float | None = controller.start(0.0, base_rtt_s) if started else None
     queue = 0.0  # bytes in the FIFO
@@ -51,14 +60,22 @@ def simulate(
     lag_frac = base_rtt_s / AUTORATE_TICK_S - acks
     carried_then: list[float] = [0.0] * (acks + 1)
     ticks: list[Tick] = []
+    late = random.Random(seed)
+    deferred = 0.0  # bytes whose acknowledgement comes a tick late
+    tokens = bucket
     for i in range(round(duration_s / AUTORATE_TICK_S)):
         now = i * AUTORATE_TICK_S
         link = capacity(now)
         want = UNSHAPED_OVERLOAD * link if demand is None else demand(now)
         mine = want if rate is None else min(rate, want)
         offered = mine + other(now)
-        queue = min(max(queue + (offered - link) * AUTORATE_TICK_S, 0.0), buffer_s * link)
-        carried = link if queue > 0 else offered
+        # The bucket's tokens carry what exceeds the link before the FIFO takes it, and
+        # refill by what the link leaves unused.
+        spare = (link - offered) * AUTORATE_TICK_S - queue
+        burst = min(tokens, -spare) if spare < 0 else 0.0
+        tokens = min(bucket, tokens - burst + max(spare, 0.0))
+        queue = min(max(queue - burst + (offered - link) * AUTORATE_TICK_S, 0.0), buffer_s * link)
+        carried = link + burst / AUTORATE_TICK_S if queue > 0 or burst else offered
         achieved = carried * mine / offered if offered else 0.0
         seen.append(queue / link)
         carried_then.append(achieved)
@@ -66,6 +83,7 @@ def simulate(
         delay = seen[-1 - lag] if sampled else None
         # acknowledged now: what the link carried a round trip ago, between two ticks
         acked = (1 - lag_frac) * carried_then[-1 - acks] + lag_frac * carried_then[-2 - acks]
+        acked, deferred = acked - (d := late.uniform(0, ack_bursts) * acked) + deferred, d
         held = rate is not None and want > rate  # fyntr's queue holds what the flows want
         rate = controller.update(now + AUTORATE_TICK_S, delay, acked, base_rtt_s, backlogged=held)
         ticks.append(Tick(now, link, rate, achieved, queue / link))
