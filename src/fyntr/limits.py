@@ -113,8 +113,10 @@ AUTORATE_PROBE: Final = 1.025  # per tick at and above this fraction of the high
 AUTORATE_PROBE_ACCEL_TICKS: Final = 1  # ticks in which the link carried more than it had
 # since the last cut that double the probe's step: 2x higher in 0.6 s, 4x (an LTE step
 # from 10 to 40 Mbit/s) in 0.9 s, then 25% a tick; a tick without stops the doubling
-AUTORATE_PROBE_SAME_LINK: Final = 1.1  # a cut at most this far above the ceiling the probe
-# began at finds the same link: what it carried above it was a token bucket's burst
+AUTORATE_PROBE_SAME_LINK: Final = 1.1  # a cut within this factor of the ceiling the probe
+# began at finds the same link, and what it carried above that was a token bucket's burst:
+# a full link's deliveries wander a few percent a tick (2-3% on the router benchmark's
+# cable profile), an LTE uplink steps by 2x and more
 AUTORATE_PLATEAU: Final = 0.9  # achieved since the last cut: x1.1 a second
 AUTORATE_RECOVER: Final = 1.25  # per tick instead, below this fraction of the highest
 AUTORATE_RECOVER_BELOW: Final = 0.75  # rate achieved since the last cut: back from a

@@ -131,6 +131,7 @@ class RateController:
         "_lately",
         "_loose_limit",
         "_loose_ticks",
+        "_probed",
         "_probed_from",
         "_recent",
         "_released",
@@ -167,6 +168,7 @@ class RateController:
         self._surplus = 0.0  # bytes the link carried above the ceiling while probing above it
         self._burst = 0.0  # the surplus the last probe saw before its queue showed
         self._probed_from = 0.0  # the ceiling when the surplus began
+        self._probed: deque[float] = deque(maxlen=AUTORATE_START_HISTORY)  # its deliveries
         self._growth = 2.0  # STARTING: the rate's factor per tick while calm
         self._loose_ticks = 0  # STARTING: ticks in a row in which the rate did not bind
         self._loose_limit = AUTORATE_START_LOOSE_TICKS  # STARTING: that many let go
@@ -242,7 +244,9 @@ class RateController:
         if self.phase is Phase.SHAPING and self.rate is not None and self.rate > self.ceiling:
             if self._surplus == 0:
                 self._probed_from = self.ceiling
+                self._probed.clear()
             self._surplus += max(0.0, delivered - self.ceiling) * AUTORATE_TICK_S
+            self._probed.append(delivered)
         else:
             self._surplus = 0.0
         more = delivered > self.ceiling and self._surplus > self._burst
@@ -447,12 +451,16 @@ class RateController:
         self.phase = Phase.HOLDING
         self._calm_ticks = 0
         if self._surplus > 0:
-            # The same link found again: what it carried above it was a token bucket's
-            # burst. A link that stepped up since: its room, no burst.
-            # The largest seen, since the ceiling the surplus is read against rises on
-            # the burst's own deliveries.
-            steady = achieved <= AUTORATE_PROBE_SAME_LINK * self._probed_from
-            self._burst = max(self._burst, self._surplus) if steady else 0.0
+            # The same link found again: what the probe's ticks carried above its rate
+            # now was a token bucket's burst (what they carried between the ceiling and
+            # that was room: LTE's link rose 10% within a step, and taking that for a
+            # burst kept the probe at 2.5% a tick for 1.4 s of the next step up). A
+            # link that stepped up or down since: no burst known. The largest burst seen,
+            # since the ceiling rises on the burst's own deliveries.
+            ratio = achieved / max(self._probed_from, 1.0)
+            steady = 1 / AUTORATE_PROBE_SAME_LINK <= ratio <= AUTORATE_PROBE_SAME_LINK
+            burst = sum(max(0.0, d - achieved) for d in self._probed) * AUTORATE_TICK_S
+            self._burst = max(self._burst, burst) if steady else 0.0
             self._surplus = 0.0
         # Hold until the queue that was seen has drained at the rate given up (a queue of
         # d seconds of the link drains in d / (1 - factor)), so that the same queue is
