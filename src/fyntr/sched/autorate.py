@@ -459,8 +459,9 @@ class RateController:
             # since the ceiling rises on the burst's own deliveries.
             ratio = achieved / max(self._probed_from, 1.0)
             steady = 1 / AUTORATE_PROBE_SAME_LINK <= ratio <= AUTORATE_PROBE_SAME_LINK
-            burst = sum(max(0.0, d - achieved) for d in self._probed) * AUTORATE_TICK_S
-            self._burst = max(self._burst, burst) if steady else 0.0
+            probed = list(self._probed)[:-1]  # this tick's is the link's, seen with the queue
+            burst = sum(max(0.0, d - achieved) for d in probed) * AUTORATE_TICK_S
+            self._burst = burst if steady else 0.0
             self._surplus = 0.0
         # Hold until the queue that was seen has drained at the rate given up (a queue of
         # d seconds of the link drains in d / (1 - factor)), so that the same queue is
