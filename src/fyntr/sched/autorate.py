@@ -166,7 +166,8 @@ class RateController:
         self._calm_ticks = 0  # probing upwards without bloat: ticks the link carried more
         self._base_rtt = 0.0  # the base RTT the last tick was given
         self._surplus = 0.0  # bytes the link carried above the ceiling while probing above it
-        self._burst = 0.0  # the surplus the last probe saw before its queue showed
+        self._burst = 0.0  # a token bucket's: what the last probe on the same link carried
+        # above the link's rate before its queue showed
         self._probed_from = 0.0  # the ceiling when the surplus began
         self._probed: deque[float] = deque(maxlen=AUTORATE_START_HISTORY)  # its deliveries
         self._growth = 2.0  # STARTING: the rate's factor per tick while calm
@@ -452,11 +453,9 @@ class RateController:
         self._calm_ticks = 0
         if self._surplus > 0:
             # The same link found again: what the probe's ticks carried above its rate
-            # now was a token bucket's burst (what they carried between the ceiling and
-            # that was room: LTE's link rose 10% within a step, and taking that for a
-            # burst kept the probe at 2.5% a tick for 1.4 s of the next step up). A
-            # link that stepped up or down since: no burst known. The largest burst seen,
-            # since the ceiling rises on the burst's own deliveries.
+            # now was a token bucket's burst; what they carried between the old ceiling
+            # and that was room. A link that stepped up or down since: no burst known.
+            # Either taken for a burst held LTE's next climb at 2.5% a tick for 1.4 s.
             ratio = achieved / max(self._probed_from, 1.0)
             steady = 1 / AUTORATE_PROBE_SAME_LINK <= ratio <= AUTORATE_PROBE_SAME_LINK
             probed = list(self._probed)[:-1]  # this tick's is the link's, seen with the queue
