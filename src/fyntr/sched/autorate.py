@@ -33,8 +33,8 @@ moved, so one slow destination does not throttle every flow) and the achieved ra
   probing for a link that got faster without overshooting far; the probe's step doubles
   every ``AUTORATE_PROBE_ACCEL_TICKS`` calm ticks in which the link carried more than
   it had since the last cut (or per round trip, when one is longer), and more in all
-  than a token bucket's burst seen on the same link before (the last probe's surplus
-  above the ceiling until its queue showed), so that an uplink
+  than a token bucket's burst seen on the same link before (what the last probe there
+  carried above the link's rate before its queue showed), so that an uplink
   that stepped up (LTE moves by itself every few seconds) is found within its step, and
   a full one is not overshot by more than a few steps. A calm tick without that, or in
   which fyntr holds data back but the acknowledgements lag the rate just raised, pauses
