@@ -254,11 +254,7 @@ class RateController:
         self.ceiling = max(self.ceiling, achieved)
         if delay_s is not None:
             self._recent.append(delay_s > AUTORATE_DELAY_THRESHOLD_S)
-        probing = self._burst > 0 and self._surplus > 0
-        bloated = delay_s is not None and (
-            sum(self._recent) >= AUTORATE_BLOAT_TICKS
-            or (probing and delay_s > AUTORATE_DELAY_THRESHOLD_S)
-        )
+        bloated = delay_s is not None and sum(self._recent) >= AUTORATE_BLOAT_TICKS
         if bloated:
             self._active_since = now
         phase = self.phase
