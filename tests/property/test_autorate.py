@@ -578,7 +578,7 @@ def test_a_token_buckets_burst_does_not_run_the_probe_far_above_the_link(
     10 Mbit/s link) passes its burst whenever the probe goes above the link after a
     drain: the deliveries follow the rate until it is spent and read as room, and the
     probe's step doubled on them to 20%. The rate went 1.35x the link every 1.6 s (queue
-    p95 107-133 ms here, 118-159 ms in the router's cable profile). The step now doubles
+    p95 107-133 ms here, 117-159 ms in the router's cable profile). The step now doubles
     only once the probe has carried more than the last one did on the same link."""
     ticks = simulate(
         lambda _t: link,
