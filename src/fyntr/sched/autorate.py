@@ -199,7 +199,6 @@ class RateController:
             self._start_rtt = rtt_s
             self._growth = min(AUTORATE_START_GROWTH_MAX, 2 ** (AUTORATE_TICK_S / max(rtt_s, 1e-3)))
             self._released.clear()
-            self._probed.clear()
             # Bloat seen before a quiet spell is not this burst's (quiet ticks bring no
             # delay to push it out): it cut a burst after shaping stopped on its first tick.
             self._recent.clear()
@@ -251,8 +250,6 @@ class RateController:
             self._probed.append(delivered)
         else:
             self._surplus = 0.0
-            if self.phase is Phase.STARTING:
-                self._probed.append(delivered)
         more = delivered > self.ceiling and self._surplus > self._burst
         self.ceiling = max(self.ceiling, achieved)
         if delay_s is not None:
@@ -384,10 +381,6 @@ class RateController:
         probing above it as usual afterwards."""
         assert self.rate is not None
         self.ceiling = carried
-        # What the start's ticks before this one carried above the link's rate was a
-        # token bucket's burst, as a probe's would be: the first probe waits for it too.
-        start = list(self._probed)[:-1]
-        self._burst = sum(max(0.0, d - carried) for d in start) * AUTORATE_TICK_S
         # What was released above the link's rate before the shortfall showed is in its
         # queue now (LTE profile: 16 Mbit/s released on a 5 Mbit/s step, 240 ms of FIFO):
         # hold it back until the link has sent that, then shape below its rate.
