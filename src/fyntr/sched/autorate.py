@@ -168,8 +168,9 @@ class RateController:
         self._surplus = 0.0  # bytes the link carried above the ceiling while probing above it
         self._burst = 0.0  # a token bucket's: what the last probe on the same link carried
         # above the link's rate before its queue showed
-        self._probed_from = 0.0  # the ceiling when the surplus began
-        self._probed: deque[float] = deque(maxlen=AUTORATE_START_HISTORY)  # its deliveries
+        self._probed_from = 0.0  # the ceiling when the probe went above it
+        # The probe's deliveries while above the ceiling; empty: not probing above it.
+        self._probed: deque[float] = deque(maxlen=AUTORATE_START_HISTORY)
         self._growth = 2.0  # STARTING: the rate's factor per tick while calm
         self._loose_ticks = 0  # STARTING: ticks in a row in which the rate did not bind
         self._loose_limit = AUTORATE_START_LOOSE_TICKS  # STARTING: that many let go
@@ -243,13 +244,13 @@ class RateController:
         # deliveries follow the rate until it is spent, and the step doubled on them to
         # 20% (the rate 1.35x the link every 1.6 s on cable; a queue p95 of 125 ms).
         if self.phase is Phase.SHAPING and self.rate is not None and self.rate > self.ceiling:
-            if self._surplus == 0:
+            if not self._probed:
                 self._probed_from = self.ceiling
-                self._probed.clear()
             self._surplus += max(0.0, delivered - self.ceiling) * AUTORATE_TICK_S
             self._probed.append(delivered)
-        else:
+        elif self._probed:
             self._surplus = 0.0
+            self._probed.clear()
         more = delivered > self.ceiling and self._surplus > self._burst
         self.ceiling = max(self.ceiling, achieved)
         if delay_s is not None:
@@ -451,7 +452,7 @@ class RateController:
         self.rate = max(AUTORATE_FLOOR_BYTES_S, new)
         self.phase = Phase.HOLDING
         self._calm_ticks = 0
-        if self._surplus > 0:
+        if self._probed:
             # The same link found again: what the probe's ticks carried above its rate
             # now was a token bucket's burst; what they carried between the old ceiling
             # and that was room. A link that stepped up or down since: no burst known.
@@ -462,6 +463,7 @@ class RateController:
             burst = sum(max(0.0, d - achieved) for d in probed) * AUTORATE_TICK_S
             self._burst = burst if steady else 0.0
             self._surplus = 0.0
+            self._probed.clear()
         # Hold until the queue that was seen has drained at the rate given up (a queue of
         # d seconds of the link drains in d / (1 - factor)), so that the same queue is
         # not cut for twice while it drains.

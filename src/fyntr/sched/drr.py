@@ -188,8 +188,7 @@ class Scheduler:
         bucket = self.bucket
         if bucket is None:
             return flow.quantum
-        share = bucket.rate * DRR_ROUND_S / max(1, self.listed)
-        return min(flow.quantum, max(QUANTUM_MIN_BYTES, int(share)))
+        return min(flow.quantum, _round_share(bucket, self.listed))
 
     def _owner_quantum(self) -> int:
         """An owner's turn: its share of a round (at least a full packet), or, unshaped,
@@ -197,8 +196,7 @@ class Scheduler:
         bucket = self.bucket
         if bucket is None:
             return QUANTUM_MAX_BYTES
-        share = bucket.rate * DRR_ROUND_S / max(1, len(self.round))
-        return max(QUANTUM_MIN_BYTES, int(share))
+        return _round_share(bucket, len(self.round))
 
     def park(self, flow: Flow) -> None:
         """The destination stopped taking data: leave the lists at the next pass."""
@@ -291,13 +289,19 @@ class Scheduler:
         bucket = self.bucket
         if bucket is None or not self.round or bucket.tokens >= 1:
             return None
-        need = max(QUANTUM_MIN_BYTES, min(QUANTUM_MAX_BYTES, int(bucket.rate * DRR_ROUND_S)))
+        need = min(QUANTUM_MAX_BYTES, _round_share(bucket, 1))
         for owner in self.round:
             for flow in owner.new:
                 if flow.queued and not flow.parked:
                     need = min(need, len(flow.chunks[0]))
                     break
         return max(RATE_TIMER_MIN_S, bucket.delay_for(need))
+
+
+def _round_share(bucket: TokenBucket, shares: int) -> int:
+    """One of ``shares`` equal parts of a round's bytes at the rate (DRR_ROUND_S of it),
+    a full packet at least."""
+    return max(QUANTUM_MIN_BYTES, int(bucket.rate * DRR_ROUND_S / max(1, shares)))
 
 
 def _send(flow: Flow, budget: int, most: int, write: Callable[[Flow, Chunk], None]) -> int:
